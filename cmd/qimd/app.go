@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/qim-im/qim/auth"
+	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/daemon"
+)
+
+// dataFlag is shared by every command.
+var dataFlag = &cli.StringFlag{Name: "data", Value: "data", EnvVars: []string{"QIM_DATA"}, Usage: "data directory (store, certificates, application secrets)"}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:           "qimd",
+		Usage:          "the qim QUIC instant-messaging server",
+		Writer:         stdout,
+		ErrWriter:      stderr,
+		ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{
+			{
+				Name:  "serve",
+				Usage: "run the server",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "listen", Value: "127.0.0.1:4433", EnvVars: []string{"QIM_LISTEN"}, Usage: "UDP address to serve on"},
+					dataFlag,
+					&cli.StringFlag{Name: "cert", EnvVars: []string{"QIM_CERT"}, Usage: "certificate file (default: generated in DATA/certs)"},
+					&cli.StringFlag{Name: "key", EnvVars: []string{"QIM_KEY"}, Usage: "key file for --cert"},
+					&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"QIM_HOSTS"}, Usage: "extra names and addresses for a generated certificate"},
+					&cli.IntFlag{Name: "max-frame", Value: 64 << 10, EnvVars: []string{"QIM_MAX_FRAME"}, Usage: "largest frame accepted, in bytes"},
+					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
+					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+				},
+				Action: serve,
+			},
+			{
+				Name:  "certs",
+				Usage: "write a development CA and server certificate into DATA/certs",
+				Flags: []cli.Flag{
+					dataFlag,
+					&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"QIM_HOSTS"}, Usage: "extra names and addresses for the certificate"},
+				},
+				Action: func(c *cli.Context) error {
+					dir := daemon.CertsDir(c.String("data"))
+					if err := certs.Generate(dir, c.StringSlice("hosts")); err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "wrote %s (give clients --ca %s)\n", dir, filepath.Join(dir, certs.CACertFile))
+					return nil
+				},
+			},
+			{
+				Name:  "token",
+				Usage: "print a token for a user of an application",
+				Flags: []cli.Flag{
+					dataFlag,
+					&cli.StringFlag{Name: "org", Value: daemon.DemoOrg, EnvVars: []string{"QIM_ORG"}},
+					&cli.StringFlag{Name: "appkey", Value: daemon.DemoAppkey, EnvVars: []string{"QIM_APPKEY"}},
+					&cli.StringFlag{Name: "user", Required: true, EnvVars: []string{"QIM_USER"}},
+					&cli.DurationFlag{Name: "ttl", Value: 24 * time.Hour, EnvVars: []string{"QIM_TTL"}, Usage: "how long the token is valid"},
+				},
+				Action: func(c *cli.Context) error {
+					if !auth.ValidID(c.String("user")) {
+						return errors.New("user must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+					}
+					secret, err := daemon.AppSecret(c.String("data"), c.String("org"), c.String("appkey"))
+					if err != nil {
+						return fmt.Errorf("%w (start the server once with this --data to create the demo application)", err)
+					}
+					fmt.Fprintln(c.App.Writer, auth.Mint(secret, c.String("org"), c.String("appkey"), c.String("user"), time.Now().Add(c.Duration("ttl"))))
+					return nil
+				},
+			},
+			{
+				Name:  "app",
+				Usage: "manage applications",
+				Subcommands: []*cli.Command{{
+					Name:  "create",
+					Usage: "create an application with a random secret (loaded at the next server start)",
+					Flags: []cli.Flag{
+						dataFlag,
+						&cli.StringFlag{Name: "org", Required: true},
+						&cli.StringFlag{Name: "appkey", Required: true},
+					},
+					Action: func(c *cli.Context) error {
+						secret, err := daemon.CreateApp(c.String("data"), c.String("org"), c.String("appkey"))
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "%x\n", secret)
+						return nil
+					},
+				}},
+			},
+		},
+	}
+}
+
+func serve(c *cli.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	d, err := daemon.Start(daemon.Config{
+		Listen:   c.String("listen"),
+		DataDir:  c.String("data"),
+		CertFile: c.String("cert"),
+		KeyFile:  c.String("key"),
+		Hosts:    c.StringSlice("hosts"),
+		MaxFrame: c.Int("max-frame"),
+		Logger:   logger,
+	})
+	if err != nil {
+		return err
+	}
+	for _, what := range d.Created {
+		logger.Info("created " + what)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "qimd: serving on %s; data in %s\nqimd: mint a token with: qimd token --data %s --user alice\n",
+		d.Addr(), c.String("data"), c.String("data"))
+
+	select {
+	case <-c.Context.Done():
+	case err := <-waitErr(d):
+		d.Close()
+		return err
+	}
+	logger.Info("shutting down")
+	ctx, cancel := context.WithTimeout(context.Background(), c.Duration("shutdown-timeout"))
+	defer cancel()
+	if err := d.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func waitErr(d *daemon.Daemon) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- d.Wait() }()
+	return ch
+}

@@ -1,0 +1,178 @@
+// Package daemon wires a complete qim server from its parts: the data
+// directory, certificates, the embedded store, applications, the hub and the
+// QUIC server. cmd/qimd and the tests start servers through it, so both run
+// exactly the same server.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/quicsrv"
+	"github.com/qim-im/qim/session"
+	"github.com/qim-im/qim/store/pebblestore"
+)
+
+// Config is a server's configuration. Zero values take the documented
+// defaults.
+type Config struct {
+	// Listen is the UDP address to serve on. Empty means "127.0.0.1:4433".
+	Listen string
+	// DataDir holds the store, the certificates and the application
+	// secrets. Empty means "./data".
+	DataDir string
+	// CertFile and KeyFile are the server's certificate and key. Empty
+	// means DataDir/certs/server.pem and server.key, created with a
+	// development CA on first start.
+	CertFile, KeyFile string
+	// Hosts are extra names and addresses for a generated certificate.
+	Hosts []string
+	// MaxFrame is the largest frame accepted. Zero means 64 KiB.
+	MaxFrame int
+	// AuthTimeout is how long a new connection has to authenticate. Zero
+	// means 5 seconds.
+	AuthTimeout time.Duration
+	// NoSync turns off fsync in the store. For benchmarks of everything but
+	// the disk only; never in production.
+	NoSync bool
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Daemon is a running server.
+type Daemon struct {
+	// Static after Start.
+	cfg    Config
+	logger *slog.Logger
+	pc     net.PacketConn
+	store  *pebblestore.Store
+	hub    *session.Hub
+	srv    *quicsrv.Server
+	// Created lists what Start created on this first start (certificates,
+	// the demo application), for the operator.
+	Created []string
+
+	serveErr chan error
+}
+
+// Start opens the data directory and starts serving. Stop it with Shutdown
+// or Close.
+func Start(cfg Config) (d *Daemon, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:4433"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d = &Daemon{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			d.closeParts()
+		}
+	}()
+
+	certFile, keyFile := cfg.CertFile, cfg.KeyFile
+	if certFile == "" && keyFile == "" {
+		var created bool
+		certFile, keyFile, created, err = certs.EnsureServer(CertsDir(cfg.DataDir), cfg.Hosts)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: certificates: %w", err)
+		}
+		if created {
+			d.Created = append(d.Created, "development CA and server certificate in "+CertsDir(cfg.DataDir)+" (clients use --ca "+filepath.Join(CertsDir(cfg.DataDir), certs.CACertFile)+")")
+		}
+	} else if certFile == "" || keyFile == "" {
+		return nil, errors.New("daemon: set both the certificate and the key")
+	}
+	tlsConf, err := certs.LoadServerTLS(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+
+	d.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{Logger: logger, NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: open store: %w", err)
+	}
+	createdApps, err := LoadApps(context.Background(), cfg.DataDir, d.store)
+	if err != nil {
+		return nil, err
+	}
+	d.Created = append(d.Created, createdApps...)
+
+	d.hub, err = session.NewHub(session.Config{Store: d.store, Logger: logger, MaxFrame: cfg.MaxFrame})
+	if err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: listen address: %w", err)
+	}
+	if d.pc, err = net.ListenUDP("udp", udpAddr); err != nil {
+		return nil, fmt.Errorf("daemon: listen: %w", err)
+	}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout}
+	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
+	return d, nil
+}
+
+// Addr returns the address the server is serving on.
+func (d *Daemon) Addr() net.Addr { return d.pc.LocalAddr() }
+
+// Wait blocks until the server stops serving and returns why.
+func (d *Daemon) Wait() error {
+	err := <-d.serveErr
+	d.serveErr <- err
+	return err
+}
+
+// Shutdown stops accepting connections, tells connected devices the server
+// is going away, waits for them (until ctx ends), then flushes and closes
+// the store.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	err := d.srv.Shutdown(ctx)
+	if cerr := d.closeParts(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Close stops everything at once, then flushes and closes the store.
+func (d *Daemon) Close() error {
+	d.srv.Close()
+	return d.closeParts()
+}
+
+// closeParts closes what Start opened, in reverse order.
+func (d *Daemon) closeParts() error {
+	var errs []error
+	if d.pc != nil {
+		errs = append(errs, d.pc.Close())
+		if d.srv != nil {
+			<-d.serveErr
+		}
+		d.pc = nil
+	}
+	if d.hub != nil {
+		errs = append(errs, d.hub.Close())
+		d.hub = nil
+	}
+	if d.store != nil {
+		errs = append(errs, d.store.Close())
+		d.store = nil
+	}
+	return errors.Join(errs...)
+}
+
+// CertsDir is where a data directory's generated certificates live.
+func CertsDir(dataDir string) string { return filepath.Join(dataDir, "certs") }

@@ -1,0 +1,162 @@
+// Package testserver starts real qim servers for tests: real QUIC on
+// 127.0.0.1, a real Pebble store in a temporary directory, real
+// certificates and tokens.
+package testserver
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qim-im/qim/auth"
+	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/daemon"
+)
+
+// Options configures a test server. Zero values take defaults.
+type Options struct {
+	// DataDir is the server's data directory. Empty means t.TempDir().
+	DataDir string
+	// MaxFrame is the largest frame accepted. Zero means the default.
+	MaxFrame int
+	// Listen is the address to listen on. Empty means 127.0.0.1:0.
+	Listen string
+	// AuthTimeout is the server's auth timeout. Zero means the default.
+	AuthTimeout time.Duration
+	// Apps are extra applications, as "org/appkey", created before the
+	// first start besides demo/demo.
+	Apps []string
+}
+
+// Server is a running test server.
+type Server struct {
+	// Addr is the server's UDP address, "127.0.0.1:port". It stays the same
+	// across Restart.
+	Addr string
+	// CAFile is the development CA clients verify the server with.
+	CAFile string
+	// DataDir is the server's data directory.
+	DataDir string
+
+	t    testing.TB
+	opts Options
+	d    *daemon.Daemon
+}
+
+// Start starts a server and stops it when the test ends.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	if opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:0"
+	}
+	s := &Server{t: t, opts: opts, DataDir: opts.DataDir}
+	for _, a := range append([]string{daemon.DemoOrg + "/" + daemon.DemoAppkey}, opts.Apps...) {
+		org, appkey, _ := strings.Cut(a, "/")
+		if _, err := daemon.AppSecret(opts.DataDir, org, appkey); err == nil {
+			continue
+		}
+		if _, err := daemon.CreateApp(opts.DataDir, org, appkey); err != nil {
+			t.Fatalf("testserver: %v", err)
+		}
+	}
+	s.start(opts.Listen)
+	s.CAFile = filepath.Join(daemon.CertsDir(opts.DataDir), certs.CACertFile)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func (s *Server) start(listen string) {
+	s.t.Helper()
+	var logger *slog.Logger
+	if os.Getenv("QIM_TEST_LOG") != "" {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var err error
+	// The port of a restarted server may still be held for a moment.
+	for range 50 {
+		s.d, err = daemon.Start(daemon.Config{Listen: listen, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger})
+		if err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatalf("testserver: start: %v", err)
+	}
+	s.Addr = s.d.Addr().String()
+}
+
+// Stop stops the server (abruptly, like a crash of the network side, but
+// with the store closed cleanly). It is safe to call twice.
+func (s *Server) Stop() {
+	if s.d == nil {
+		return
+	}
+	if err := s.d.Close(); err != nil {
+		s.t.Errorf("testserver: close: %v", err)
+	}
+	s.d = nil
+}
+
+// Shutdown stops the server gracefully: devices are told GOING_AWAY.
+func (s *Server) Shutdown() {
+	if s.d == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.d.Shutdown(ctx); err != nil {
+		s.t.Errorf("testserver: shutdown: %v", err)
+	}
+	s.d = nil
+}
+
+// Restart stops the server and starts it again on the same address and
+// data directory.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start(s.Addr)
+}
+
+// ClientTLS returns a client TLS configuration that trusts the server.
+func (s *Server) ClientTLS() *tls.Config {
+	s.t.Helper()
+	c, err := certs.ClientTLS(s.CAFile, false, "localhost")
+	if err != nil {
+		s.t.Fatalf("testserver: client TLS: %v", err)
+	}
+	return c
+}
+
+// Token returns a valid token for user of the demo application.
+func (s *Server) Token(user string) string {
+	return s.TokenFor(daemon.DemoOrg, daemon.DemoAppkey, user, time.Hour)
+}
+
+// TokenFor returns a token for user of any application in the data
+// directory, valid for ttl (negative: already expired).
+func (s *Server) TokenFor(org, appkey, user string, ttl time.Duration) string {
+	s.t.Helper()
+	secret, err := daemon.AppSecret(s.DataDir, org, appkey)
+	if err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+	return auth.Mint(secret, org, appkey, user, time.Now().Add(ttl))
+}
+
+// CreateApp adds an application; it takes effect at the next Restart.
+func (s *Server) CreateApp(org, appkey string) {
+	s.t.Helper()
+	if _, err := daemon.CreateApp(s.DataDir, org, appkey); err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+}

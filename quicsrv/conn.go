@@ -1,0 +1,201 @@
+package quicsrv
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/session"
+)
+
+// serverConn is one device's QUIC connection. Its serve goroutine owns the
+// connection: it authenticates, accepts streams, and returns only after the
+// session and every goroutine it started have ended.
+type serverConn struct {
+	// Static after construction.
+	srv    *Server
+	qc     *quic.Conn
+	logger *slog.Logger
+
+	// Set by authenticate before the session starts.
+	ctrl       *quic.Stream
+	ctrlReader *bufio.Reader
+
+	wg             sync.WaitGroup // the control reader and Disconnect's writer
+	disconnectOnce sync.Once
+	ctrlWriteMu    sync.Mutex // guards ctrl (set once) and writes to it
+}
+
+// serve runs the connection to its end.
+func (sc *serverConn) serve() {
+	defer sc.wg.Wait()
+	app, c, err := sc.authenticate()
+	if err != nil {
+		code, reason := session.CodeOf(err)
+		if code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE {
+			sc.logger.Error("authenticate", "err", err)
+		} else {
+			sc.logger.Debug("connection refused", "code", code, "err", err)
+		}
+		sc.Disconnect(code, reason)
+		return
+	}
+	sc.logger = sc.logger.With("user", c.User, "device", c.Device)
+	sess := sc.srv.Hub.Open(app, c, sc, sc.logger)
+	sc.logger.Debug("session open")
+
+	sc.wg.Go(sc.readControl)
+	for {
+		str, err := sc.qc.AcceptStream(context.Background())
+		if err != nil {
+			break
+		}
+		sess.HandleStream(str)
+	}
+	sess.Close()
+	sc.logger.Debug("session closed", "cause", context.Cause(sc.qc.Context()))
+}
+
+// authenticate reads CONNECT from the first stream within the auth timeout
+// and answers it.
+func (sc *serverConn) authenticate() (app string, c *qimpb.Connect, err error) {
+	deadline := time.Now().Add(sc.srv.authTimeout())
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	ctrl, err := sc.qc.AcceptStream(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", nil, &session.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
+		}
+		return "", nil, err
+	}
+	sc.ctrlWriteMu.Lock()
+	sc.ctrl = ctrl
+	sc.ctrlWriteMu.Unlock()
+	ctrl.SetReadDeadline(deadline)
+	var cmd qimpb.Command
+	r := bufio.NewReaderSize(ctrl, 1024)
+	if _, err := qimpb.ReadFrame(r, sc.srv.Hub.MaxFrame(), nil, &cmd); err != nil {
+		return "", nil, frameError(err)
+	}
+	ctrl.SetReadDeadline(time.Time{})
+	if cmd.Version != qimpb.Version {
+		return "", nil, &session.Error{Code: qimpb.Code_UNSUPPORTED_VERSION, Reason: "this server speaks protocol version 1"}
+	}
+	if cmd.Command != qimpb.CommandType_CONNECT {
+		return "", nil, &session.Error{Code: qimpb.Code_PROTOCOL_VIOLATION, Reason: "the first frame must be CONNECT"}
+	}
+	c = &qimpb.Connect{}
+	if err := proto.Unmarshal(cmd.Payload, c); err != nil {
+		return "", nil, &session.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "CONNECT does not decode"}
+	}
+	if app, err = sc.srv.Hub.Authenticate(ctx, c); err != nil {
+		return "", nil, err
+	}
+	ok, err := encodeResponse(&qimpb.Connected{
+		User:       c.User,
+		Device:     c.Device,
+		ServerTime: time.Now().UnixMilli(),
+		MaxFrame:   uint32(sc.srv.Hub.MaxFrame()),
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := sc.writeControl(ok); err != nil {
+		return "", nil, err
+	}
+	// Keep the reader's buffered bytes: a client may send more right away.
+	sc.ctrlReader = r
+	return app, c, nil
+}
+
+// readControl reads the control stream after CONNECT: a DISCONNECT from the
+// device closes the connection normally; anything else is a protocol
+// violation.
+func (sc *serverConn) readControl() {
+	var cmd qimpb.Command
+	_, err := qimpb.ReadFrame(sc.ctrlReader, sc.srv.Hub.MaxFrame(), nil, &cmd)
+	switch {
+	case err == nil && cmd.Command == qimpb.CommandType_DISCONNECT:
+		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "closed by client")
+	case err == nil:
+		sc.Disconnect(qimpb.Code_PROTOCOL_VIOLATION, cmd.Command.String()+" is not allowed on the control stream after CONNECT")
+	case errors.Is(err, io.EOF):
+		// The device finished its side of the control stream: that is a
+		// close too.
+		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "control stream finished")
+	default:
+		if code, reason := session.CodeOf(frameError(err)); code != qimpb.Code_INTERNAL {
+			sc.Disconnect(code, reason)
+		}
+		// Otherwise the connection is ending already.
+	}
+}
+
+// OpenStreamSync implements session.Conn.
+func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
+	return sc.qc.OpenStreamSync(ctx)
+}
+
+// Disconnect implements session.Conn: it sends DISCONNECT on the control
+// stream (when there is one) and closes the connection with code. It does
+// not block.
+func (sc *serverConn) Disconnect(code qimpb.Code, reason string) {
+	sc.disconnectOnce.Do(func() {
+		sc.wg.Go(func() {
+			if frame, err := qimpb.EncodeFrame(qimpb.CommandType_DISCONNECT, &qimpb.Disconnect{Code: int32(code), Reason: reason}); err == nil {
+				sc.writeControl(frame)
+			}
+			sc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+		})
+	})
+}
+
+// writeControl writes a frame on the control stream, if it is open, with a
+// deadline so that a device that does not read cannot hold it.
+func (sc *serverConn) writeControl(frame []byte) error {
+	sc.ctrlWriteMu.Lock()
+	defer sc.ctrlWriteMu.Unlock()
+	if sc.ctrl == nil {
+		return errNoControl
+	}
+	sc.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	_, err := sc.ctrl.Write(frame)
+	return err
+}
+
+var errNoControl = errors.New("quicsrv: no control stream")
+
+// frameError maps a frame read error to the code the device is told.
+func frameError(err error) error {
+	switch {
+	case errors.Is(err, qimpb.ErrFrameTooLarge):
+		return &session.Error{Code: qimpb.Code_FRAME_TOO_LARGE, Reason: err.Error()}
+	case errors.Is(err, qimpb.ErrBadFrame), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return &session.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "malformed frame"}
+	case isTimeout(err):
+		return &session.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+func encodeResponse(payload proto.Message) ([]byte, error) {
+	b, err := proto.Marshal(payload)
+	if err != nil {
+		return nil, err
+	}
+	return qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, &qimpb.Response{Code: int32(qimpb.Code_OK), Payload: b})
+}

@@ -1,0 +1,251 @@
+// Package quicsrv serves the qim protocol over QUIC: it accepts
+// connections, authenticates each on its control stream, and hands the
+// connection's other streams to a session of the hub.
+package quicsrv
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/session"
+)
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
+// Close.
+var ErrServerClosed = errors.New("quicsrv: Server closed")
+
+// Server serves qim over QUIC. Set its fields before calling Serve; they
+// must not change afterwards.
+type Server struct {
+	// Addr is the UDP address ListenAndServe listens on. Empty means
+	// "127.0.0.1:4433".
+	Addr string
+	// TLSConfig is the server's TLS configuration. Required. NextProtos
+	// defaults to "qim/1".
+	TLSConfig *tls.Config
+	// QUICConfig configures QUIC. Nil means DefaultQUICConfig().
+	QUICConfig *quic.Config
+	// Hub runs the sessions. Required.
+	Hub *session.Hub
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+	// AuthTimeout is how long a new connection has to open its control
+	// stream and authenticate. Zero means 5 seconds.
+	AuthTimeout time.Duration
+
+	inShutdown atomic.Bool
+	nextConnID atomic.Uint64
+
+	mu        sync.Mutex
+	listeners map[*quic.Listener]struct{} // guarded by mu
+	conns     map[*serverConn]struct{}    // guarded by mu
+	connsWG   sync.WaitGroup              // one per serveConn goroutine
+}
+
+// DefaultQUICConfig returns the QUIC settings qim uses unless told
+// otherwise: keepalives for mobile NATs, and flow-control windows sized for
+// chat rather than bulk transfer.
+func DefaultQUICConfig() *quic.Config {
+	return &quic.Config{
+		MaxIdleTimeout:                 60 * time.Second,
+		KeepAlivePeriod:                20 * time.Second,
+		InitialStreamReceiveWindow:     64 << 10,
+		MaxStreamReceiveWindow:         512 << 10,
+		InitialConnectionReceiveWindow: 256 << 10,
+		MaxConnectionReceiveWindow:     4 << 20,
+		MaxIncomingStreams:             1000,
+		MaxIncomingUniStreams:          -1,
+	}
+}
+
+// ListenAndServe listens on s.Addr and serves until Shutdown or Close.
+func (s *Server) ListenAndServe() error {
+	addr := s.Addr
+	if addr == "" {
+		addr = "127.0.0.1:4433"
+	}
+	udpAddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("quicsrv: resolve %s: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp", udpAddr)
+	if err != nil {
+		return fmt.Errorf("quicsrv: listen: %w", err)
+	}
+	defer pc.Close()
+	return s.Serve(pc)
+}
+
+// Serve accepts QUIC connections on pc until Shutdown or Close, serving
+// each in its own goroutine. It always returns a non-nil error; after
+// Shutdown or Close it is ErrServerClosed. The caller keeps ownership of pc.
+func (s *Server) Serve(pc net.PacketConn) error {
+	if s.Hub == nil || s.TLSConfig == nil {
+		return errors.New("quicsrv: Server needs Hub and TLSConfig")
+	}
+	if s.inShutdown.Load() {
+		return ErrServerClosed
+	}
+	tr := &quic.Transport{Conn: pc}
+	defer tr.Close()
+	tlsConf := s.TLSConfig.Clone()
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf.NextProtos = []string{"qim/1"}
+	}
+	qconf := s.QUICConfig
+	if qconf == nil {
+		qconf = DefaultQUICConfig()
+	}
+	ln, err := tr.Listen(tlsConf, qconf)
+	if err != nil {
+		return fmt.Errorf("quicsrv: listen: %w", err)
+	}
+	if !s.trackListener(ln, true) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(ln, false)
+	s.logger().Info("serving", "addr", pc.LocalAddr().String())
+	for {
+		qc, err := ln.Accept(context.Background())
+		if err != nil {
+			if s.inShutdown.Load() {
+				s.connsWG.Wait()
+				return ErrServerClosed
+			}
+			return fmt.Errorf("quicsrv: accept: %w", err)
+		}
+		sc := s.newConn(qc)
+		if sc == nil {
+			qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server shutting down")
+			continue
+		}
+		go func() {
+			defer s.connsWG.Done()
+			defer s.untrack(sc)
+			sc.serve()
+		}()
+	}
+}
+
+// Shutdown stops accepting connections, tells every connected device that
+// the server is going away, and waits until they have closed or ctx ends,
+// when it closes what remains.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.inShutdown.Store(true)
+	s.closeListeners()
+	for _, sc := range s.snapshot() {
+		sc.Disconnect(qimpb.Code_GOING_AWAY, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connsWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once.
+func (s *Server) Close() error {
+	s.inShutdown.Store(true)
+	s.closeListeners()
+	for _, sc := range s.snapshot() {
+		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server closed")
+	}
+	s.connsWG.Wait()
+	return nil
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return s.Logger
+}
+
+func (s *Server) authTimeout() time.Duration {
+	if s.AuthTimeout > 0 {
+		return s.AuthTimeout
+	}
+	return 5 * time.Second
+}
+
+func (s *Server) trackListener(ln *quic.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.listeners, ln)
+		return true
+	}
+	if s.inShutdown.Load() {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[*quic.Listener]struct{})
+	}
+	s.listeners[ln] = struct{}{}
+	return true
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// newConn registers a new connection, or returns nil during shutdown.
+func (s *Server) newConn(qc *quic.Conn) *serverConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inShutdown.Load() {
+		return nil
+	}
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	id := s.nextConnID.Add(1)
+	sc := &serverConn{
+		srv:    s,
+		qc:     qc,
+		logger: s.logger().With("conn", id, "remote", qc.RemoteAddr().String()),
+	}
+	s.conns[sc] = struct{}{}
+	s.connsWG.Add(1)
+	return sc
+}
+
+func (s *Server) untrack(sc *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+}
+
+func (s *Server) snapshot() []*serverConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*serverConn, 0, len(s.conns))
+	for sc := range s.conns {
+		out = append(out, sc)
+	}
+	return out
+}

@@ -1,0 +1,189 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// recentCache holds the most recent stored messages of the busiest groups,
+// in front of the store, for catch-up pushes and history pages.
+//
+// Consistency: only the committer adds to it, right after the store commit
+// returns, in sequence order, and it is the only goroutine that appends
+// messages. So an entry, from the moment it is created (at the first message
+// committed for that group after the server started or after the entry was
+// evicted), holds a contiguous run of sequence numbers ending at the group's
+// latest stored message. Readers never fill it from the store, so it never
+// holds anything the store does not, and it never needs invalidation.
+type recentCache struct {
+	depth int
+	lru   *lru.Cache[convKey, *recentMsgs]
+}
+
+type convKey struct{ app, conv string }
+
+// recentMsgs is the cached suffix of one group's messages.
+type recentMsgs struct {
+	mu   sync.Mutex
+	msgs []*qimpb.Message // ascending, contiguous seqs; guarded by mu
+}
+
+func newRecentCache(groups, depth int) (*recentCache, error) {
+	c, err := lru.New[convKey, *recentMsgs](groups)
+	if err != nil {
+		return nil, err
+	}
+	return &recentCache{depth: depth, lru: c}, nil
+}
+
+// add appends a just-committed message. Only the committer calls it.
+func (c *recentCache) add(app, conv string, m *qimpb.Message) {
+	k := convKey{app, conv}
+	e, ok := c.lru.Get(k)
+	if !ok {
+		e = &recentMsgs{}
+		c.lru.Add(k, e)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n := len(e.msgs); n > 0 && e.msgs[n-1].Seq+1 != m.Seq {
+		// Not contiguous: cannot happen with one committer, but never
+		// serve a run with a hole in it.
+		e.msgs = e.msgs[:0]
+	}
+	if len(e.msgs) == c.depth {
+		copy(e.msgs, e.msgs[1:])
+		e.msgs = e.msgs[:c.depth-1]
+	}
+	e.msgs = append(e.msgs, m)
+}
+
+// after returns up to limit messages with seq > after, if the cache can
+// answer exactly (it holds seq after+1, or it knows nothing newer exists).
+func (c *recentCache) after(app, conv string, after uint64, limit int) ([]*qimpb.Message, bool) {
+	e, ok := c.lru.Get(convKey{app, conv})
+	if !ok {
+		return nil, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.msgs) == 0 {
+		return nil, false
+	}
+	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
+	if after >= hi {
+		return nil, true
+	}
+	if after+1 < lo {
+		return nil, false
+	}
+	i := int(after + 1 - lo)
+	j := min(i+limit, len(e.msgs))
+	return slices.Clone(e.msgs[i:j]), true
+}
+
+// history returns the latest limit messages with seq < before (0: no bound),
+// ascending, if the cache holds all of them.
+func (c *recentCache) history(app, conv string, before uint64, limit int) ([]*qimpb.Message, bool) {
+	e, ok := c.lru.Get(convKey{app, conv})
+	if !ok {
+		return nil, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.msgs) == 0 {
+		return nil, false
+	}
+	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
+	end := hi // last seq wanted
+	if before != 0 && before <= hi {
+		if before <= lo {
+			return nil, before <= 1
+		}
+		end = before - 1
+	}
+	start := uint64(1)
+	if end >= uint64(limit) {
+		start = end - uint64(limit) + 1
+	}
+	if start < lo {
+		return nil, false
+	}
+	return slices.Clone(e.msgs[start-lo : end-lo+1]), true
+}
+
+// groupCache holds groups' descriptions and member lists, so that sends and
+// fan-out do not read the store. Every membership change goes through the
+// hub, which drops the entry after the store write; the next reader loads it
+// again.
+type groupCache struct {
+	lru *lru.Cache[convKey, *groupState]
+	// gen counts changes; a snapshot loaded from the store is cached only
+	// if no change happened while it was being read, so a stale snapshot
+	// never outlives the change that made it stale.
+	gen atomic.Uint64
+	mu  sync.Mutex // orders a load's check of gen and Add against forgetGroup
+}
+
+// groupState is an immutable snapshot of a group.
+type groupState struct {
+	info    store.Group // LastSeq is not kept current here
+	members []string    // sorted
+}
+
+func (g *groupState) isMember(user string) bool {
+	_, ok := slices.BinarySearch(g.members, user)
+	return ok
+}
+
+func newGroupCache(n int) (*groupCache, error) {
+	c, err := lru.New[convKey, *groupState](n)
+	if err != nil {
+		return nil, err
+	}
+	return &groupCache{lru: c}, nil
+}
+
+// group returns a group's snapshot, from the cache or the store. A group
+// that does not exist in app gives NOT_FOUND.
+func (h *Hub) group(ctx context.Context, app, id string) (*groupState, error) {
+	k := convKey{app, id}
+	if g, ok := h.groups.lru.Get(k); ok {
+		return g, nil
+	}
+	gen := h.groups.gen.Load()
+	info, err := h.store.GetGroup(ctx, app, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errorf(qimpb.Code_NOT_FOUND, "no such group")
+	}
+	if err != nil {
+		return nil, storeErr("get group", err)
+	}
+	members, err := h.store.Members(ctx, app, id)
+	if err != nil {
+		return nil, storeErr("get members", err)
+	}
+	g := &groupState{info: info, members: members}
+	h.groups.mu.Lock()
+	if h.groups.gen.Load() == gen {
+		h.groups.lru.Add(k, g)
+	}
+	h.groups.mu.Unlock()
+	return g, nil
+}
+
+// forgetGroup drops a group's snapshot after a change to it.
+func (h *Hub) forgetGroup(app, id string) {
+	h.groups.mu.Lock()
+	h.groups.gen.Add(1)
+	h.groups.lru.Remove(convKey{app, id})
+	h.groups.mu.Unlock()
+}

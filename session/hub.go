@@ -1,0 +1,291 @@
+// Package session is the messaging core of qim: it authenticates devices,
+// runs their requests, commits messages to the store in groups, and delivers
+// them to every device in order. It knows QUIC streams but not how
+// connections are accepted; quicsrv does that and hands each authenticated
+// connection's streams to a Session.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/qim-im/qim/auth"
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// Config configures a Hub. Zero values take the documented defaults.
+type Config struct {
+	// Store holds everything durable. Required.
+	Store store.Store
+	// Router carries events between sessions. Nil means a LocalRouter.
+	Router Router
+	// Logger receives the hub's logs. Nil discards them.
+	Logger *slog.Logger
+	// MaxFrame is the largest frame accepted on a stream. Zero means
+	// qimpb.DefaultMaxFrame.
+	MaxFrame int
+	// PushWindow is how many stored messages of one conversation may be in
+	// flight to a device, unacknowledged. Zero means 64.
+	PushWindow int
+	// GroupCacheGroups is how many groups' recent messages the LRU cache
+	// holds. Zero means 4096.
+	GroupCacheGroups int
+	// GroupCacheDepth is how many recent messages are cached per group.
+	// Zero means 256.
+	GroupCacheDepth int
+	// MaxBatch is the most messages committed in one store call. Zero means 512.
+	MaxBatch int
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Hub is the shared state of all sessions of a server. Create it with
+// NewHub; Close stops it.
+type Hub struct {
+	// Static after construction.
+	store    store.Store
+	router   Router
+	logger   *slog.Logger
+	maxFrame int
+	window   int
+	maxBatch int
+	now      func() time.Time
+	recent   *recentCache
+	groups   *groupCache
+
+	// commits feeds the committer goroutine.
+	commits chan *pendingAppend
+	stop    chan struct{}
+	done    chan struct{}
+
+	closeOnce sync.Once
+}
+
+// NewHub returns a hub and starts its committer goroutine, which Close stops.
+func NewHub(cfg Config) (*Hub, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("session: Config.Store is nil")
+	}
+	h := &Hub{
+		store:    cfg.Store,
+		router:   cfg.Router,
+		logger:   cfg.Logger,
+		maxFrame: cfg.MaxFrame,
+		window:   cfg.PushWindow,
+		maxBatch: cfg.MaxBatch,
+		now:      cfg.Now,
+		commits:  make(chan *pendingAppend, 1024),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	if h.router == nil {
+		h.router = &LocalRouter{}
+	}
+	if h.logger == nil {
+		h.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if h.maxFrame <= 0 {
+		h.maxFrame = qimpb.DefaultMaxFrame
+	}
+	if h.window <= 0 {
+		h.window = 64
+	}
+	if h.maxBatch <= 0 {
+		h.maxBatch = 512
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	depth := cfg.GroupCacheDepth
+	if depth <= 0 {
+		depth = 256
+	}
+	ngroups := cfg.GroupCacheGroups
+	if ngroups <= 0 {
+		ngroups = 4096
+	}
+	var err error
+	if h.recent, err = newRecentCache(ngroups, depth); err != nil {
+		return nil, err
+	}
+	if h.groups, err = newGroupCache(ngroups); err != nil {
+		return nil, err
+	}
+	go h.commitLoop()
+	return h, nil
+}
+
+// MaxFrame returns the largest frame the hub's sessions accept.
+func (h *Hub) MaxFrame() int { return h.maxFrame }
+
+// Close stops the committer. Appends waiting for it fail with
+// STORE_UNAVAILABLE. It does not close the store.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() { close(h.stop) })
+	<-h.done
+	return nil
+}
+
+// Authenticate checks a CONNECT and returns the application id it belongs
+// to. Every refusal is an *Error; none reveals whether the user exists.
+func (h *Hub) Authenticate(ctx context.Context, c *qimpb.Connect) (app string, err error) {
+	if c.Device == "" {
+		c.Device = "default"
+	}
+	for _, id := range []string{c.Org, c.Appkey, c.User, c.Device} {
+		if !auth.ValidID(id) {
+			return "", errorf(qimpb.Code_INVALID_ARGUMENT, "org, appkey, user and device must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+		}
+	}
+	a, err := h.store.GetApp(ctx, c.Org, c.Appkey)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
+	}
+	if err != nil {
+		return "", storeErr("get app", err)
+	}
+	switch err := auth.Verify(a.Secret, c.Org, c.Appkey, c.User, c.Token, h.now()); {
+	case err == nil:
+		return a.ID(), nil
+	case errors.Is(err, auth.ErrExpired):
+		return "", errorf(qimpb.Code_TOKEN_EXPIRED, "token expired")
+	default:
+		return "", errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
+	}
+}
+
+// pendingAppend is one message waiting for the committer.
+type pendingAppend struct {
+	app     string
+	conv    string
+	members []string // users whose inbox gets the conversation (1:1)
+	msg     *qimpb.Message
+	done    chan struct{} // closed when res and err are set
+	res     store.AppendResult
+	err     error
+}
+
+// submit queues a message for the committer. It blocks while the queue is
+// full, which slows the submitting stream only.
+func (h *Hub) submit(ctx context.Context, p *pendingAppend) error {
+	p.done = make(chan struct{})
+	select {
+	case h.commits <- p:
+		return nil
+	case <-h.stop:
+		return storeErr("append", store.ErrClosed)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitLoop takes queued messages in batches, stores each batch with one
+// durable commit, then completes them and routes the new ones, in commit
+// order. It is the only goroutine that appends messages, so routing order is
+// sequence order and the recent cache is always a suffix of the store.
+func (h *Hub) commitLoop() {
+	defer close(h.done)
+	batch := make([]*pendingAppend, 0, h.maxBatch)
+	appends := make([]store.Append, 0, h.maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case p := <-h.commits:
+			batch = append(batch, p)
+		case <-h.stop:
+			h.failQueued()
+			return
+		}
+	fill:
+		for len(batch) < h.maxBatch {
+			select {
+			case p := <-h.commits:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		appends = appends[:0]
+		for _, p := range batch {
+			appends = append(appends, store.Append{App: p.app, Conv: p.conv, Members: p.members, Msg: p.msg})
+		}
+		results, err := h.store.Append(context.Background(), appends)
+		if err == nil && len(results) != len(batch) {
+			err = fmt.Errorf("store returned %d results for %d messages", len(results), len(batch))
+		}
+		for i, p := range batch {
+			if err != nil {
+				p.err = storeErr("append", err)
+			} else {
+				p.res = results[i]
+			}
+			close(p.done)
+		}
+		if err != nil {
+			h.logger.Error("append failed; senders told STORE_UNAVAILABLE", "messages", len(batch), "err", err)
+			continue
+		}
+		for i, p := range batch {
+			if results[i].Duplicate {
+				continue
+			}
+			h.route(context.Background(), p.app, p.conv, results[i].Msg)
+		}
+	}
+}
+
+// failQueued fails every message still queued at shutdown.
+func (h *Hub) failQueued() {
+	for {
+		select {
+		case p := <-h.commits:
+			p.err = storeErr("append", store.ErrClosed)
+			close(p.done)
+		default:
+			return
+		}
+	}
+}
+
+// route delivers a message to the users of its conversation: both users of
+// a 1:1 conversation (the sender's other devices included) or every member
+// of a group. Stored group messages also go into the recent cache.
+func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message) {
+	if m.ToGroup != "" {
+		if m.Seq > 0 {
+			h.recent.add(app, conv, m)
+		}
+		g, err := h.group(ctx, app, m.ToGroup)
+		if err != nil {
+			// The message is stored; members catch up on their next connect.
+			h.logger.Warn("route: group members unavailable", "group", m.ToGroup, "err", err)
+			return
+		}
+		h.router.Deliver(app, g.members, Event{Msg: m})
+		return
+	}
+	users := []string{m.ToUser}
+	if m.FromUser != m.ToUser {
+		users = append(users, m.FromUser)
+	}
+	h.router.Deliver(app, users, Event{Msg: m})
+}
+
+// messages returns stored messages of a conversation after a sequence
+// number, from the recent cache when it holds them.
+func (h *Hub) messages(ctx context.Context, app, conv string, after uint64, limit int) ([]*qimpb.Message, error) {
+	if ms, ok := h.recent.after(app, conv, after, limit); ok {
+		return ms, nil
+	}
+	ms, err := h.store.Messages(ctx, app, conv, after, limit)
+	if err != nil {
+		return nil, storeErr("read messages", err)
+	}
+	return ms, nil
+}

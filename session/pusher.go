@@ -1,0 +1,370 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	qimpb "github.com/qim-im/qim/proto"
+)
+
+// maxLive bounds the live messages a pusher buffers; beyond it, stored
+// messages are read back from the store (or the recent cache) when their
+// turn comes, and unstored ones are dropped (they were best-effort).
+const maxLive = 256
+
+// pusher delivers one conversation's messages to one device, in sequence
+// order, at most window unacknowledged at a time. It runs in its own
+// goroutine (run) and writes through the conversation's stream.
+type pusher struct {
+	// Static after construction.
+	s       *Session
+	conv    string
+	wake    chan struct{} // capacity 1
+	stopped chan struct{} // closed by stop
+	stopper chan struct{} // guards the close of stopped
+
+	mu      sync.Mutex       // guards the fields below
+	ready   bool             // acked and sent are initialised
+	acked   uint64           // the device has every message up to here
+	sent    uint64           // written to the stream up to here
+	last    uint64           // the latest seq known to exist
+	skipped []uint64         // own messages passed over in (acked, sent], ascending
+	live    []*qimpb.Message // known messages with seq > sent, ascending
+	ephem   []*qimpb.Message // unstored messages waiting to be written
+	stream  *convStream      // where pushes go; nil until bound or opened
+	gen     uint64           // incremented when the stream is lost
+}
+
+func newPusher(s *Session, conv string) *pusher {
+	p := &pusher{
+		s:       s,
+		conv:    conv,
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+		stopper: make(chan struct{}, 1),
+	}
+	p.wake <- struct{}{}
+	return p
+}
+
+// stop ends the pusher (access to the conversation was revoked).
+func (p *pusher) stop() {
+	select {
+	case p.stopper <- struct{}{}:
+		close(p.stopped)
+	default:
+	}
+}
+
+func (p *pusher) wakeup() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// offer hands the pusher a message routed to the device. It never blocks.
+func (p *pusher) offer(m *qimpb.Message) {
+	p.mu.Lock()
+	if m.Seq == 0 {
+		if len(p.ephem) < maxLive {
+			p.ephem = append(p.ephem, m)
+		}
+	} else {
+		p.last = max(p.last, m.Seq)
+		if (!p.ready || m.Seq > p.sent) && len(p.live) < maxLive {
+			i, found := slices.BinarySearchFunc(p.live, m.Seq, func(x *qimpb.Message, seq uint64) int {
+				return cmpU64(x.Seq, seq)
+			})
+			if !found {
+				p.live = slices.Insert(p.live, i, m)
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.wakeup()
+}
+
+// bind makes cs the stream pushes go on, if there is none yet. It reports
+// whether cs is now the push stream.
+func (p *pusher) bind(cs *convStream) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stream == nil {
+		p.stream = cs
+	}
+	return p.stream == cs
+}
+
+// streamLost is called when cs ends. What was written to it and not
+// acknowledged is sent again on the next stream.
+func (p *pusher) streamLost(cs *convStream) {
+	p.mu.Lock()
+	if p.stream == cs {
+		p.stream = nil
+		p.gen++
+		if p.ready {
+			p.sent = p.acked
+			p.skipped = p.skipped[:0]
+		}
+	}
+	p.mu.Unlock()
+	p.wakeup()
+}
+
+// ack records the device's cumulative acknowledgement of seq, persists it,
+// and lets more messages go.
+func (p *pusher) ack(ctx context.Context, seq uint64) {
+	p.mu.Lock()
+	if !p.ready || seq <= p.acked || seq > p.sent {
+		p.mu.Unlock()
+		return
+	}
+	p.acked = seq
+	p.advanceOverSkipped()
+	acked := p.acked
+	p.mu.Unlock()
+	p.persist(ctx, acked)
+	p.wakeup()
+}
+
+// advanceOverSkipped moves acked over own messages that directly follow it.
+// p.mu must be held.
+func (p *pusher) advanceOverSkipped() {
+	i := 0
+	for ; i < len(p.skipped); i++ {
+		switch {
+		case p.skipped[i] <= p.acked:
+		case p.skipped[i] == p.acked+1:
+			p.acked++
+		default:
+			p.skipped = p.skipped[i:]
+			return
+		}
+	}
+	p.skipped = p.skipped[:0]
+}
+
+func (p *pusher) persist(ctx context.Context, seq uint64) {
+	s := p.s
+	if err := s.hub.store.SetAcked(ctx, s.app, s.user, s.device, p.conv, seq); err != nil && ctx.Err() == nil {
+		// Not fatal: the device will see these messages again and drop them.
+		s.logger.Warn("persist ack", "conv", p.conv, "seq", seq, "err", err)
+	}
+}
+
+// run pushes until the session ends or the pusher is stopped.
+func (p *pusher) run() {
+	ctx := p.s.ctx
+	backoff := 10 * time.Millisecond
+	for {
+		select {
+		case <-p.wake:
+		case <-p.stopped:
+			return
+		case <-ctx.Done():
+			return
+		}
+		err := p.pushAll(ctx)
+		switch {
+		case err == nil:
+			backoff = 10 * time.Millisecond
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, errRevoked):
+			return
+		default:
+			p.s.logger.Warn("push", "conv", p.conv, "err", err)
+			select {
+			case <-time.After(backoff):
+			case <-p.stopped:
+				return
+			case <-ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			p.wakeup()
+		}
+	}
+}
+
+var errRevoked = errors.New("session: conversation access revoked")
+
+// init loads the device's cursor for the conversation.
+func (p *pusher) init(ctx context.Context) error {
+	st, ok, err := p.s.inboxState(ctx, p.conv)
+	if err != nil {
+		return err
+	}
+	if !ok && isGroupConv(p.conv) {
+		// Not a member (any more): nothing to push.
+		return errRevoked
+	}
+	p.mu.Lock()
+	p.acked, p.sent = st.Acked, st.Acked
+	p.last = max(p.last, st.LastSeq)
+	p.ready = true
+	p.mu.Unlock()
+	return nil
+}
+
+// pushAll writes everything it can: unstored messages, then stored ones up
+// to the window.
+func (p *pusher) pushAll(ctx context.Context) error {
+	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	if !ready {
+		if err := p.init(ctx); err != nil {
+			return err
+		}
+	}
+	for {
+		p.mu.Lock()
+		ephem := p.ephem
+		p.ephem = nil
+		room := p.s.hub.window - int(p.sent-p.acked)
+		next := p.sent + 1
+		i := 0
+		for i < len(p.live) && p.live[i].Seq < next {
+			i++
+		}
+		p.live = p.live[i:]
+		var batch []*qimpb.Message
+		for room > len(batch) && len(p.live) > 0 && p.live[0].Seq == next+uint64(len(batch)) {
+			batch = append(batch, p.live[0])
+			p.live = p.live[1:]
+		}
+		fromStore := len(batch) == 0 && room > 0 && next <= p.last
+		cs, gen := p.stream, p.gen
+		p.mu.Unlock()
+
+		if fromStore {
+			ms, err := p.s.hub.messages(ctx, p.s.app, p.conv, next-1, room)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if m.Seq != next+uint64(len(batch)) {
+					break
+				}
+				batch = append(batch, m)
+			}
+		}
+		if len(batch) == 0 && len(ephem) == 0 {
+			return nil
+		}
+		if cs == nil {
+			var err error
+			if cs, err = p.openStream(ctx); err != nil {
+				return err
+			}
+			p.mu.Lock()
+			gen = p.gen
+			p.mu.Unlock()
+		}
+		if err := p.write(ctx, cs, ephem, batch); err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		p.mu.Lock()
+		if p.gen == gen && p.stream == cs {
+			for _, m := range batch {
+				if p.isOwn(m) {
+					if p.acked+1 == m.Seq {
+						p.acked = m.Seq
+					} else {
+						p.skipped = append(p.skipped, m.Seq)
+					}
+				}
+			}
+			p.sent = batch[len(batch)-1].Seq
+			p.advanceOverSkipped()
+		}
+		acked := p.acked
+		p.mu.Unlock()
+		if p.isOwn(batch[len(batch)-1]) {
+			p.persist(ctx, acked)
+		}
+	}
+}
+
+// isOwn reports whether m was sent by this very device, which has it already.
+func (p *pusher) isOwn(m *qimpb.Message) bool {
+	return m.FromUser == p.s.user && m.FromDevice == p.s.device
+}
+
+// write hands the frames of messages to the stream's writer.
+func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []*qimpb.Message) error {
+	for _, list := range [][]*qimpb.Message{ephem, batch} {
+		for _, m := range list {
+			if p.isOwn(m) {
+				continue
+			}
+			frame, err := encodePush(m)
+			if err != nil {
+				return err
+			}
+			if err := cs.send(ctx, outFrame{frame: frame}); err != nil {
+				if errors.Is(err, errStreamDone) {
+					p.streamLost(cs)
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// openStream opens a stream to the device for this conversation, unless
+// one got bound meanwhile.
+func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
+	str, err := p.s.conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cs := p.s.newConvStream(str)
+	cs.conv = p.conv
+	cs.pusher.Store(p)
+	if !p.bind(cs) {
+		// A stream the device opened got bound first: use that one.
+		str.CancelRead(0)
+		str.Close()
+		p.mu.Lock()
+		cs = p.stream
+		p.mu.Unlock()
+		if cs == nil {
+			return nil, errors.New("session: push stream lost")
+		}
+		return cs, nil
+	}
+	cs.start()
+	return cs, nil
+}
+
+func encodePush(m *qimpb.Message) ([]byte, error) {
+	payload, err := marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return encodeCommand(qimpb.CommandType_REQUEST, &qimpb.Request{
+		Type:      qimpb.RequestType_MESSAGE,
+		RequestId: m.Seq,
+		Payload:   payload,
+	})
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,384 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/qim-im/qim/auth"
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// Limits on request contents.
+const (
+	maxText        = 4096
+	maxURL         = 2048
+	maxClientMsgID = 64
+	maxGroupName   = 128
+	defaultHistory = 50
+	maxHistory     = 500
+)
+
+// handleRequest runs one request from the device and queues its response.
+// Messages are queued for the committer and answered, in order, when their
+// commit returns; other requests run here.
+func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
+	switch req.Type {
+	case qimpb.RequestType_MESSAGE:
+		cs.handleMessage(ctx, req)
+	case qimpb.RequestType_CONTACT:
+		var cr qimpb.ContactRequest
+		if err := proto.Unmarshal(req.Payload, &cr); err != nil {
+			cs.respond(ctx, req.RequestId, errorf(qimpb.Code_BAD_REQUEST, "contact request does not decode"), nil)
+			return
+		}
+		res, err := cs.s.contact(ctx, &cr)
+		cs.respond(ctx, req.RequestId, err, res)
+	case qimpb.RequestType_GROUP:
+		var gr qimpb.GroupRequest
+		if err := proto.Unmarshal(req.Payload, &gr); err != nil {
+			cs.respond(ctx, req.RequestId, errorf(qimpb.Code_BAD_REQUEST, "group request does not decode"), nil)
+			return
+		}
+		res, err := cs.s.groupRequest(ctx, &gr)
+		cs.respond(ctx, req.RequestId, err, res)
+	default:
+		cs.respond(ctx, req.RequestId, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown request type %d", req.Type), nil)
+	}
+}
+
+// handleMessage validates a MESSAGE request, binds the stream to its
+// conversation, and either queues it for a durable commit or, with
+// offline=false, delivers it to online devices only.
+func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
+	s := cs.s
+	var m qimpb.Message
+	if err := proto.Unmarshal(req.Payload, &m); err != nil {
+		cs.respond(ctx, req.RequestId, errorf(qimpb.Code_BAD_REQUEST, "message does not decode"), nil)
+		return
+	}
+	conv, members, err := s.checkMessage(ctx, &m)
+	if err != nil {
+		cs.respond(ctx, req.RequestId, err, nil)
+		return
+	}
+	if err := cs.bindTo(conv); err != nil {
+		cs.respond(ctx, req.RequestId, err, nil)
+		return
+	}
+	m.FromUser, m.FromDevice = s.user, s.device
+	m.Id, m.Seq, m.Timestamp = 0, 0, 0
+	offline := true
+	if len(req.Opts) > 0 {
+		offline = req.Opts[0].Offline
+	}
+	if !offline {
+		m.Timestamp = s.hub.now().UnixMilli()
+		s.hub.route(ctx, s.app, conv, &m)
+		cs.respond(ctx, req.RequestId, nil, &qimpb.MessageAck{Timestamp: m.Timestamp})
+		return
+	}
+	p := &pendingAppend{app: s.app, conv: conv, members: members, msg: &m}
+	if err := s.hub.submit(ctx, p); err != nil {
+		cs.respond(ctx, req.RequestId, err, nil)
+		return
+	}
+	cs.send(ctx, outFrame{pend: p, reqID: req.RequestId})
+}
+
+// checkMessage validates a message from the session's user and returns its
+// conversation and, for 1:1, the two users whose inbox it goes in.
+func (s *Session) checkMessage(ctx context.Context, m *qimpb.Message) (conv string, members []string, err error) {
+	if (m.ToUser == "") == (m.ToGroup == "") {
+		return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "set exactly one of to_user and to_group")
+	}
+	if len(m.ClientMsgId) > maxClientMsgID {
+		return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "client_msg_id longer than %d bytes", maxClientMsgID)
+	}
+	if err := checkContent(m); err != nil {
+		return "", nil, err
+	}
+	if m.ToUser != "" {
+		if !auth.ValidID(m.ToUser) {
+			return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "to_user is not a valid user id")
+		}
+		return store.DirectConv(s.user, m.ToUser), []string{s.user, m.ToUser}, nil
+	}
+	if !validGroupID(m.ToGroup) {
+		return "", nil, errorf(qimpb.Code_NOT_FOUND, "no such group")
+	}
+	g, err := s.hub.group(ctx, s.app, m.ToGroup)
+	if err != nil {
+		return "", nil, err
+	}
+	if !g.isMember(s.user) {
+		return "", nil, errorf(qimpb.Code_FORBIDDEN, "not a member of the group")
+	}
+	return store.GroupConv(m.ToGroup), nil, nil
+}
+
+// checkContent validates a message's type and payload.
+func checkContent(m *qimpb.Message) error {
+	switch m.Type {
+	case qimpb.MessageType_TXT:
+		var t qimpb.MessageTxt
+		if err := proto.Unmarshal(m.Payload, &t); err != nil {
+			return errorf(qimpb.Code_BAD_REQUEST, "TXT payload does not decode")
+		}
+		if t.Txt == "" || len(t.Txt) > maxText || !utf8.ValidString(t.Txt) {
+			return errorf(qimpb.Code_INVALID_ARGUMENT, "text must be 1 to %d bytes of UTF-8", maxText)
+		}
+	case qimpb.MessageType_IMAGE:
+		var img qimpb.MessageImg
+		if err := proto.Unmarshal(m.Payload, &img); err != nil {
+			return errorf(qimpb.Code_BAD_REQUEST, "IMAGE payload does not decode")
+		}
+		if len(img.Url) > maxURL {
+			return errorf(qimpb.Code_INVALID_ARGUMENT, "image URL longer than %d bytes", maxURL)
+		}
+		u, err := url.Parse(img.Url)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return errorf(qimpb.Code_INVALID_ARGUMENT, "image URL must be an http or https URL")
+		}
+	default:
+		return errorf(qimpb.Code_INVALID_ARGUMENT, "unknown message type %d", m.Type)
+	}
+	return nil
+}
+
+// bindTo binds the stream to conv on its first message, and refuses
+// messages of another conversation afterwards. Only the reader calls it.
+func (cs *convStream) bindTo(conv string) error {
+	if cs.conv == "" {
+		cs.conv = conv
+		if p := cs.s.pusherFor(conv); p != nil && p.bind(cs) {
+			cs.pusher.Store(p)
+			p.wakeup()
+		}
+		return nil
+	}
+	if cs.conv != conv {
+		return errorf(qimpb.Code_WRONG_STREAM, "this stream carries another conversation")
+	}
+	return nil
+}
+
+// contact runs a CONTACT request.
+func (s *Session) contact(ctx context.Context, r *qimpb.ContactRequest) (*qimpb.ContactResult, error) {
+	st := s.hub.store
+	switch r.Op {
+	case qimpb.ContactOp_CONTACT_ADD, qimpb.ContactOp_CONTACT_REMOVE:
+		if !auth.ValidID(r.User) {
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
+		}
+		var err error
+		if r.Op == qimpb.ContactOp_CONTACT_ADD {
+			err = st.AddContact(ctx, s.app, s.user, r.User)
+		} else {
+			err = st.RemoveContact(ctx, s.app, s.user, r.User)
+		}
+		if err != nil {
+			return nil, storeErr("contacts", err)
+		}
+		return &qimpb.ContactResult{}, nil
+	case qimpb.ContactOp_CONTACT_LIST:
+		users, err := st.Contacts(ctx, s.app, s.user)
+		if err != nil {
+			return nil, storeErr("contacts", err)
+		}
+		return &qimpb.ContactResult{Users: users}, nil
+	default:
+		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown contact op %d", r.Op)
+	}
+}
+
+// newGroupID returns a random group id: "g" and 16 base32 characters.
+func newGroupID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return "g" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// validGroupID reports whether id has the shape of a group id (any id is
+// looked up only within the caller's application).
+func validGroupID(id string) bool { return auth.ValidID(id) }
+
+func isGroupConv(conv string) bool { return strings.HasPrefix(conv, "g:") }
+
+var errNotMember = errorf(qimpb.Code_FORBIDDEN, "not a member of the group")
+
+// groupRequest runs a GROUP request.
+func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qimpb.GroupResult, error) {
+	h, st := s.hub, s.hub.store
+	if _, ok := qimpb.GroupOp_name[int32(r.Op)]; !ok || r.Op == qimpb.GroupOp_GROUP_OP_UNSPECIFIED {
+		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown group op %d", r.Op)
+	}
+	if r.Op == qimpb.GroupOp_GROUP_CREATE {
+		if r.Name == "" || len(r.Name) > maxGroupName || !utf8.ValidString(r.Name) {
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "group name must be 1 to %d bytes of UTF-8", maxGroupName)
+		}
+		g := store.Group{ID: newGroupID(), Name: r.Name, Owner: s.user, Created: h.now().UnixMilli()}
+		if err := st.CreateGroup(ctx, s.app, g); err != nil {
+			return nil, storeErr("create group", err)
+		}
+		return &qimpb.GroupResult{Group: groupInfo(g)}, nil
+	}
+	if r.Op == qimpb.GroupOp_GROUP_LIST {
+		gs, err := st.UserGroups(ctx, s.app, s.user)
+		if err != nil {
+			return nil, storeErr("list groups", err)
+		}
+		res := &qimpb.GroupResult{}
+		for _, g := range gs {
+			res.Groups = append(res.Groups, groupInfo(g))
+		}
+		return res, nil
+	}
+	if !validGroupID(r.GroupId) {
+		return nil, errorf(qimpb.Code_NOT_FOUND, "no such group")
+	}
+	g, err := h.group(ctx, s.app, r.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	member := g.isMember(s.user)
+	switch r.Op {
+	case qimpb.GroupOp_GROUP_JOIN:
+		if !member {
+			banned, err := st.Banned(ctx, s.app, r.GroupId, s.user)
+			if err != nil {
+				return nil, storeErr("check ban", err)
+			}
+			if banned {
+				return nil, errorf(qimpb.Code_FORBIDDEN, "removed from the group by its owner")
+			}
+			if err := h.addMember(ctx, s.app, r.GroupId, s.user); err != nil {
+				return nil, err
+			}
+		}
+	case qimpb.GroupOp_GROUP_INVITE:
+		if !member {
+			return nil, errNotMember
+		}
+		if !auth.ValidID(r.User) {
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
+		}
+		if !g.isMember(r.User) {
+			banned, err := st.Banned(ctx, s.app, r.GroupId, r.User)
+			if err != nil {
+				return nil, storeErr("check ban", err)
+			}
+			if banned && g.info.Owner != s.user {
+				return nil, errorf(qimpb.Code_FORBIDDEN, "only the owner may invite a removed user")
+			}
+			if err := h.addMember(ctx, s.app, r.GroupId, r.User); err != nil {
+				return nil, err
+			}
+		}
+	case qimpb.GroupOp_GROUP_LEAVE:
+		if !member {
+			return nil, errNotMember
+		}
+		if err := h.removeMember(ctx, s.app, g, s.user, false); err != nil {
+			return nil, err
+		}
+	case qimpb.GroupOp_GROUP_KICK:
+		if g.info.Owner != s.user {
+			if !member {
+				return nil, errNotMember
+			}
+			return nil, errorf(qimpb.Code_FORBIDDEN, "only the owner may remove members")
+		}
+		if r.User == s.user {
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "the owner leaves with GROUP_LEAVE")
+		}
+		if !g.isMember(r.User) {
+			// Ban a non-member too, so that they cannot join.
+			if !auth.ValidID(r.User) {
+				return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
+			}
+		}
+		if err := h.removeMember(ctx, s.app, g, r.User, true); err != nil {
+			return nil, err
+		}
+	case qimpb.GroupOp_GROUP_MEMBERS:
+		if !member {
+			return nil, errNotMember
+		}
+		info, err := st.GetGroup(ctx, s.app, r.GroupId)
+		if err != nil {
+			return nil, storeErr("get group", err)
+		}
+		return &qimpb.GroupResult{Group: groupInfo(info), Members: g.members}, nil
+	case qimpb.GroupOp_GROUP_HISTORY:
+		if !member {
+			return nil, errNotMember
+		}
+		limit := int(r.Limit)
+		if limit <= 0 {
+			limit = defaultHistory
+		}
+		limit = min(limit, maxHistory)
+		conv := store.GroupConv(r.GroupId)
+		ms, ok := h.recent.history(s.app, conv, r.BeforeSeq, limit)
+		if !ok {
+			if ms, err = st.History(ctx, s.app, conv, r.BeforeSeq, limit); err != nil {
+				return nil, storeErr("history", err)
+			}
+		}
+		return &qimpb.GroupResult{Messages: ms}, nil
+	default:
+		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown group op %d", r.Op)
+	}
+	info, err := st.GetGroup(ctx, s.app, r.GroupId)
+	if err != nil {
+		return nil, storeErr("get group", err)
+	}
+	return &qimpb.GroupResult{Group: groupInfo(info)}, nil
+}
+
+// addMember adds user to a group and refreshes the cached member list.
+func (h *Hub) addMember(ctx context.Context, app, id, user string) error {
+	err := h.store.AddMember(ctx, app, id, user)
+	h.forgetGroup(app, id)
+	if err != nil {
+		return storeErr("add member", err)
+	}
+	return nil
+}
+
+// removeMember removes user from a group (banning them when kicked), hands
+// ownership on when the owner leaves, and stops pushes to user's devices at
+// once.
+func (h *Hub) removeMember(ctx context.Context, app string, g *groupState, user string, ban bool) error {
+	id := g.info.ID
+	err := h.store.RemoveMember(ctx, app, id, user, ban)
+	if err == nil && g.info.Owner == user {
+		var next string
+		for _, m := range g.members {
+			if m != user {
+				next = m
+				break
+			}
+		}
+		if next != "" {
+			err = h.store.SetGroupOwner(ctx, app, id, next)
+		}
+	}
+	h.forgetGroup(app, id)
+	if err != nil {
+		return storeErr("remove member", err)
+	}
+	h.router.Deliver(app, []string{user}, Event{Revoke: store.GroupConv(id)})
+	return nil
+}
+
+func groupInfo(g store.Group) *qimpb.GroupInfo {
+	return &qimpb.GroupInfo{Id: g.ID, Name: g.Name, Owner: g.Owner, Created: g.Created, LastSeq: g.LastSeq}
+}

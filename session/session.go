@@ -1,0 +1,199 @@
+package session
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// Conn is what a session needs of its device's connection. quicsrv
+// implements it.
+type Conn interface {
+	// OpenStreamSync opens a new bidirectional stream to the device.
+	OpenStreamSync(ctx context.Context) (*quic.Stream, error)
+	// Disconnect tells the device why its session ends (DISCONNECT on the
+	// control stream) and closes the connection with code. It does not
+	// block and may be called more than once; the first call counts.
+	Disconnect(code qimpb.Code, reason string)
+}
+
+// Session is one authenticated device connection. quicsrv creates it with
+// Hub.Open after CONNECT succeeds, hands it every stream the device opens
+// (HandleStream), and calls Close when the connection ends.
+type Session struct {
+	// Static after Open.
+	hub      *Hub
+	conn     Conn
+	app      string
+	user     string
+	device   string
+	sendOnly bool
+	logger   *slog.Logger
+	ctx      context.Context // cancelled by Close
+	cancel   context.CancelFunc
+
+	unregister func()
+	wg         sync.WaitGroup // every goroutine of the session
+
+	mu      sync.Mutex
+	pushers map[string]*pusher         // by conversation; guarded by mu
+	inbox   map[string]store.ConvState // snapshot at connect; guarded by mu
+	closed  bool                       // guarded by mu
+}
+
+// Open starts the session of an authenticated device: it registers it with
+// the router, closes any older connection of the same user and device with
+// REPLACED, and (unless send-only) starts pushing what the device has not
+// acknowledged. app is the result of Authenticate.
+func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger) *Session {
+	if logger == nil {
+		logger = h.logger
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		hub:      h,
+		conn:     conn,
+		app:      app,
+		user:     c.User,
+		device:   c.Device,
+		sendOnly: c.SendOnly,
+		logger:   logger,
+		ctx:      ctx,
+		cancel:   cancel,
+		pushers:  make(map[string]*pusher),
+	}
+	// Register before reading the inbox, so that nothing committed in
+	// between is missed: it is either in the inbox or delivered live.
+	s.unregister = h.router.Register(app, s.user, s)
+	h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s})
+	if !s.sendOnly {
+		s.wg.Go(s.catchUp)
+	}
+	return s
+}
+
+// User returns the session's user.
+func (s *Session) User() string { return s.user }
+
+// Device returns the session's device id.
+func (s *Session) Device() string { return s.device }
+
+// Close ends the session: it stops its pushers and stream goroutines and
+// waits for them. The caller closes the connection first, so that blocked
+// stream reads return.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.unregister()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Receive implements Receiver. It never blocks.
+func (s *Session) Receive(ev Event) {
+	switch {
+	case ev.ReplaceDevice != "":
+		if ev.ReplaceDevice == s.device && ev.Except != Receiver(s) {
+			s.conn.Disconnect(qimpb.Code_REPLACED, "the same device connected again")
+		}
+	case ev.Revoke != "":
+		s.mu.Lock()
+		p := s.pushers[ev.Revoke]
+		delete(s.pushers, ev.Revoke)
+		delete(s.inbox, ev.Revoke)
+		s.mu.Unlock()
+		if p != nil {
+			p.stop()
+		}
+	case ev.Msg != nil && !s.sendOnly:
+		if p := s.pusherFor(convOf(ev.Msg)); p != nil {
+			p.offer(ev.Msg)
+		}
+	}
+}
+
+// HandleStream serves a stream the device opened. It returns at once; the
+// stream's goroutines belong to the session.
+func (s *Session) HandleStream(str *quic.Stream) {
+	cs := s.newConvStream(str)
+	cs.start()
+}
+
+// catchUp reads the device's inbox and starts a pusher for every
+// conversation with messages the device has not acknowledged.
+func (s *Session) catchUp() {
+	inbox, err := s.hub.store.Inbox(s.ctx, s.app, s.user, s.device)
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.logger.Error("catch-up: read inbox", "err", err)
+			s.conn.Disconnect(qimpb.Code_STORE_UNAVAILABLE, "could not read the inbox; reconnect later")
+		}
+		return
+	}
+	m := make(map[string]store.ConvState, len(inbox))
+	for _, c := range inbox {
+		m[c.Conv] = c
+	}
+	s.mu.Lock()
+	s.inbox = m
+	s.mu.Unlock()
+	for _, c := range inbox {
+		if c.LastSeq > c.Acked {
+			if p := s.pusherFor(c.Conv); p != nil {
+				p.wakeup()
+			}
+		}
+	}
+}
+
+// pusherFor returns the conversation's pusher, starting it if needed. It
+// returns nil once the session is closed.
+func (s *Session) pusherFor(conv string) *pusher {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.sendOnly {
+		return nil
+	}
+	p := s.pushers[conv]
+	if p == nil {
+		p = newPusher(s, conv)
+		s.pushers[conv] = p
+		s.wg.Go(p.run)
+	}
+	return p
+}
+
+// inboxState returns the device's state of conv from the connect-time
+// snapshot, or from the store when the snapshot does not have it.
+func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState, bool, error) {
+	s.mu.Lock()
+	c, ok := s.inbox[conv]
+	s.mu.Unlock()
+	if ok {
+		return c, true, nil
+	}
+	inbox, err := s.hub.store.Inbox(ctx, s.app, s.user, s.device)
+	if err != nil {
+		return store.ConvState{}, false, storeErr("read inbox", err)
+	}
+	for _, c := range inbox {
+		if c.Conv == conv {
+			return c, true, nil
+		}
+	}
+	return store.ConvState{}, false, nil
+}
+
+// convOf returns the conversation key of a message.
+func convOf(m *qimpb.Message) string {
+	if m.ToGroup != "" {
+		return store.GroupConv(m.ToGroup)
+	}
+	return store.DirectConv(m.FromUser, m.ToUser)
+}

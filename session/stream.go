@@ -1,0 +1,265 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
+	qimpb "github.com/qim-im/qim/proto"
+)
+
+// outQueue bounds the frames waiting for a stream's writer. A full queue
+// blocks whoever feeds it (the stream's own reader, or its pusher), never
+// another conversation.
+const outQueue = 128
+
+// convStream is one conversation stream of a session, opened by either
+// side. Its reader goroutine runs requests and takes acknowledgements; its
+// writer goroutine is the only one that writes to the stream.
+type convStream struct {
+	// Static after construction.
+	s    *Session
+	str  *quic.Stream
+	out  chan outFrame
+	done chan struct{} // closed when the writer stops
+
+	// conv is set before start for a stream the server opens, otherwise by
+	// the reader goroutine (bindTo); only the reader reads it afterwards.
+	conv string
+	// pusher is the pusher using this stream for pushes, if any.
+	pusher atomic.Pointer[pusher]
+}
+
+// outFrame is one frame for the writer: encoded already, or the response to
+// a message still being committed.
+type outFrame struct {
+	frame []byte
+	pend  *pendingAppend // if set, the response is built when it completes
+	reqID uint64
+}
+
+func (s *Session) newConvStream(str *quic.Stream) *convStream {
+	return &convStream{
+		s:    s,
+		str:  str,
+		out:  make(chan outFrame, outQueue),
+		done: make(chan struct{}),
+	}
+}
+
+// start runs the stream's reader and writer in the session's WaitGroup.
+func (cs *convStream) start() {
+	cs.s.wg.Go(cs.writeLoop)
+	cs.s.wg.Go(cs.readLoop)
+}
+
+// send queues a frame for the writer.
+func (cs *convStream) send(ctx context.Context, f outFrame) error {
+	select {
+	case cs.out <- f:
+		return nil
+	case <-cs.done:
+		return errStreamDone
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var errStreamDone = errors.New("session: stream closed")
+
+// readLoop reads frames until the stream or the session ends.
+func (cs *convStream) readLoop() {
+	ctx := cs.s.ctx
+	r := bufio.NewReaderSize(cs.str, 4096)
+	var buf []byte
+	for {
+		var cmd qimpb.Command
+		var err error
+		buf, err = qimpb.ReadFrame(r, cs.s.hub.maxFrame, buf, &cmd)
+		if err != nil {
+			cs.readFailed(err)
+			return
+		}
+		if cmd.Version != qimpb.Version {
+			cs.respond(ctx, 0, errorf(qimpb.Code_UNSUPPORTED_VERSION, "protocol version %d is not supported; this server speaks %d", cmd.Version, qimpb.Version), nil)
+			continue
+		}
+		switch cmd.Command {
+		case qimpb.CommandType_REQUEST:
+			var req qimpb.Request
+			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
+				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
+				continue
+			}
+			cs.handleRequest(ctx, &req)
+		case qimpb.CommandType_RESPONSE:
+			var resp qimpb.Response
+			if err := proto.Unmarshal(cmd.Payload, &resp); err != nil {
+				continue // an acknowledgement we cannot read: the message is sent again later
+			}
+			if p := cs.pusher.Load(); p != nil && resp.Code == int32(qimpb.Code_OK) {
+				p.ack(ctx, resp.RequestId)
+			}
+		default:
+			cs.respond(ctx, 0, errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)
+		}
+		if len(buf) > 64<<10 {
+			buf = nil // do not keep a rare large buffer for the stream's life
+		}
+	}
+}
+
+// readFailed ends the read side. A frame that is too large or does not
+// decode is answered, then the stream's read side is stopped; the
+// connection and its other streams go on.
+func (cs *convStream) readFailed(err error) {
+	var code qimpb.Code
+	switch {
+	case errors.Is(err, qimpb.ErrFrameTooLarge):
+		code = qimpb.Code_FRAME_TOO_LARGE
+	case errors.Is(err, qimpb.ErrBadFrame), errors.Is(err, io.ErrUnexpectedEOF):
+		code = qimpb.Code_BAD_REQUEST
+	default:
+		// EOF (the device finished its side) or the stream or connection
+		// ended: the writer goes on until the session ends.
+		return
+	}
+	cs.s.logger.Debug("stream refused", "code", code, "err", err)
+	cs.str.CancelRead(quic.StreamErrorCode(code))
+	c, reason := CodeOf(&Error{Code: code, Reason: err.Error()})
+	if frame, err := encodeResponse(0, c, reason, nil); err == nil {
+		cs.send(cs.s.ctx, outFrame{frame: frame})
+	}
+	// Finish our side after what is queued.
+	cs.send(cs.s.ctx, outFrame{})
+}
+
+// respond queues a response to a request. err == nil means OK with payload.
+func (cs *convStream) respond(ctx context.Context, reqID uint64, err error, payload proto.Message) {
+	code, reason := CodeOf(err)
+	if code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE {
+		cs.s.logger.Error("request failed", "code", code, "err", err)
+	}
+	frame, encErr := encodeResponse(reqID, code, reason, payload)
+	if encErr != nil {
+		cs.s.logger.Error("encode response", "err", encErr)
+		return
+	}
+	cs.send(ctx, outFrame{frame: frame})
+}
+
+// writeLoop writes queued frames, coalescing what is ready into one write,
+// until the stream or the session ends. A zero outFrame finishes the
+// stream's send side.
+func (cs *convStream) writeLoop() {
+	defer func() {
+		close(cs.done)
+		if p := cs.pusher.Load(); p != nil {
+			p.streamLost(cs)
+		}
+	}()
+	ctx := cs.s.ctx
+	var wbuf []byte
+	for {
+		var f outFrame
+		select {
+		case f = <-cs.out:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			if f.frame == nil && f.pend == nil {
+				if len(wbuf) > 0 {
+					if _, err := cs.str.Write(wbuf); err != nil {
+						return
+					}
+				}
+				cs.str.Close()
+				return
+			}
+			if f.pend != nil {
+				select {
+				case <-f.pend.done:
+				default:
+					// Not committed yet: write what is ready first.
+					if len(wbuf) > 0 {
+						if _, err := cs.str.Write(wbuf); err != nil {
+							return
+						}
+						wbuf = wbuf[:0]
+					}
+					select {
+					case <-f.pend.done:
+					case <-ctx.Done():
+						return
+					}
+				}
+				wbuf = appendAppendResponse(wbuf, f.reqID, f.pend)
+			} else {
+				wbuf = append(wbuf, f.frame...)
+			}
+			if len(wbuf) >= 32<<10 {
+				break
+			}
+			select {
+			case f = <-cs.out:
+				continue
+			default:
+			}
+			break
+		}
+		if len(wbuf) > 0 {
+			if _, err := cs.str.Write(wbuf); err != nil {
+				return
+			}
+		}
+		if cap(wbuf) > 256<<10 {
+			wbuf = nil
+		} else {
+			wbuf = wbuf[:0]
+		}
+	}
+}
+
+// appendAppendResponse appends the response to a committed (or failed)
+// message.
+func appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
+	var payload proto.Message
+	if p.err == nil {
+		payload = &qimpb.MessageAck{
+			Id:        p.res.Msg.Id,
+			Seq:       p.res.Msg.Seq,
+			Timestamp: p.res.Msg.Timestamp,
+			Duplicate: p.res.Duplicate,
+		}
+	}
+	code, reason := CodeOf(p.err)
+	frame, err := encodeResponse(reqID, code, reason, payload)
+	if err != nil {
+		return b
+	}
+	return append(b, frame...)
+}
+
+func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
+
+func encodeCommand(ct qimpb.CommandType, m proto.Message) ([]byte, error) {
+	return qimpb.EncodeFrame(ct, m)
+}
+
+func encodeResponse(reqID uint64, code qimpb.Code, reason string, payload proto.Message) ([]byte, error) {
+	resp := &qimpb.Response{Code: int32(code), Reason: reason, RequestId: reqID}
+	if payload != nil {
+		b, err := proto.Marshal(payload)
+		if err != nil {
+			return nil, err
+		}
+		resp.Payload = b
+	}
+	return encodeCommand(qimpb.CommandType_RESPONSE, resp)
+}

@@ -1,0 +1,162 @@
+// Package store defines the durable storage qim needs, behind one narrow
+// interface, and the errors every backend returns.
+//
+// The default backend is store/pebblestore (an embedded Pebble database in one
+// data directory). Every backend must pass the conformance suite in
+// store/storetest. A PostgreSQL backend for multi-node deployments is expected
+// to follow; nothing in this interface assumes a single process except where
+// a method's comment says so.
+package store
+
+import (
+	"context"
+	"errors"
+
+	qimpb "github.com/qim-im/qim/proto"
+)
+
+// Errors returned by every backend. Callers compare with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrClosed   = errors.New("store: closed")
+)
+
+// App is a tenant: an org and an appkey, with the secret that signs its tokens.
+type App struct {
+	Org    string
+	Appkey string
+	Secret []byte
+}
+
+// ID returns the tenant key used to scope everything else in the store.
+func (a App) ID() string { return AppID(a.Org, a.Appkey) }
+
+// AppID returns the tenant key of org and appkey. Org and appkey are validated
+// by the caller never to contain '/'.
+func AppID(org, appkey string) string { return org + "/" + appkey }
+
+// Append is one message to store, as given to Store.Append.
+//
+// Msg must have From, one of ToUser or ToGroup, Type and Payload set. Conv is
+// the conversation key the message belongs to (DirectConv or GroupConv). Members
+// are the users whose inbox the conversation must be in (both users of a 1:1
+// conversation; empty for a group, whose members are already linked). The
+// backend assigns Msg.Id, Msg.Seq and Msg.Timestamp unless the message is a
+// duplicate.
+type Append struct {
+	App     string
+	Conv    string
+	Members []string
+	Msg     *qimpb.Message
+}
+
+// AppendResult is the outcome of one Append.
+type AppendResult struct {
+	// Msg is the stored message: the one given, with Id, Seq and Timestamp
+	// filled in, or, when Duplicate, the message first stored under the same
+	// (App, Msg.FromUser, Msg.ClientMsgId).
+	Msg       *qimpb.Message
+	Duplicate bool
+}
+
+// ConvState is a conversation in a device's inbox: its latest sequence number
+// and how far that device has acknowledged.
+type ConvState struct {
+	Conv    string
+	LastSeq uint64
+	Acked   uint64
+}
+
+// Group is a group's stored description.
+type Group struct {
+	ID      string
+	Name    string
+	Owner   string
+	Created int64 // Unix milliseconds
+	LastSeq uint64
+}
+
+// Store is the durable state of a qim server. All methods are safe for
+// concurrent use. Every write method returns only after the write is durable
+// (synced to stable storage), except SetAcked, which may be lost in a power
+// failure (a device then sees messages again, and drops them by seq).
+type Store interface {
+	// PutApp creates or replaces an application.
+	PutApp(ctx context.Context, app App) error
+	// GetApp returns the application of org and appkey, or ErrNotFound.
+	GetApp(ctx context.Context, org, appkey string) (App, error)
+
+	// Append stores messages, in order, durably, in one commit. For each
+	// conversation, messages get the next sequence numbers in slice order.
+	// A message whose (App, FromUser, ClientMsgId) was stored before, or
+	// appears earlier in the same call, is not stored again: its result is the
+	// original, with Duplicate set. An empty ClientMsgId is never a duplicate.
+	// On error nothing of the call is stored. Ids are unique and increase
+	// with each call.
+	Append(ctx context.Context, msgs []Append) ([]AppendResult, error)
+
+	// Messages returns up to limit stored messages of a conversation with
+	// after < seq, oldest first.
+	Messages(ctx context.Context, app, conv string, after uint64, limit int) ([]*qimpb.Message, error)
+	// History returns up to limit stored messages of a conversation with
+	// seq < before (0 means no bound), newest last: the latest page before
+	// the bound, in ascending order.
+	History(ctx context.Context, app, conv string, before uint64, limit int) ([]*qimpb.Message, error)
+	// LastSeq returns the sequence number of a conversation's latest message,
+	// 0 if it has none.
+	LastSeq(ctx context.Context, app, conv string) (uint64, error)
+
+	// Inbox returns every conversation of user (1:1 conversations it took
+	// part in, groups it is a member of), with its last sequence number and
+	// the sequence number device acknowledged. A device that never
+	// acknowledged a conversation starts from the user's join point: 0 for a
+	// 1:1 conversation, the group's LastSeq when the user joined for a group.
+	Inbox(ctx context.Context, app, user, device string) ([]ConvState, error)
+	// SetAcked records that device of user has every message of conv with
+	// seq <= seq. It never moves a cursor backwards.
+	SetAcked(ctx context.Context, app, user, device, conv string, seq uint64) error
+
+	// AddContact, RemoveContact and Contacts manage a user's contact list.
+	// Adding an existing contact or removing a missing one is not an error.
+	AddContact(ctx context.Context, app, user, contact string) error
+	RemoveContact(ctx context.Context, app, user, contact string) error
+	Contacts(ctx context.Context, app, user string) ([]string, error)
+
+	// CreateGroup stores a new group with its owner as first member. It
+	// returns ErrExists if the id is taken.
+	CreateGroup(ctx context.Context, app string, g Group) error
+	// GetGroup returns a group (with its current LastSeq) or ErrNotFound.
+	GetGroup(ctx context.Context, app, id string) (Group, error)
+	// SetGroupOwner changes a group's owner.
+	SetGroupOwner(ctx context.Context, app, id, owner string) error
+	// AddMember makes user a member of a group (joining at the group's
+	// current LastSeq) and lifts any ban. Adding a member again is not an
+	// error and keeps the original join point.
+	AddMember(ctx context.Context, app, id, user string) error
+	// RemoveMember removes user from a group; with ban, the user may not
+	// join again until invited by the owner.
+	RemoveMember(ctx context.Context, app, id, user string, ban bool) error
+	// Members returns a group's members, sorted.
+	Members(ctx context.Context, app, id string) ([]string, error)
+	// Banned reports whether user is banned from a group.
+	Banned(ctx context.Context, app, id, user string) (bool, error)
+	// UserGroups returns the groups user is a member of, sorted by id.
+	UserGroups(ctx context.Context, app, user string) ([]Group, error)
+
+	// Close flushes and closes the store. Calls after Close return ErrClosed.
+	Close() error
+}
+
+// DirectConv returns the conversation key of the 1:1 conversation between
+// users a and b; it is the same for (a, b) and (b, a). User ids never
+// contain ':'.
+func DirectConv(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "u:" + a + ":" + b
+}
+
+// GroupConv returns the conversation key of a group.
+func GroupConv(id string) string { return "g:" + id }
