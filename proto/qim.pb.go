@@ -192,7 +192,7 @@ const (
 	Code_PROTOCOL_VIOLATION  Code = 7  // REQUEST before CONNECT, CONNECT twice, a command on the wrong stream
 	Code_UNSUPPORTED_VERSION Code = 8  // Command.version is not one the server speaks
 	Code_INTERNAL            Code = 9  // a server bug; the request may be retried
-	Code_STORE_UNAVAILABLE   Code = 10 // the store refused the write; nothing was stored; retry later
+	Code_STORE_UNAVAILABLE   Code = 10 // the store refused the write; retry later with the same client_msg_id
 	Code_RATE_LIMITED        Code = 11 // too many requests; retry later
 	Code_INVALID_ARGUMENT    Code = 12 // a well-formed request with a bad value (user id, URL, empty text, ...)
 	Code_AUTH_TIMEOUT        Code = 13 // no CONNECT within the auth timeout

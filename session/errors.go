@@ -34,7 +34,7 @@ func CodeOf(err error) (qimpb.Code, string) {
 	case errors.As(err, &e):
 		return e.Code, e.Reason
 	case errors.Is(err, errStore), errors.Is(err, store.ErrClosed):
-		return qimpb.Code_STORE_UNAVAILABLE, "the store could not take the request; nothing was stored"
+		return qimpb.Code_STORE_UNAVAILABLE, "the store could not take the request; retry later"
 	default:
 		return qimpb.Code_INTERNAL, "internal error"
 	}

@@ -92,8 +92,10 @@ type Store interface {
 	// A message whose (App, FromUser, ClientMsgId) was stored before, or
 	// appears earlier in the same call, is not stored again: its result is the
 	// original, with Duplicate set. An empty ClientMsgId is never a duplicate.
-	// On error nothing of the call is stored. Ids are unique and increase
-	// with each call.
+	// On error the messages may or may not have been stored (a sync can fail
+	// after the write reached the disk): a retry with the same ClientMsgIds is
+	// safe, and sequence numbers stay dense either way. Ids are unique and
+	// increase with each call.
 	Append(ctx context.Context, msgs []Append) ([]AppendResult, error)
 
 	// Messages returns up to limit stored messages of a conversation with

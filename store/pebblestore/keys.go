@@ -1,0 +1,242 @@
+package pebblestore
+
+// Key layout.
+//
+// Every key of a tenant starts with the tenant prefix
+//
+//	P = "a" 0x00 <app> 0x00
+//
+// so that one application's data is one contiguous key range and nothing
+// written under one app can be read back under another. Components are
+// separated by 0x00; app, user, device, conversation and group ids never
+// contain 0x00 (the store rejects them, see checkIDs), so no key of one kind
+// or one owner is a prefix of another's. Integers are 8-byte big-endian, so
+// that ranges iterate in numeric order.
+//
+//	P "app"                                  -> app record (encodeApp)
+//	P "m" 0 <conv> 0 <seq>                   -> qimpb.Message, proto.Marshal
+//	P "c" 0 <conv>                           -> last seq of conv
+//	P "d" 0 <from_user> 0 <client_msg_id>    -> <conv> 0 <seq> (dedup index)
+//	P "i" 0 <user> 0 <conv>                  -> "" (1:1 conversation of user)
+//	P "k" 0 <user> 0 <device> 0 <conv>       -> acked seq (cursor)
+//	P "n" 0 <user> 0 <contact>               -> "" (contact list)
+//	P "g" 0 <group>                          -> group record (encodeGroup)
+//	P "gm" 0 <group> 0 <user>                -> join seq (group member)
+//	P "gb" 0 <group> 0 <user>                -> "" (banned from group)
+//	P "ug" 0 <user> 0 <group>                -> "" (groups of user)
+//
+// One key lives outside every tenant:
+//
+//	"meta" 0 "lastid"                        -> highest message id assigned
+//
+// client_msg_id is chosen by clients and may contain 0x00; it is always the
+// last component of its key and only ever looked up exactly, never scanned.
+// A group's LastSeq is the last seq of its conversation, GroupConv(id).
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/qim-im/qim/store"
+)
+
+const sep = 0x00
+
+var metaLastIDKey = []byte("meta\x00lastid")
+
+// keyBuf builds keys by appending components. The zero value is an empty key.
+type keyBuf []byte
+
+func tenant(app string) keyBuf {
+	k := make(keyBuf, 0, 64)
+	k = append(k, 'a', sep)
+	k = append(k, app...)
+	return append(k, sep)
+}
+
+// add appends parts, separated by 0x00.
+func (k keyBuf) add(parts ...string) keyBuf {
+	for i, p := range parts {
+		if i > 0 {
+			k = append(k, sep)
+		}
+		k = append(k, p...)
+	}
+	return k
+}
+
+// sep appends a separator.
+func (k keyBuf) sep() keyBuf { return append(k, sep) }
+
+// u64 appends v big-endian.
+func (k keyBuf) u64(v uint64) keyBuf { return binary.BigEndian.AppendUint64(k, v) }
+
+func appKey(app string) []byte { return tenant(app).add("app") }
+
+func msgPrefix(app, conv string) keyBuf { return tenant(app).add("m", conv).sep() }
+
+func msgKey(app, conv string, seq uint64) []byte { return msgPrefix(app, conv).u64(seq) }
+
+func convKey(app, conv string) []byte { return tenant(app).add("c", conv) }
+
+func dedupKey(app, user, clientMsgID string) []byte {
+	return tenant(app).add("d", user, clientMsgID)
+}
+
+func inboxPrefix(app, user string) keyBuf { return tenant(app).add("i", user).sep() }
+
+func inboxKey(app, user, conv string) []byte { return inboxPrefix(app, user).add(conv) }
+
+func cursorPrefix(app, user, device string) keyBuf {
+	return tenant(app).add("k", user, device).sep()
+}
+
+func cursorKey(app, user, device, conv string) []byte {
+	return cursorPrefix(app, user, device).add(conv)
+}
+
+func contactPrefix(app, user string) keyBuf { return tenant(app).add("n", user).sep() }
+
+func contactKey(app, user, contact string) []byte {
+	return contactPrefix(app, user).add(contact)
+}
+
+func groupKey(app, id string) []byte { return tenant(app).add("g", id) }
+
+func memberPrefix(app, id string) keyBuf { return tenant(app).add("gm", id).sep() }
+
+func memberKey(app, id, user string) []byte { return memberPrefix(app, id).add(user) }
+
+func banKey(app, id, user string) []byte { return tenant(app).add("gb", id, user) }
+
+func userGroupPrefix(app, user string) keyBuf { return tenant(app).add("ug", user).sep() }
+
+func userGroupKey(app, user, id string) []byte { return userGroupPrefix(app, user).add(id) }
+
+// prefixEnd returns the smallest key greater than every key starting with p.
+// Prefixes built here always end in a separator (0x00), so incrementing the
+// last byte is enough.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	end[len(end)-1]++
+	return end
+}
+
+// errInvalidID is returned for an id that would break the key layout.
+var errInvalidID = errors.New("pebblestore: invalid id")
+
+// checkIDs reports an error if any id is empty or contains a separator.
+func checkIDs(ids ...string) error {
+	for _, id := range ids {
+		if id == "" || strings.IndexByte(id, sep) >= 0 {
+			return fmt.Errorf("%w: %q", errInvalidID, id)
+		}
+	}
+	return nil
+}
+
+// Values.
+
+func encodeU64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func decodeU64(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("pebblestore: corrupt integer value (%d bytes)", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// encodeDedup encodes the target of a dedup index entry.
+func encodeDedup(conv string, seq uint64) []byte {
+	return keyBuf(conv).sep().u64(seq)
+}
+
+func decodeDedup(b []byte) (conv string, seq uint64, err error) {
+	if len(b) < 9 || b[len(b)-9] != sep {
+		return "", 0, errors.New("pebblestore: corrupt dedup entry")
+	}
+	return string(b[:len(b)-9]), binary.BigEndian.Uint64(b[len(b)-8:]), nil
+}
+
+// Records are a version byte followed by length-prefixed strings and varints.
+const recordV1 = 1
+
+func encodeApp(a store.App) []byte {
+	b := []byte{recordV1}
+	b = appendString(b, a.Org)
+	b = appendString(b, a.Appkey)
+	return appendString(b, string(a.Secret))
+}
+
+func decodeApp(b []byte) (store.App, error) {
+	d := decoder{b: b}
+	d.version()
+	a := store.App{Org: d.string(), Appkey: d.string(), Secret: []byte(d.string())}
+	return a, d.done("app")
+}
+
+// encodeGroup encodes a group without LastSeq, which is kept with the
+// group's conversation.
+func encodeGroup(g store.Group) []byte {
+	b := []byte{recordV1}
+	b = appendString(b, g.ID)
+	b = appendString(b, g.Name)
+	b = appendString(b, g.Owner)
+	return binary.AppendVarint(b, g.Created)
+}
+
+func decodeGroup(b []byte) (store.Group, error) {
+	d := decoder{b: b}
+	d.version()
+	g := store.Group{ID: d.string(), Name: d.string(), Owner: d.string(), Created: d.varint()}
+	return g, d.done("group")
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads a record; the first error sticks and is reported by done.
+type decoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *decoder) version() {
+	if len(d.b) == 0 || d.b[0] != recordV1 {
+		d.bad = true
+		return
+	}
+	d.b = d.b[1:]
+}
+
+func (d *decoder) string() string {
+	n, k := binary.Uvarint(d.b)
+	if d.bad || k <= 0 || uint64(len(d.b)-k) < n {
+		d.bad = true
+		return ""
+	}
+	s := string(d.b[k : k+int(n)])
+	d.b = d.b[k+int(n):]
+	return s
+}
+
+func (d *decoder) varint() int64 {
+	v, k := binary.Varint(d.b)
+	if d.bad || k <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+func (d *decoder) done(what string) error {
+	if d.bad || len(d.b) != 0 {
+		return fmt.Errorf("pebblestore: corrupt %s record", what)
+	}
+	return nil
+}

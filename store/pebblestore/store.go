@@ -1,0 +1,324 @@
+// Package pebblestore implements store.Store on an embedded Pebble database
+// kept in one data directory.
+//
+// Writes are fsynced before they return (Options.NoSync aside). Concurrent
+// Append calls share fsyncs: sequence numbers are allocated and the batch is
+// written to the log under a mutex, and the wait for the fsync happens after
+// the mutex is released. Pebble makes a batch readable before its fsync
+// completes; the Store hides that for messages by serving reads only up to
+// each conversation's highest synced sequence number, so a reader never sees
+// a message that a power failure could take back and whose seq could then be
+// given to another message.
+//
+// The key layout is described in keys.go.
+package pebblestore
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/qim-im/qim/store"
+)
+
+// ErrFailed is returned, wrapped together with the cause, by the call whose
+// write failed and by every later call except Close.
+//
+// When Pebble fails to write or sync its log, the failed batch is already
+// visible to reads, every later synced write fails with the same error, and
+// the next memtable rotation (a flush, or a full memtable) crashes the
+// process with an unrecoverable "sync: unlock of unlocked mutex". Whether
+// the failed batch survives a restart is unknown: after an fsync error the
+// data has usually reached the file and is replayed. The Store therefore
+// stops serving after the first failed write, so that no caller reads data
+// it was told was not stored and no later write brings the process down.
+// Close it and Open the directory again: the reopened store holds every call
+// that returned success and possibly the failed one, with dense seqs either
+// way, and a retry with the same ClientMsgIds is deduplicated.
+var ErrFailed = errors.New("pebblestore: store failed after a write error; reopen it")
+
+// Options configures a Store. The zero value is ready to use.
+type Options struct {
+	// Logger receives Pebble's log output, informational messages at Debug
+	// level and errors at Error level. Nil discards it.
+	Logger *slog.Logger
+
+	// NoSync makes writes return before they are synced to stable storage,
+	// so a crash may lose the latest of them. It is for tests and
+	// benchmarks only. The default, false, syncs every write as
+	// store.Store requires.
+	NoSync bool
+
+	// FS is the file system holding the database. Nil means the operating
+	// system's (vfs.Default). Tests may pass vfs.NewMem() for an in-memory
+	// store, or wrap a file system with the injectors of
+	// github.com/cockroachdb/pebble/v2/vfs/errorfs to make writes or syncs
+	// fail (Pebble writes its log, files ending in ".log", with Write and
+	// syncs it with SyncData). See ErrFailed for what follows a failed write.
+	FS vfs.FS
+
+	// CacheSize is the size in bytes of Pebble's block cache. Zero means
+	// 64 MiB.
+	CacheSize int64
+}
+
+// Store is a store.Store kept in a Pebble database. All methods are safe for
+// concurrent use.
+type Store struct {
+	// Static after Open.
+	db     *pebble.DB
+	logger *slog.Logger
+	sync   bool // !Options.NoSync
+
+	// closeMu is held for reading by every call for its whole duration, and
+	// for writing by Close, so that Close waits for calls in progress and no
+	// call reaches a closed Pebble database (which panics).
+	closeMu sync.RWMutex
+	closed  bool // guarded by closeMu
+
+	// failed is set once, by the first failed write; see ErrFailed.
+	failed atomic.Pointer[error]
+
+	// appendMu serializes Append's allocation of ids and seqs and its write
+	// to Pebble's log, but not its wait for the sync.
+	appendMu sync.Mutex
+	lastID   uint64 // guarded by appendMu
+
+	// seqMu guards the map convs (not the entries, see convSeq). An entry
+	// exists for every conversation Append wrote to since Open; entries are
+	// never evicted.
+	seqMu sync.RWMutex
+	convs map[string]*convSeq
+
+	// groupMu serializes the read-modify-write of groups and memberships.
+	groupMu sync.Mutex
+
+	// ackMu serializes SetAcked's read-compare-write, striped by cursor key
+	// hashed with ackSeed (static after Open).
+	ackMu   [16]sync.Mutex
+	ackSeed maphash.Seed
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the store in dir, creating it if needed. Only one Store may use
+// a directory at a time.
+func Open(dir string, opts Options) (s *Store, err error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatalError)
+			if !ok {
+				panic(r)
+			}
+			s, err = nil, fmt.Errorf("pebblestore: open %s: %w", dir, f)
+		}
+	}()
+	db, err := pebble.Open(dir, pebbleOptions(opts, logger))
+	if err != nil {
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
+	}
+	s = &Store{
+		db:      db,
+		logger:  logger,
+		sync:    !opts.NoSync,
+		convs:   make(map[string]*convSeq),
+		ackSeed: maphash.MakeSeed(),
+	}
+	last, err := s.getU64(metaLastIDKey)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
+	}
+	s.lastID = max(last, uint64(time.Now().UnixMilli())<<16)
+	return s, nil
+}
+
+// pebbleOptions returns the Pebble configuration of a Store.
+func pebbleOptions(opts Options, logger *slog.Logger) *pebble.Options {
+	po := &pebble.Options{
+		FS:                 opts.FS,
+		Logger:             pebbleLogger{logger.With("component", "pebble")},
+		FormatMajorVersion: pebble.FormatNewest,
+		CacheSize:          opts.CacheSize,
+	}
+	if po.CacheSize == 0 {
+		po.CacheSize = 64 << 20
+	}
+	// Append looks up every ClientMsgId, and most are new: bloom filters
+	// answer those misses without reading data blocks.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return po
+}
+
+// Close closes the database; with NoSync off every write is already synced,
+// and Close syncs the last acknowledgements (SetAcked). Calls after Close
+// return store.ErrClosed. Close waits for calls in progress.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return store.ErrClosed
+	}
+	s.closed = true
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("pebblestore: close: %w", err)
+	}
+	return nil
+}
+
+// enter starts a call: it returns store.ErrClosed after Close, the failure
+// after a failed write (see ErrFailed), and otherwise holds closeMu for
+// reading until exit.
+func (s *Store) enter() error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return store.ErrClosed
+	}
+	if err := s.failure(); err != nil {
+		s.closeMu.RUnlock()
+		return err
+	}
+	return nil
+}
+
+func (s *Store) exit() { s.closeMu.RUnlock() }
+
+func (s *Store) failure() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records that a write failed and returns err wrapped with ErrFailed.
+func (s *Store) fail(err error) error {
+	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.logger.Error("pebblestore: write failed; refusing further calls until reopened", "err", err)
+	}
+	return err
+}
+
+// write commits b, synced unless sync is false or Options.NoSync is set,
+// and closes it.
+func (s *Store) write(b *pebble.Batch, sync bool) error {
+	if err := s.apply(b, sync); err != nil {
+		return err
+	}
+	return s.wait(b, sync)
+}
+
+// apply writes b to Pebble's log and memtable without waiting for the sync.
+// A sync write must be followed by wait.
+func (s *Store) apply(b *pebble.Batch, sync bool) (err error) {
+	if err := s.failure(); err != nil {
+		return err
+	}
+	// Pebble reports an error in its commit pipeline by calling
+	// Logger.Fatalf and, if that returns, returning nil from Apply; the
+	// pebbleLogger panics instead, and the panic is an error here.
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatalError)
+			if !ok {
+				panic(r)
+			}
+			err = s.fail(f)
+		}
+	}()
+	if sync && s.sync {
+		// The sync error comes from Batch.SyncWait rather than through
+		// Logger.Fatalf.
+		err = s.db.ApplyNoSyncWait(b, pebble.Sync)
+	} else {
+		err = s.db.Apply(b, pebble.NoSync)
+	}
+	if err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// wait waits until b, applied by apply, is synced, and closes it.
+func (s *Store) wait(b *pebble.Batch, sync bool) error {
+	if sync && s.sync {
+		if err := b.SyncWait(); err != nil {
+			return s.fail(err)
+		}
+	}
+	return b.Close()
+}
+
+// get returns a copy of the value of key, or store.ErrNotFound.
+func (s *Store) get(key []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	v = append([]byte(nil), v...)
+	return v, closer.Close()
+}
+
+// has reports whether key exists.
+func (s *Store) has(key []byte) (bool, error) {
+	_, err := s.get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// getU64 returns the integer stored at key, or 0 if there is none.
+func (s *Store) getU64(key []byte) (uint64, error) {
+	v, err := s.get(key)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return decodeU64(v)
+}
+
+// scan calls fn with the rest of the key after prefix and the value of every
+// key starting with prefix, in key order. prefix must end in a separator.
+// The slices are valid only during the call.
+func (s *Store) scan(prefix []byte, fn func(rest, value []byte) error) error {
+	return s.scanRange(prefix, prefixEnd(prefix), len(prefix), fn)
+}
+
+func (s *Store) scanRange(lower, upper []byte, skip int, fn func(rest, value []byte) error) (err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for it.First(); it.Valid(); it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return err
+		}
+		if err := fn(it.Key()[skip:], v); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

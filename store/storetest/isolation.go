@@ -1,0 +1,183 @@
+package storetest
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/qim-im/qim/store"
+)
+
+// fillApp writes one of every kind of data under app.
+func fillApp(t *testing.T, s store.Store, app string) {
+	t.Helper()
+	ctx := t.Context()
+	mustAppend(t, s,
+		direct(app, "alice", "bob", "c1", "hi bob"),
+		direct(app, "bob", "alice", "c2", "hi alice"),
+	)
+	mustSetAcked(t, s, app, "bob", "phone", store.DirectConv("alice", "bob"), 1)
+	mustCreateGroup(t, s, app, "g1", "alice")
+	mustAddMember(t, s, app, "g1", "bob")
+	if err := s.RemoveMember(ctx, app, "g1", "carol", true); err != nil {
+		t.Fatalf("RemoveMember: %v", err)
+	}
+	mustAppend(t, s, group(app, "alice", "g1", "c3", "hi all"))
+	mustSetAcked(t, s, app, "bob", "phone", store.GroupConv("g1"), 1)
+	if err := s.AddContact(ctx, app, "alice", "bob"); err != nil {
+		t.Fatalf("AddContact: %v", err)
+	}
+}
+
+// testTenantIsolation checks that nothing written under one app is visible
+// under another, for the same conversation keys, user names and group ids.
+// The second app's id starts with the first's.
+func testTenantIsolation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	if err := s.PutApp(ctx, store.App{Org: "org", Appkey: "app", Secret: []byte("a")}); err != nil {
+		t.Fatalf("PutApp: %v", err)
+	}
+	fillApp(t, s, appA)
+
+	if _, err := s.GetApp(ctx, "org", "app2"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetApp(org, app2): %v, want ErrNotFound", err)
+	}
+	for _, conv := range []string{store.DirectConv("alice", "bob"), store.GroupConv("g1")} {
+		if got := mustLastSeq(t, s, appB, conv); got != 0 {
+			t.Errorf("LastSeq(%s) in app B = %d", conv, got)
+		}
+		if got := mustMessages(t, s, appB, conv, 0, 100); len(got) != 0 {
+			t.Errorf("Messages(%s) in app B: %d messages", conv, len(got))
+		}
+		if got := mustHistory(t, s, appB, conv, 0, 100); len(got) != 0 {
+			t.Errorf("History(%s) in app B: %d messages", conv, len(got))
+		}
+	}
+	for _, user := range []string{"alice", "bob", "carol"} {
+		if got := mustInbox(t, s, appB, user, "phone"); len(got) != 0 {
+			t.Errorf("Inbox(%s) in app B = %v", user, got)
+		}
+		if got := mustContacts(t, s, appB, user); len(got) != 0 {
+			t.Errorf("Contacts(%s) in app B = %v", user, got)
+		}
+		if got := mustUserGroups(t, s, appB, user); len(got) != 0 {
+			t.Errorf("UserGroups(%s) in app B = %v", user, groupIDs(got))
+		}
+	}
+	if _, err := s.GetGroup(ctx, appB, "g1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetGroup(g1) in app B: %v, want ErrNotFound", err)
+	}
+	if m, err := s.Members(ctx, appB, "g1"); err == nil && len(m) != 0 {
+		t.Errorf("Members(g1) in app B = %v", m)
+	}
+	if b, err := s.Banned(ctx, appB, "g1", "carol"); err == nil && b {
+		t.Error("carol banned from g1 in app B")
+	}
+
+	// The same data written under app B is new there...
+	res := mustAppend(t, s, direct(appB, "alice", "bob", "c1", "other"))
+	if res[0].Duplicate || res[0].Msg.Seq != 1 {
+		t.Errorf("app B: seq %d, Duplicate %t; want a new message with seq 1", res[0].Msg.Seq, res[0].Duplicate)
+	}
+	if err := s.CreateGroup(ctx, appB, store.Group{ID: "g1", Owner: "zed"}); err != nil {
+		t.Errorf("CreateGroup(g1) in app B: %v", err)
+	}
+	if got := mustMembers(t, s, appB, "g1"); !slices.Equal(got, []string{"zed"}) {
+		t.Errorf("Members(g1) in app B = %v, want [zed]", got)
+	}
+	if got := inboxConv(t, s, appB, "bob", "phone", store.DirectConv("alice", "bob")); got.Acked != 0 {
+		t.Errorf("Inbox(bob) in app B: Acked %d, want 0", got.Acked)
+	}
+
+	// ...and app A is unchanged.
+	if got := mustLastSeq(t, s, appA, store.DirectConv("alice", "bob")); got != 2 {
+		t.Errorf("app A: LastSeq = %d, want 2", got)
+	}
+	if got := mustMembers(t, s, appA, "g1"); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("app A: Members(g1) = %v", got)
+	}
+	if got := inboxConv(t, s, appA, "bob", "phone", store.GroupConv("g1")); got.LastSeq != 1 || got.Acked != 1 {
+		t.Errorf("app A: Inbox(bob) g1 = %+v", got)
+	}
+}
+
+// testKeyPrefixes checks that ids that are prefixes of each other (users,
+// devices, conversations, groups) do not see each other's data.
+func testKeyPrefixes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustAppend(t, s,
+		direct(appA, "al", "bo", "1", "short"),
+		direct(appA, "al", "bob", "1b", "long"),
+		direct(appA, "alice", "bob", "2", "longer"),
+	)
+	if got := mustMessages(t, s, appA, store.DirectConv("al", "bo"), 0, 100); len(got) != 1 || text(t, got[0]) != "short" {
+		t.Errorf("Messages(u:al:bo) = %d messages", len(got))
+	}
+	if got := mustInbox(t, s, appA, "al", "phone"); len(got) != 2 {
+		t.Errorf("Inbox(al) = %v, want 2 conversations", got)
+	}
+	if got := mustInbox(t, s, appA, "bo", "phone"); len(got) != 1 {
+		t.Errorf("Inbox(bo) = %v, want 1 conversation", got)
+	}
+	mustSetAcked(t, s, appA, "al", "ph", store.DirectConv("al", "bo"), 1)
+	if got := inboxConv(t, s, appA, "al", "phone", store.DirectConv("al", "bo")); got.Acked != 0 {
+		t.Errorf("device phone sees the cursor of device ph: Acked %d", got.Acked)
+	}
+
+	if err := s.AddContact(ctx, appA, "bob2", "x"); err != nil {
+		t.Fatalf("AddContact: %v", err)
+	}
+	if got := mustContacts(t, s, appA, "bob"); len(got) != 0 {
+		t.Errorf("Contacts(bob) = %v, want none", got)
+	}
+
+	mustCreateGroup(t, s, appA, "g1", "al")
+	mustCreateGroup(t, s, appA, "g10", "alice")
+	mustAddMember(t, s, appA, "g10", "bob")
+	if got := mustMembers(t, s, appA, "g1"); !slices.Equal(got, []string{"al"}) {
+		t.Errorf("Members(g1) = %v, want [al]", got)
+	}
+	mustAppend(t, s, group(appA, "alice", "g10", "", "to g10"))
+	if got := mustLastSeq(t, s, appA, store.GroupConv("g1")); got != 0 {
+		t.Errorf("LastSeq(g:g1) = %d, want 0", got)
+	}
+	if got := groupIDs(mustUserGroups(t, s, appA, "al")); !slices.Equal(got, []string{"g1"}) {
+		t.Errorf("UserGroups(al) = %v, want [g1]", got)
+	}
+}
+
+// testClosed checks that every method returns ErrClosed after Close.
+func testClosed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	fillApp(t, s, appA)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	conv := store.DirectConv("alice", "bob")
+	for name, err := range map[string]error{
+		"PutApp":        s.PutApp(ctx, store.App{Org: "o", Appkey: "k"}),
+		"GetApp":        second(s.GetApp(ctx, "org", "app")),
+		"Append":        second(s.Append(ctx, []store.Append{direct(appA, "alice", "bob", "", "x")})),
+		"Messages":      second(s.Messages(ctx, appA, conv, 0, 10)),
+		"History":       second(s.History(ctx, appA, conv, 0, 10)),
+		"LastSeq":       second(s.LastSeq(ctx, appA, conv)),
+		"Inbox":         second(s.Inbox(ctx, appA, "alice", "phone")),
+		"SetAcked":      s.SetAcked(ctx, appA, "alice", "phone", conv, 2),
+		"AddContact":    s.AddContact(ctx, appA, "alice", "carol"),
+		"RemoveContact": s.RemoveContact(ctx, appA, "alice", "bob"),
+		"Contacts":      second(s.Contacts(ctx, appA, "alice")),
+		"CreateGroup":   s.CreateGroup(ctx, appA, store.Group{ID: "g2", Owner: "alice"}),
+		"GetGroup":      second(s.GetGroup(ctx, appA, "g1")),
+		"SetGroupOwner": s.SetGroupOwner(ctx, appA, "g1", "bob"),
+		"AddMember":     s.AddMember(ctx, appA, "g1", "carol"),
+		"RemoveMember":  s.RemoveMember(ctx, appA, "g1", "bob", false),
+		"Members":       second(s.Members(ctx, appA, "g1")),
+		"Banned":        second(s.Banned(ctx, appA, "g1", "carol")),
+		"UserGroups":    second(s.UserGroups(ctx, appA, "alice")),
+		"Close":         s.Close(),
+	} {
+		if !errors.Is(err, store.ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package storetest
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// RunReopen checks durability across a restart: it opens a store in a new
+// directory, writes every kind of data, closes it, opens the same directory
+// again and checks that everything is still there, that a retried
+// ClientMsgId is still a duplicate, and that the next Append continues the
+// seqs with a larger id. open must open (creating if needed) the store kept
+// in dir; RunReopen closes what it opens.
+func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	direct1 := store.DirectConv("alice", "bob")
+	group1 := store.GroupConv("g1")
+
+	s := open(t, dir)
+	app := store.App{Org: "org", Appkey: "app", Secret: []byte("secret")}
+	if err := s.PutApp(ctx, app); err != nil {
+		t.Fatalf("PutApp: %v", err)
+	}
+	fillApp(t, s, appA) // direct1 seqs 1-2, group1 seq 1
+	res := mustAppend(t, s,
+		direct(appA, "alice", "bob", "c4", "third"),
+		group(appA, "bob", "g1", "c5", "second"),
+	)
+	if err := s.SetGroupOwner(ctx, appA, "g1", "bob"); err != nil {
+		t.Fatalf("SetGroupOwner: %v", err)
+	}
+	mustSetAcked(t, s, appA, "alice", "laptop", direct1, 3)
+	wantDirect := mustMessages(t, s, appA, direct1, 0, 100)
+	wantGroup := mustMessages(t, s, appA, group1, 0, 100)
+	wantG, err := s.GetGroup(ctx, appA, "g1")
+	if err != nil {
+		t.Fatalf("GetGroup: %v", err)
+	}
+	maxID := max(wantDirect[len(wantDirect)-1].Id, wantGroup[len(wantGroup)-1].Id)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s = open(t, dir)
+	t.Cleanup(func() { closeStore(t, s) })
+
+	if got, err := s.GetApp(ctx, "org", "app"); err != nil || !bytes.Equal(got.Secret, app.Secret) {
+		t.Errorf("GetApp after reopen = %+v, %v", got, err)
+	}
+	for _, c := range []struct {
+		conv string
+		want []*qimpb.Message
+	}{{direct1, wantDirect}, {group1, wantGroup}} {
+		got := mustMessages(t, s, appA, c.conv, 0, 100)
+		if len(got) != len(c.want) {
+			t.Errorf("%s after reopen: %d messages, want %d", c.conv, len(got), len(c.want))
+			continue
+		}
+		for i := range got {
+			if !proto.Equal(got[i], c.want[i]) {
+				t.Errorf("%s seq %d after reopen: %v, want %v", c.conv, i+1, got[i], c.want[i])
+			}
+		}
+		if last := mustLastSeq(t, s, appA, c.conv); last != uint64(len(c.want)) {
+			t.Errorf("LastSeq(%s) after reopen = %d, want %d", c.conv, last, len(c.want))
+		}
+	}
+	if h := mustHistory(t, s, appA, direct1, 0, 2); !slices.Equal(seqs(h), []uint64{2, 3}) {
+		t.Errorf("History after reopen: seqs %v, want [2 3]", seqs(h))
+	}
+
+	for _, tt := range []struct {
+		user, device, conv string
+		want               store.ConvState
+	}{
+		{"bob", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 1}},
+		{"alice", "laptop", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 3}},
+		{"alice", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 0}},
+		{"bob", "phone", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 1}},
+		{"bob", "tablet", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 0}},
+	} {
+		if got := inboxConv(t, s, appA, tt.user, tt.device, tt.conv); got != tt.want {
+			t.Errorf("Inbox(%s, %s) after reopen: %+v, want %+v", tt.user, tt.device, got, tt.want)
+		}
+	}
+	if got := mustContacts(t, s, appA, "alice"); !slices.Equal(got, []string{"bob"}) {
+		t.Errorf("Contacts after reopen = %v", got)
+	}
+	if got, err := s.GetGroup(ctx, appA, "g1"); err != nil || got != wantG {
+		t.Errorf("GetGroup after reopen = %+v, %v; want %+v", got, err, wantG)
+	}
+	if got := mustMembers(t, s, appA, "g1"); !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("Members after reopen = %v", got)
+	}
+	if !mustBanned(t, s, appA, "g1", "carol") {
+		t.Error("ban lost on reopen")
+	}
+	if got := groupIDs(mustUserGroups(t, s, appA, "bob")); !slices.Equal(got, []string{"g1"}) {
+		t.Errorf("UserGroups(bob) after reopen = %v", got)
+	}
+
+	// Deduplication survives the restart; seqs and ids continue.
+	again := mustAppend(t, s,
+		direct(appA, "alice", "bob", "c4", "retry"),
+		direct(appA, "alice", "bob", "c6", "fourth"),
+		group(appA, "alice", "g1", "c7", "third"),
+	)
+	if !again[0].Duplicate || !proto.Equal(again[0].Msg, res[0].Msg) {
+		t.Errorf("retry after reopen: Duplicate %t, %v; want the original %v", again[0].Duplicate, again[0].Msg, res[0].Msg)
+	}
+	if again[1].Duplicate || again[1].Msg.Seq != 4 {
+		t.Errorf("next direct message: seq %d, want 4", again[1].Msg.Seq)
+	}
+	if again[2].Duplicate || again[2].Msg.Seq != 3 {
+		t.Errorf("next group message: seq %d, want 3", again[2].Msg.Seq)
+	}
+	if again[1].Msg.Id <= maxID || again[2].Msg.Id <= again[1].Msg.Id {
+		t.Errorf("ids after reopen %d, %d; want above %d and increasing", again[1].Msg.Id, again[2].Msg.Id, maxID)
+	}
+}
