@@ -35,15 +35,9 @@ var ErrBadFrame = errors.New("qimpb: malformed frame")
 // io.EOF is returned only when the stream ends cleanly between frames; a
 // stream that ends inside a frame gives io.ErrUnexpectedEOF.
 func ReadFrame(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
+	n, err := readUvarint(r)
 	if err != nil {
-		if err == io.EOF {
-			return buf, io.EOF
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return buf, io.ErrUnexpectedEOF
-		}
-		return buf, fmt.Errorf("%w: length: %v", ErrBadFrame, err)
+		return buf, err
 	}
 	if n > uint64(max) {
 		return buf, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
@@ -62,6 +56,32 @@ func ReadFrame(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, erro
 		return buf, fmt.Errorf("%w: %v", ErrBadFrame, err)
 	}
 	return buf, nil
+}
+
+// readUvarint reads a frame's length. Errors of the underlying reader are
+// returned as they are (io.EOF only before the first byte); a varint longer
+// than 10 bytes or over 64 bits is ErrBadFrame.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	var s uint
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			return x | uint64(b)<<s, nil
+		}
+		x |= uint64(b&0x7f) << s
+		s += 7
+	}
+	return 0, fmt.Errorf("%w: length varint overflows 64 bits", ErrBadFrame)
 }
 
 // AppendFrame appends the frame of cmd (varint length, then the encoded

@@ -52,7 +52,7 @@ func (sc *serverConn) serve() {
 	sess := sc.srv.Hub.Open(app, c, sc, sc.logger)
 	sc.logger.Debug("session open")
 
-	sc.wg.Go(sc.readControl)
+	sc.wg.Go(func() { sc.readControl(sess) })
 	for {
 		str, err := sc.qc.AcceptStream(context.Background())
 		if err != nil {
@@ -120,11 +120,14 @@ func (sc *serverConn) authenticate() (app string, c *qimpb.Connect, err error) {
 // readControl reads the control stream after CONNECT: a DISCONNECT from the
 // device closes the connection normally; anything else is a protocol
 // violation.
-func (sc *serverConn) readControl() {
+func (sc *serverConn) readControl(sess *session.Session) {
 	var cmd qimpb.Command
 	_, err := qimpb.ReadFrame(sc.ctrlReader, sc.srv.Hub.MaxFrame(), nil, &cmd)
 	switch {
 	case err == nil && cmd.Command == qimpb.CommandType_DISCONNECT:
+		// Record what the device wrote on its streams before the
+		// DISCONNECT (its last acknowledgements) before closing.
+		sess.DrainReaders(disconnectGrace)
 		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "closed by client")
 	case err == nil:
 		sc.Disconnect(qimpb.Code_PROTOCOL_VIOLATION, cmd.Command.String()+" is not allowed on the control stream after CONNECT")
@@ -173,6 +176,10 @@ func (sc *serverConn) writeControl(frame []byte) error {
 }
 
 var errNoControl = errors.New("quicsrv: no control stream")
+
+// disconnectGrace bounds how long a DISCONNECT waits for the device's
+// streams to finish.
+const disconnectGrace = time.Second
 
 // frameError maps a frame read error to the code the device is told.
 func frameError(err error) error {

@@ -150,7 +150,9 @@ func (p *pusher) advanceOverSkipped() {
 
 func (p *pusher) persist(ctx context.Context, seq uint64) {
 	s := p.s
-	if err := s.hub.store.SetAcked(ctx, s.app, s.user, s.device, p.conv, seq); err != nil && ctx.Err() == nil {
+	// An acknowledgement received is recorded even if the session is
+	// ending meanwhile.
+	if err := s.hub.store.SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
 		// Not fatal: the device will see these messages again and drop them.
 		s.logger.Warn("persist ack", "conv", p.conv, "seq", seq, "err", err)
 	}

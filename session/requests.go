@@ -23,6 +23,8 @@ const (
 	maxGroupName   = 128
 	defaultHistory = 50
 	maxHistory     = 500
+	// frameOverhead is room for the Command and Response around a result.
+	frameOverhead = 64
 )
 
 // handleRequest runs one request from the device and queues its response.
@@ -332,7 +334,14 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 				return nil, storeErr("history", err)
 			}
 		}
-		return &qimpb.GroupResult{Messages: ms}, nil
+		// A page never makes a frame larger than the limit: drop its
+		// oldest messages until it fits (the client pages on from the
+		// oldest it got).
+		res := &qimpb.GroupResult{Messages: ms}
+		for len(res.Messages) > 1 && proto.Size(res)+frameOverhead > h.maxFrame {
+			res.Messages = res.Messages[1:]
+		}
+		return res, nil
 	default:
 		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown group op %d", r.Op)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 
@@ -44,6 +45,8 @@ type Session struct {
 	pushers map[string]*pusher         // by conversation; guarded by mu
 	inbox   map[string]store.ConvState // snapshot at connect; guarded by mu
 	closed  bool                       // guarded by mu
+	readers int                        // stream readers running; guarded by mu
+	drained chan struct{}              // closed when readers drops to 0; guarded by mu
 }
 
 // Open starts the session of an authenticated device: it registers it with
@@ -93,6 +96,46 @@ func (s *Session) Close() {
 	s.unregister()
 	s.cancel()
 	s.wg.Wait()
+}
+
+// DrainReaders waits until every stream reader has returned (the device
+// finished its streams) or timeout passes. quicsrv calls it on a
+// DISCONNECT, so that acknowledgements the device wrote before it are
+// recorded before the connection closes.
+func (s *Session) DrainReaders(timeout time.Duration) {
+	s.mu.Lock()
+	if s.readers == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if s.drained == nil {
+		s.drained = make(chan struct{})
+	}
+	drained := s.drained
+	s.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+	}
+}
+
+// readerStarted and readerDone count the running stream readers.
+func (s *Session) readerStarted() {
+	s.mu.Lock()
+	s.readers++
+	s.mu.Unlock()
+}
+
+func (s *Session) readerDone() {
+	s.mu.Lock()
+	s.readers--
+	if s.readers == 0 && s.drained != nil {
+		close(s.drained)
+		s.drained = nil
+	}
+	s.mu.Unlock()
 }
 
 // Receive implements Receiver. It never blocks.

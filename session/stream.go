@@ -55,7 +55,11 @@ func (s *Session) newConvStream(str *quic.Stream) *convStream {
 // start runs the stream's reader and writer in the session's WaitGroup.
 func (cs *convStream) start() {
 	cs.s.wg.Go(cs.writeLoop)
-	cs.s.wg.Go(cs.readLoop)
+	cs.s.readerStarted()
+	cs.s.wg.Go(func() {
+		defer cs.s.readerDone()
+		cs.readLoop()
+	})
 }
 
 // send queues a frame for the writer.

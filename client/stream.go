@@ -1,0 +1,525 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
+	qimpb "github.com/qim-im/qim/proto"
+)
+
+// maxAttempts is how many streams a retryable request is tried on.
+const maxAttempts = 3
+
+// stream is one conversation stream, or the general stream for CONTACT and
+// GROUP requests. Its reader goroutine is the only one to Read, and its
+// writer goroutine the only one to Write and Close the send side.
+type stream struct {
+	// Static after startStream.
+	c       *Client
+	qs      *quic.Stream
+	log     *slog.Logger
+	general bool          // the stream for CONTACT and GROUP requests
+	wq      chan outFrame // frames for writeLoop
+	done    chan struct{} // closed by fail
+
+	// Guarded by c.mu.
+	key Peer // conversation the stream is registered under; zero until bound
+
+	// Guarded by mu.
+	mu       sync.Mutex
+	nextID   uint64
+	pending  map[uint64]chan result
+	err      error // why the stream ended; set once by fail
+	graceful bool  // the server finished the stream: FIN ours too
+}
+
+// outFrame is an encoded frame waiting for writeLoop, or a flush marker.
+type outFrame struct {
+	b       []byte
+	ack     bool          // an acknowledgement: still written after the server's FIN
+	flushed chan struct{} // a marker: closed once the frames before it are written
+	fin     bool          // with flushed: finish the stream after them
+}
+
+type result struct {
+	resp *qimpb.Response
+	err  error
+}
+
+// startStream wraps qs and starts its reader and writer. key is the
+// conversation of a stream the client opens for it, zero for the general
+// stream and for a stream the server opened. c.mu must be held and
+// c.stopped must be false.
+func (c *Client) startStream(qs *quic.Stream, key Peer, general bool) *stream {
+	s := &stream{
+		c:       c,
+		qs:      qs,
+		log:     c.log.With("stream", int64(qs.StreamID())),
+		general: general,
+		wq:      make(chan outFrame, 16),
+		done:    make(chan struct{}),
+		key:     key,
+		pending: make(map[uint64]chan result),
+	}
+	if general || key != (Peer{}) {
+		c.streams[key] = s
+	}
+	c.live[s] = true
+	c.wg.Add(2)
+	go s.readLoop()
+	go s.writeLoop()
+	return s
+}
+
+// streamFor returns the stream registered for key (Peer{}: the general
+// stream), opening one if there is none. Concurrent callers for one key
+// wait for a single opening.
+func (c *Client) streamFor(ctx context.Context, key Peer) (*stream, error) {
+	for {
+		c.mu.Lock()
+		s, stopped, opening := c.streams[key], c.stopped, c.opening[key]
+		if s == nil && !stopped && opening == nil {
+			opening = make(chan struct{})
+			c.opening[key] = opening
+			c.mu.Unlock()
+			s, err := c.open(ctx, key)
+			c.mu.Lock()
+			delete(c.opening, key)
+			close(opening)
+			c.mu.Unlock()
+			return s, err
+		}
+		c.mu.Unlock()
+		switch {
+		case s != nil:
+			return s, nil
+		case stopped:
+			return nil, c.endErr()
+		}
+		select {
+		case <-opening:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// open opens a stream for key and starts it.
+func (c *Client) open(ctx context.Context, key Peer) (*stream, error) {
+	// Opening may wait for stream credit from the server: not under c.mu.
+	qs, err := c.conn.OpenStreamSync(ctx)
+	if err != nil {
+		if isConnError(err) {
+			c.finish(closeReason(err))
+			return nil, c.endErr()
+		}
+		return nil, fmt.Errorf("qim: open stream: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.streams[key]; s != nil || c.stopped {
+		// The server bound one of its streams to key meanwhile, or the
+		// session ended. The new stream was never written to: finish it.
+		qs.CancelRead(quic.StreamErrorCode(qimpb.Code_CLOSED))
+		qs.Close()
+		if s == nil {
+			return nil, c.endErr()
+		}
+		return s, nil
+	}
+	return c.startStream(qs, key, key == (Peer{})), nil
+}
+
+// do sends req on the stream of key and waits for its RESPONSE. A non-OK
+// response is returned as an *Error. When retry is set, a request whose
+// stream ended before the answer is sent again on a new stream.
+func (c *Client) do(ctx context.Context, key Peer, req *qimpb.Request, retry bool) (*qimpb.Response, error) {
+	for attempt := 1; ; attempt++ {
+		s, err := c.streamFor(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.request(ctx, req)
+		if retry && attempt < maxAttempts && errors.Is(err, ErrStreamEnded) {
+			s.log.Debug("retrying request on a new stream", "type", req.GetType(), "err", err)
+			continue
+		}
+		return resp, err
+	}
+}
+
+// bind registers s, a stream the server opened, as the stream of conv when
+// the client has none yet.
+func (c *Client) bind(s *stream, conv Peer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.general || s.key != (Peer{}) {
+		return
+	}
+	s.key = conv
+	if c.streams[conv] == nil {
+		c.streams[conv] = s
+	}
+}
+
+// forget removes s from the stream map.
+func (c *Client) forget(s *stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams[s.key] == s {
+		delete(c.streams, s.key)
+	}
+	delete(c.live, s)
+}
+
+// advance records seq as delivered for conv and reports whether it is new,
+// that is above the highest seq delivered so far.
+func (c *Client) advance(conv Peer, seq uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq <= c.highest[conv] {
+		return false
+	}
+	c.highest[conv] = seq
+	return true
+}
+
+// request sends req with the next request_id of s and waits for the answer.
+func (s *stream) request(ctx context.Context, req *qimpb.Request) (*qimpb.Response, error) {
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.nextID++
+	id := s.nextID
+	ch := make(chan result, 1)
+	s.pending[id] = ch
+	s.mu.Unlock()
+
+	req.RequestId = id
+	frame, err := qimpb.EncodeFrame(qimpb.CommandType_REQUEST, req)
+	if err == nil {
+		err = s.c.checkSize(frame)
+	}
+	if err == nil {
+		err = s.send(ctx, outFrame{b: frame})
+	}
+	if err != nil {
+		s.abandon(id)
+		return nil, err
+	}
+	select {
+	case r := <-ch:
+		return r.resp, r.err
+	case <-ctx.Done():
+		s.abandon(id)
+		return nil, ctx.Err()
+	}
+}
+
+// abandon forgets the pending request id; a late answer is dropped.
+func (s *stream) abandon(id uint64) {
+	s.mu.Lock()
+	delete(s.pending, id)
+	s.mu.Unlock()
+}
+
+// checkSize refuses a frame the server would refuse for its size.
+func (c *Client) checkSize(frame []byte) error {
+	n, k := binary.Uvarint(frame)
+	if k > 0 && n > uint64(c.sendLimit) {
+		return fmt.Errorf("qim: request of %d bytes: %w (server limit %d)", n, qimpb.ErrFrameTooLarge, c.sendLimit)
+	}
+	return nil
+}
+
+// send queues f for writeLoop.
+func (s *stream) send(ctx context.Context, f outFrame) error {
+	select {
+	case s.wq <- f:
+		return nil
+	case <-s.done:
+		return s.stoppedErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *stream) stoppedErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// writeLoop writes queued frames until the stream ends. After the server's
+// FIN it writes the acknowledgements still queued and finishes the stream.
+// It runs in its own goroutine.
+func (s *stream) writeLoop() {
+	defer s.c.wg.Done()
+	for {
+		select {
+		case f := <-s.wq:
+			if f.flushed != nil {
+				if f.fin {
+					// Closing: finish the stream, so that the server
+					// reads everything we wrote, acknowledgements
+					// included, before it closes the connection. Never
+					// reset it afterwards: that could discard them.
+					s.qs.Close()
+					s.mu.Lock()
+					s.graceful = true
+					s.mu.Unlock()
+					close(f.flushed)
+					s.fail(ErrClosed)
+					return
+				}
+				close(f.flushed)
+				continue
+			}
+			if _, err := s.qs.Write(f.b); err != nil {
+				s.fail(s.ioError("write", err))
+				return
+			}
+		case <-s.done:
+			s.mu.Lock()
+			graceful := s.graceful
+			s.mu.Unlock()
+			if graceful {
+				s.drainAcks()
+				s.qs.Close()
+			}
+			return
+		}
+	}
+}
+
+// drainAcks writes the acknowledgements left in the queue, dropping the
+// requests, which have already failed with ErrStreamEnded.
+func (s *stream) drainAcks() {
+	for {
+		select {
+		case f := <-s.wq:
+			if !f.ack {
+				continue // a request, already failed, or a flush marker
+			}
+			if _, err := s.qs.Write(f.b); err != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// readLoop reads frames until the stream ends, dispatching RESPONSEs to
+// their requests and handling pushed REQUESTs. It runs in its own goroutine.
+func (s *stream) readLoop() {
+	defer s.c.wg.Done()
+	fr := newFrameReader(s.qs, s.c.maxFrame)
+	var cmd qimpb.Command
+	for {
+		if err := fr.next(&cmd); err != nil {
+			if errors.Is(err, io.EOF) {
+				s.log.Debug("stream finished by server")
+				s.finishGracefully()
+				return
+			}
+			s.fail(s.ioError("read", err))
+			return
+		}
+		if err := s.handle(&cmd); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}
+
+// handle processes one frame from the server. An error ends the stream.
+func (s *stream) handle(cmd *qimpb.Command) error {
+	if cmd.GetVersion() != qimpb.Version {
+		return fmt.Errorf("qim: frame of version %d", cmd.GetVersion())
+	}
+	switch cmd.GetCommand() {
+	case qimpb.CommandType_RESPONSE:
+		resp := new(qimpb.Response)
+		if err := proto.Unmarshal(cmd.GetPayload(), resp); err != nil {
+			return fmt.Errorf("qim: decode RESPONSE: %w", err)
+		}
+		return s.handleResponse(resp)
+	case qimpb.CommandType_REQUEST:
+		req := new(qimpb.Request)
+		if err := proto.Unmarshal(cmd.GetPayload(), req); err != nil {
+			return fmt.Errorf("qim: decode REQUEST: %w", err)
+		}
+		return s.handleRequest(req)
+	default:
+		return fmt.Errorf("qim: unexpected %v on a conversation stream", cmd.GetCommand())
+	}
+}
+
+func (s *stream) handleResponse(resp *qimpb.Response) error {
+	id := resp.GetRequestId()
+	if id == 0 {
+		// A refusal of the stream itself (FRAME_TOO_LARGE, BAD_REQUEST):
+		// the server stops reading it.
+		if resp.GetCode() == int32(qimpb.Code_OK) {
+			return errors.New("qim: RESPONSE OK with request_id 0")
+		}
+		return errorOf(resp.GetCode(), resp.GetReason())
+	}
+	s.mu.Lock()
+	ch := s.pending[id]
+	delete(s.pending, id)
+	s.mu.Unlock()
+	if ch == nil {
+		s.log.Debug("response to an abandoned request", "request_id", id)
+		return nil
+	}
+	if resp.GetCode() != int32(qimpb.Code_OK) {
+		ch <- result{err: errorOf(resp.GetCode(), resp.GetReason())}
+	} else {
+		ch <- result{resp: resp}
+	}
+	return nil
+}
+
+// handleRequest handles a REQUEST from the server: a pushed MESSAGE is
+// delivered unless it is a duplicate, then acknowledged when stored. Once
+// Close has begun, messages are left unacknowledged, to be delivered again
+// to the next session.
+func (s *stream) handleRequest(req *qimpb.Request) error {
+	if req.GetType() != qimpb.RequestType_MESSAGE {
+		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "client accepts only MESSAGE requests")
+	}
+	m := new(qimpb.Message)
+	if err := proto.Unmarshal(req.GetPayload(), m); err != nil {
+		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "message does not decode")
+	}
+	conv := ConvOf(s.c.me, m)
+	if conv == (Peer{}) {
+		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "message has no conversation")
+	}
+	if !s.c.beginDelivery() {
+		return nil
+	}
+	defer s.c.endDelivery()
+	s.c.bind(s, conv)
+	if m.GetSeq() > 0 && !s.c.advance(conv, m.GetSeq()) {
+		s.log.Debug("dropping duplicate", "conv", conv, "seq", m.GetSeq())
+		return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+	}
+	select {
+	case s.c.msgs <- m:
+	case <-s.c.closing:
+		return nil
+	case <-s.c.conn.Context().Done():
+		return s.c.endErr()
+	}
+	if m.GetSeq() == 0 {
+		return nil
+	}
+	return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+}
+
+// respond queues a RESPONSE to one of the server's requests.
+func (s *stream) respond(id uint64, code qimpb.Code, reason string) error {
+	frame, err := qimpb.EncodeFrame(qimpb.CommandType_RESPONSE,
+		&qimpb.Response{Code: int32(code), Reason: reason, RequestId: id})
+	if err != nil {
+		return fmt.Errorf("qim: %w", err)
+	}
+	select {
+	case s.wq <- outFrame{b: frame, ack: true}:
+		return nil
+	case <-s.done:
+		return s.stoppedErr()
+	}
+}
+
+// flush waits until the frames queued so far are written, the stream
+// ends, or deadline fires, and reports whether deadline did not fire.
+// With fin, the stream's send side is finished after them.
+func (s *stream) flush(deadline <-chan time.Time, fin bool) bool {
+	f := outFrame{flushed: make(chan struct{}), fin: fin}
+	select {
+	case s.wq <- f:
+	case <-s.done:
+		return true
+	case <-deadline:
+		return false
+	}
+	select {
+	case <-f.flushed:
+	case <-s.done:
+	case <-deadline:
+		return false
+	}
+	return true
+}
+
+// ioError translates a Read or Write error. A stream reset by the server
+// gives ErrStreamEnded, so that the requests on it are retried; a closed
+// connection gives the session's end reason.
+func (s *stream) ioError(op string, err error) error {
+	var se *quic.StreamError
+	switch {
+	case isConnError(err):
+		s.c.finish(closeReason(err))
+		return s.c.endErr()
+	case errors.As(err, &se) && se.Remote:
+		return fmt.Errorf("%w: %s: stream reset by server with code %d", ErrStreamEnded, op, se.ErrorCode)
+	default:
+		return fmt.Errorf("qim: %s stream %d: %w", op, s.qs.StreamID(), err)
+	}
+}
+
+// finishGracefully ends s after the server's FIN: unanswered requests fail
+// with ErrStreamEnded and writeLoop finishes our side.
+func (s *stream) finishGracefully() {
+	s.mu.Lock()
+	s.graceful = true
+	s.mu.Unlock()
+	s.fail(ErrStreamEnded)
+}
+
+// fail ends s with err, once: it unregisters the stream, fails its pending
+// requests and, unless the server finished the stream, cancels both sides.
+func (s *stream) fail(err error) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.err = err
+	pending := s.pending
+	s.pending = nil
+	graceful := s.graceful
+	s.mu.Unlock()
+
+	// Unregister before failing the requests, so that their retries open
+	// a new stream.
+	s.c.forget(s)
+	close(s.done)
+	for _, ch := range pending {
+		ch <- result{err: err}
+	}
+	if !graceful {
+		if !errors.Is(err, ErrStreamEnded) && !isConnError(err) {
+			s.log.Debug("stream failed", "err", err)
+		}
+		code := streamCode(err)
+		s.qs.CancelRead(code)
+		s.qs.CancelWrite(code)
+	}
+}
