@@ -80,7 +80,7 @@ func TestSendThenListen(t *testing.T) {
 		t.Fatalf("send printed %q", out)
 	}
 	var ack struct {
-		ID        uint64 `json:"id"`
+		ID        uint64 `json:"id,string"`
 		Seq       uint64 `json:"seq"`
 		Timestamp int64  `json:"timestamp"`
 		Duplicate bool   `json:"duplicate"`

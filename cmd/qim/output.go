@@ -11,7 +11,7 @@ import (
 
 // messageJSON is the --json form of a message: one object per line.
 type messageJSON struct {
-	ID          uint64 `json:"id"`
+	ID          uint64 `json:"id,string"` // a string: ids exceed JavaScript's exact integers
 	Seq         uint64 `json:"seq"`
 	Conv        string `json:"conv"`
 	From        string `json:"from"`

@@ -27,7 +27,7 @@ func (e *env) sendCommand() *cli.Command {
 
 // sendJSON is the --json form of a MessageAck.
 type sendJSON struct {
-	ID        uint64 `json:"id"`
+	ID        uint64 `json:"id,string"`
 	Seq       uint64 `json:"seq"`
 	Timestamp int64  `json:"timestamp"`
 	Duplicate bool   `json:"duplicate"`
