@@ -220,9 +220,14 @@ func (h *Hub) commitLoop() {
 			err = fmt.Errorf("store returned %d results for %d messages", len(results), len(batch))
 		}
 		for i, p := range batch {
-			if err != nil {
+			switch {
+			case err != nil:
 				p.err = storeErr("append", err)
-			} else {
+			case results[i].Duplicate && convOf(results[i].Msg) != p.conv:
+				// The id was used for a message of another conversation:
+				// this is not a retry of it.
+				p.err = errorf(qimpb.Code_INVALID_ARGUMENT, "client_msg_id already used for another conversation")
+			default:
 				p.res = results[i]
 			}
 			close(p.done)

@@ -237,3 +237,29 @@ func TestEphemeral(t *testing.T) {
 	carol := dial(t, srv, "demo", "demo", "carol", "d")
 	quiet(t, carol)
 }
+
+// TestClientMsgIDReuse checks de-duplication: a retry is answered with the
+// original, and the same id for another conversation is refused.
+func TestClientMsgIDReuse(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := dial(t, srv, "demo", "demo", "alice", "d")
+	first, err := alice.Send(ctxT(t), client.ToUser("bob"), client.Outgoing{Text: "once", ClientMsgID: "c-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := alice.Send(ctxT(t), client.ToUser("bob"), client.Outgoing{Text: "once", ClientMsgID: "c-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Id != first.Id || again.Seq != first.Seq || again.Timestamp != first.Timestamp {
+		t.Fatalf("retry answered %v, want the original %v", again, first)
+	}
+	_, err = alice.Send(ctxT(t), client.ToUser("carol"), client.Outgoing{Text: "other", ClientMsgID: "c-1"})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != qimpb.Code_INVALID_ARGUMENT {
+		t.Fatalf("same id to another conversation: %v, want INVALID_ARGUMENT", err)
+	}
+	bob := dial(t, srv, "demo", "demo", "bob", "d")
+	recvN(t, bob, 1)
+	quiet(t, bob)
+}
