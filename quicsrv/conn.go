@@ -143,6 +143,9 @@ func (sc *serverConn) readControl(sess *session.Session) {
 	}
 }
 
+// HandshakeComplete implements session.Conn.
+func (sc *serverConn) HandshakeComplete() <-chan struct{} { return sc.qc.HandshakeComplete() }
+
 // OpenStreamSync implements session.Conn.
 func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
 	return sc.qc.OpenStreamSync(ctx)

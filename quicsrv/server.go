@@ -48,18 +48,25 @@ type Server struct {
 	nextConnID atomic.Uint64
 
 	mu        sync.Mutex
-	listeners map[*quic.Listener]struct{} // guarded by mu
+	listeners map[*quic.EarlyListener]struct{} // guarded by mu
 	conns     map[*serverConn]struct{}    // guarded by mu
 	connsWG   sync.WaitGroup              // one per serveConn goroutine
 }
 
 // DefaultQUICConfig returns the QUIC settings qim uses unless told
-// otherwise: keepalives for mobile NATs, and flow-control windows sized for
-// chat rather than bulk transfer.
+// otherwise: 0-RTT for resuming devices, timers for phones, and
+// flow-control windows sized for chat rather than bulk transfer.
+//
+// Timers: QUIC uses the smaller of the two sides' idle timeouts, so the
+// server offers a long one (5 minutes) and lets each client choose (the Go
+// client uses 60 s in the foreground). The server sends no keepalives of
+// its own: keeping a phone's NAT mapping open is the phone's decision,
+// because every packet wakes its radio; a device that lets its connection
+// go resumes in one round trip (0-RTT).
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
-		MaxIdleTimeout:                 60 * time.Second,
-		KeepAlivePeriod:                20 * time.Second,
+		Allow0RTT:                      true,
+		MaxIdleTimeout:                 5 * time.Minute,
 		InitialStreamReceiveWindow:     64 << 10,
 		MaxStreamReceiveWindow:         512 << 10,
 		InitialConnectionReceiveWindow: 256 << 10,
@@ -107,7 +114,10 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	if qconf == nil {
 		qconf = DefaultQUICConfig()
 	}
-	ln, err := tr.Listen(tlsConf, qconf)
+	// Early: a resuming device may send CONNECT and replay-safe requests
+	// in 0-RTT; the session defers everything else until the handshake
+	// completes (see session.Session).
+	ln, err := tr.ListenEarly(tlsConf, qconf)
 	if err != nil {
 		return fmt.Errorf("quicsrv: listen: %w", err)
 	}
@@ -188,7 +198,7 @@ func (s *Server) authTimeout() time.Duration {
 	return 5 * time.Second
 }
 
-func (s *Server) trackListener(ln *quic.Listener, add bool) bool {
+func (s *Server) trackListener(ln *quic.EarlyListener, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !add {
@@ -199,7 +209,7 @@ func (s *Server) trackListener(ln *quic.Listener, add bool) bool {
 		return false
 	}
 	if s.listeners == nil {
-		s.listeners = make(map[*quic.Listener]struct{})
+		s.listeners = make(map[*quic.EarlyListener]struct{})
 	}
 	s.listeners[ln] = struct{}{}
 	return true

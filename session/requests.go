@@ -30,7 +30,21 @@ const (
 // handleRequest runs one request from the device and queues its response.
 // Messages are queued for the committer and answered, in order, when their
 // commit returns; other requests run here.
+//
+// A request that could have come in 0-RTT data is run before the handshake
+// completes only if a replay of it is harmless: a stored MESSAGE with a
+// client_msg_id (a replay is de-duplicated). Everything else waits for the
+// handshake. Acknowledgements are always safe (cursors only move forward).
 func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
+	select {
+	case <-cs.s.conn.HandshakeComplete():
+	default:
+		if !replaySafe(req) {
+			if err := cs.s.handshakeDone(ctx); err != nil {
+				return
+			}
+		}
+	}
 	switch req.Type {
 	case qimpb.RequestType_MESSAGE:
 		cs.handleMessage(ctx, req)
@@ -390,4 +404,15 @@ func (h *Hub) removeMember(ctx context.Context, app string, g *groupState, user 
 
 func groupInfo(g store.Group) *qimpb.GroupInfo {
 	return &qimpb.GroupInfo{Id: g.ID, Name: g.Name, Owner: g.Owner, Created: g.Created, LastSeq: g.LastSeq}
+}
+
+// replaySafe reports whether running req twice is the same as running it
+// once: a stored message with a client_msg_id. It reads only what it needs
+// of the payload.
+func replaySafe(req *qimpb.Request) bool {
+	if req.Type != qimpb.RequestType_MESSAGE || (len(req.Opts) > 0 && !req.Opts[0].Offline) {
+		return false
+	}
+	var m qimpb.Message
+	return proto.Unmarshal(req.Payload, &m) == nil && m.ClientMsgId != ""
 }

@@ -21,6 +21,10 @@ type Conn interface {
 	// control stream) and closes the connection with code. It does not
 	// block and may be called more than once; the first call counts.
 	Disconnect(code qimpb.Code, reason string)
+	// HandshakeComplete is closed when the TLS handshake has completed.
+	// Until then, what the device sent may be 0-RTT data, which an
+	// attacker can replay.
+	HandshakeComplete() <-chan struct{}
 }
 
 // Session is one authenticated device connection. quicsrv creates it with
@@ -73,11 +77,29 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 	// Register before reading the inbox, so that nothing committed in
 	// between is missed: it is either in the inbox or delivered live.
 	s.unregister = h.router.Register(app, s.user, s)
-	h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s})
+	// Replacing the older connection changes state, so a CONNECT that
+	// came in 0-RTT (and could be a replay) does it only once the
+	// handshake has completed.
+	s.wg.Go(func() {
+		if s.handshakeDone(s.ctx) == nil {
+			h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s})
+		}
+	})
 	if !s.sendOnly {
 		s.wg.Go(s.catchUp)
 	}
 	return s
+}
+
+// handshakeDone waits until the connection's handshake has completed, so
+// that nothing the device sent can be a replay.
+func (s *Session) handshakeDone(ctx context.Context) error {
+	select {
+	case <-s.conn.HandshakeComplete():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // User returns the session's user.
