@@ -49,8 +49,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[*quic.EarlyListener]struct{} // guarded by mu
-	conns     map[*serverConn]struct{}    // guarded by mu
-	connsWG   sync.WaitGroup              // one per serveConn goroutine
+	conns     map[*serverConn]struct{}         // guarded by mu
+	connsWG   sync.WaitGroup                   // one per serveConn goroutine
 }
 
 // DefaultQUICConfig returns the QUIC settings qim uses unless told
