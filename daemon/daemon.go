@@ -25,6 +25,10 @@ import (
 type Config struct {
 	// Listen is the UDP address to serve on. Empty means "127.0.0.1:4433".
 	Listen string
+	// PacketConn, if set, is the socket to serve on instead of listening on
+	// Listen (tests use it to serve inside a network namespace). Close and
+	// Shutdown close it.
+	PacketConn net.PacketConn
 	// DataDir holds the store, the certificates and the application
 	// secrets. Empty means "./data".
 	DataDir string
@@ -114,12 +118,14 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: listen address: %w", err)
-	}
-	if d.pc, err = net.ListenUDP("udp", udpAddr); err != nil {
-		return nil, fmt.Errorf("daemon: listen: %w", err)
+	if d.pc = cfg.PacketConn; d.pc == nil {
+		udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: listen address: %w", err)
+		}
+		if d.pc, err = net.ListenUDP("udp", udpAddr); err != nil {
+			return nil, fmt.Errorf("daemon: listen: %w", err)
+		}
 	}
 	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()

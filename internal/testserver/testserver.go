@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,9 @@ type Options struct {
 	Listen string
 	// AuthTimeout is the server's auth timeout. Zero means the default.
 	AuthTimeout time.Duration
+	// ListenPacket, if set, makes the server's socket (tests use it to
+	// serve inside a network namespace). It is called again on Restart.
+	ListenPacket func() (net.PacketConn, error)
 	// Apps are extra applications, as "org/appkey", created before the
 	// first start besides demo/demo.
 	Apps []string
@@ -82,7 +86,14 @@ func (s *Server) start(listen string) {
 	var err error
 	// The port of a restarted server may still be held for a moment.
 	for range 50 {
-		s.d, err = daemon.Start(daemon.Config{Listen: listen, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger})
+		var pc net.PacketConn
+		if s.opts.ListenPacket != nil {
+			if pc, err = s.opts.ListenPacket(); err != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+		}
+		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger})
 		if err == nil {
 			break
 		}
