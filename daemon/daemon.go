@@ -132,6 +132,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 	return d, nil
 }
 
+// Hub returns the server's hub.
+func (d *Daemon) Hub() *session.Hub { return d.hub }
+
 // Addr returns the address the server is serving on.
 func (d *Daemon) Addr() net.Addr { return d.pc.LocalAddr() }
 

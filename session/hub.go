@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qim-im/qim/auth"
@@ -58,6 +59,10 @@ type Hub struct {
 	now      func() time.Time
 	recent   *recentCache
 	groups   *groupCache
+
+	// opened counts sessions opened (successful CONNECTs), for tests and
+	// metrics.
+	opened atomic.Uint64
 
 	// commits feeds the committer goroutine.
 	commits chan *pendingAppend
@@ -120,6 +125,10 @@ func NewHub(cfg Config) (*Hub, error) {
 	go h.commitLoop()
 	return h, nil
 }
+
+// SessionsOpened returns how many sessions (successful CONNECTs) the hub
+// has opened since it started.
+func (h *Hub) SessionsOpened() uint64 { return h.opened.Load() }
 
 // MaxFrame returns the largest frame the hub's sessions accept.
 func (h *Hub) MaxFrame() int { return h.maxFrame }

@@ -61,6 +61,7 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 	if logger == nil {
 		logger = h.logger
 	}
+	h.opened.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
 		hub:      h,

@@ -138,6 +138,10 @@ func (s *Server) Restart() {
 	s.start(s.Addr)
 }
 
+// Connects returns how many sessions (successful CONNECTs) the running
+// server has opened since it started.
+func (s *Server) Connects() uint64 { return s.d.Hub().SessionsOpened() }
+
 // ClientTLS returns a client TLS configuration that trusts the server.
 func (s *Server) ClientTLS() *tls.Config {
 	s.t.Helper()
