@@ -2,6 +2,12 @@
 // dials a server over QUIC, authenticates on the control stream, sends
 // requests on one stream per conversation and delivers pushed messages on a
 // channel.
+//
+// It is built for phones: a session moves to a new network without a new
+// CONNECT (Client.Migrate, QUIC connection migration), survives outages by
+// reconnecting by itself, in 0-RTT when it can, with nothing lost or
+// delivered twice (Config.Reconnect), and closes its connection while the
+// app is in the background (Client.Background, Client.Foreground).
 package client
 
 import (
@@ -11,11 +17,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"google.golang.org/protobuf/proto"
 
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -32,12 +39,30 @@ const closeGrace = time.Second
 // required; every other zero value means the default stated on the field.
 type Config struct {
 	Addr string // server host:port
-	// TLSConfig is required. It is cloned; NextProtos defaults to ["qim/1"].
+	// TLSConfig is required. It is cloned; NextProtos defaults to ["qim/1"]
+	// and ServerName to the host of Addr.
 	TLSConfig *tls.Config
-	// QUICConfig nil means KeepAlivePeriod 20s, MaxIdleTimeout 60s,
-	// MaxIncomingStreams 1000 (the server opens one stream per conversation
-	// it pushes, and keeps it) and no unidirectional streams.
+	// QUICConfig nil means KeepAlivePeriod KeepAlive, MaxIdleTimeout
+	// IdleTimeout, MaxIncomingStreams 1000 (the server opens one stream per
+	// conversation it pushes, and keeps it) and no unidirectional streams.
 	QUICConfig *quic.Config
+	// KeepAlive is how often an idle connection sends a keepalive, when
+	// QUICConfig is nil. 0 means 25s, below the 30 s after which many
+	// mobile NATs forget a UDP mapping; a negative value sends none.
+	KeepAlive time.Duration
+	// IdleTimeout is how long a connection may hear nothing from the server
+	// before it is considered lost, when QUICConfig is nil. 0 means 60s.
+	IdleTimeout time.Duration
+	// LocalAddr is the local address of the client's UDP socket: an IP
+	// address, with or without a port. "" means any. Migrate changes it.
+	LocalAddr string
+	// ListenPacket, if set, opens the client's UDP sockets in place of
+	// net.ListenUDP, for example in another network namespace, or bound to
+	// one network of the device (Android's Network.bindSocket). network is
+	// "udp4" or "udp6", the family of the server's address; addr is the
+	// local address as host:port (port 0 unless one was given; ":0" for
+	// any). The client owns and closes the sockets it returns.
+	ListenPacket func(network, addr string) (net.PacketConn, error)
 
 	Org, Appkey, User, Token string
 	Device                   string // "" means "default"
@@ -52,64 +77,125 @@ type Config struct {
 	// negative value makes it unbuffered, so that a message is acknowledged
 	// only once the program has received it.
 	Inbox int
+
+	// Reconnect makes the client reconnect by itself when its connection
+	// is lost (see Client): false means the session ends with the
+	// connection.
+	Reconnect bool
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// reconnection attempts: attempt n waits a random time below
+	// min(ReconnectMax, ReconnectMin * 2^n). 0 means 50ms and 30s.
+	ReconnectMin, ReconnectMax time.Duration
+	// SessionCache keeps TLS session tickets, with which a reconnection
+	// sends CONNECT and the first requests in 0-RTT. Share one between
+	// Clients to resume across them. nil means TLSConfig.ClientSessionCache,
+	// or else a cache of 16 tickets kept by the Client.
+	SessionCache tls.ClientSessionCache
+	// OnState, if set, is called with each change of the connection's
+	// state, in order, from a goroutine of the Client. It must return
+	// quickly and must not call Close or Foreground.
+	OnState func(State)
+
 	// Logger nil means discard.
 	Logger *slog.Logger
 }
 
-// Client is one authenticated session: one QUIC connection. Its methods are
-// safe for concurrent use.
+// Client is one session of a device: one QUIC connection at a time. Its
+// methods are safe for concurrent use.
+//
+// With Config.Reconnect, the session outlives its connections: when a
+// connection is lost for any reason but Close, Background, a refusal that
+// would recur (REPLACED, UNAUTHENTICATED, TOKEN_EXPIRED and the like) or a
+// protocol error, the client reconnects with exponential backoff and sends
+// CONNECT again. Messages stays open, and the server pushes everything the
+// device has not acknowledged, which the client de-duplicates by seq, so
+// each message is delivered once and in order. Requests waiting for an
+// answer when the connection was lost are sent again on the next one if
+// they are idempotent (Send, contacts, GROUP_JOIN...), as long as their ctx
+// allows; the others (CreateGroup, LeaveGroup, Kick, a Send with
+// NoOffline) fail with an error wrapping ErrStreamEnded. Idempotent
+// requests may go out in 0-RTT with CONNECT; the others wait for the
+// handshake to complete.
+//
+// Migrate moves the connection to another network without a new CONNECT;
+// Background and Foreground close the connection while the app is in the
+// background and reconnect when it returns.
 type Client struct {
 	// Static after Dial.
-	log       *slog.Logger
-	conn      *quic.Conn
-	ctl       *quic.Stream // control stream; written by Dial, then by Close only
-	connected *qimpb.Connected
-	me        string // the authenticated user
-	device    string // the session's device
-	maxFrame  int    // largest frame read from the server
-	sendLimit int    // largest frame the server accepts (Connected.max_frame)
-	msgs      chan *qimpb.Message
-	done      chan struct{} // closed by run when every goroutine has returned
-	closing   chan struct{} // closed by Close: deliver no more messages
-	closeOnce sync.Once
+	cfg        Config
+	tlsConf    *tls.Config
+	quicConf   *quic.Config
+	raddr      *net.UDPAddr
+	connectMsg *qimpb.Connect
+	log        *slog.Logger
+	me         string // the authenticated user
+	device     string // the session's device
+	maxFrame   int    // largest frame read from the server
+	msgs       chan *qimpb.Message
+	done       chan struct{} // closed by supervise when every goroutine has returned
+	stop       chan struct{} // closed by Close: stop reconnecting
+	kick       chan struct{} // wakes supervise: Background or Foreground was called
+	closeOnce  sync.Once
 
-	// wg counts the goroutines of the session (control reader, stream
-	// acceptor, stream readers and writers). Add is called only under mu
-	// while !stopped, so run's Wait never races with it.
-	wg sync.WaitGroup
+	sendLimit atomic.Int64 // largest frame the server accepts (Connected.max_frame)
 
 	// Guarded by mu.
-	mu        sync.Mutex
-	stopped   bool                   // set by run: no new goroutines
-	reasonSet bool                   // the end reason is known
-	reason    error                  // why the session ended; nil after Close
-	streams   map[Peer]*stream       // by conversation; Peer{} is the general stream
-	opening   map[Peer]chan struct{} // closed when the stream being opened for a key is registered
-	live      map[*stream]bool       // every stream not yet ended
-	highest   map[Peer]uint64        // highest seq delivered, by conversation
-	// delivering counts readers between deciding to deliver a message and
-	// queueing its acknowledgement. After Close sets isClosing it only
-	// decreases, and quiet is closed when it reaches zero.
-	delivering int
-	isClosing  bool
-	quiet      chan struct{}
+	mu          sync.Mutex
+	cur         *link         // the current connection; nil while there is none
+	changed     chan struct{} // closed and replaced when cur, its state or the end changes
+	connected   *qimpb.Connected
+	highest     map[Peer]uint64 // highest seq delivered, by conversation
+	localAddr   string          // the address the next socket binds to
+	closeCalled bool
+	background  bool
+	wantDial    bool               // Foreground asks supervise to dial now
+	cancelDial  context.CancelFunc // cancels the dial in progress, if any
+	dialErrs    int                // failed reconnection attempts, for Foreground
+	dialErr     error              // the last one's error
+	reconnects  int
+	used0RTT    bool
+	ended       bool  // set by supervise when the session has ended
+	reason      error // why the session ended; nil after Close
 }
 
 // Dial connects to the server at cfg.Addr, opens the control stream, sends
 // CONNECT and waits for the server's answer. ctx bounds only the connecting;
-// the session lasts until Close or until the connection ends. A refusal by
-// the server is returned as an *Error (for example UNAUTHENTICATED).
+// the session lasts until Close or until the connection ends (with
+// cfg.Reconnect, until a connection ends for good). A refusal by the server
+// is returned as an *Error (for example UNAUTHENTICATED); Dial itself does
+// not retry.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.TLSConfig == nil {
 		return nil, errors.New("qim: Config.TLSConfig is required")
+	}
+	raddr, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("qim: dial %s: %w", cfg.Addr, err)
 	}
 	tlsConf := cfg.TLSConfig.Clone()
 	if len(tlsConf.NextProtos) == 0 {
 		tlsConf.NextProtos = []string{ALPN}
 	}
+	if tlsConf.ServerName == "" {
+		if host, _, err := net.SplitHostPort(cfg.Addr); err == nil {
+			tlsConf.ServerName = host
+		}
+	}
+	switch {
+	case cfg.SessionCache != nil:
+		tlsConf.ClientSessionCache = cfg.SessionCache
+	case tlsConf.ClientSessionCache == nil:
+		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(16)
+	}
+	cfg.ReconnectMin = cmp.Or(cfg.ReconnectMin, 50*time.Millisecond)
+	cfg.ReconnectMax = cmp.Or(cfg.ReconnectMax, 30*time.Second)
+	keepAlive := cmp.Or(cfg.KeepAlive, 25*time.Second)
+	if keepAlive < 0 {
+		keepAlive = 0
+	}
 	quicConf := &quic.Config{
-		KeepAlivePeriod:       20 * time.Second,
-		MaxIdleTimeout:        60 * time.Second,
+		KeepAlivePeriod:       keepAlive,
+		MaxIdleTimeout:        cmp.Or(cfg.IdleTimeout, 60*time.Second),
 		MaxIncomingStreams:    1000,
 		MaxIncomingUniStreams: -1,
 	}
@@ -127,198 +213,58 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	case inbox < 0:
 		inbox = 0
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
-	conn, err := quic.DialAddr(ctx, cfg.Addr, tlsConf, quicConf)
-	if err != nil {
-		return nil, fmt.Errorf("qim: dial %s: %w", cfg.Addr, err)
-	}
 	c := &Client{
-		log:      logger.With("user", cfg.User, "device", cfg.Device),
-		conn:     conn,
-		maxFrame: maxFrame,
-		msgs:     make(chan *qimpb.Message, inbox),
-		done:     make(chan struct{}),
-		closing:  make(chan struct{}),
-		streams:  make(map[Peer]*stream),
-		opening:  make(map[Peer]chan struct{}),
-		live:     make(map[*stream]bool),
-		highest:  make(map[Peer]uint64),
+		cfg:      cfg,
+		tlsConf:  tlsConf,
+		quicConf: quicConf,
+		raddr:    raddr,
+		connectMsg: &qimpb.Connect{
+			Org:      cfg.Org,
+			Appkey:   cfg.Appkey,
+			User:     cfg.User,
+			Token:    cfg.Token,
+			Device:   cfg.Device,
+			SendOnly: cfg.SendOnly,
+		},
+		log:       cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
+		maxFrame:  maxFrame,
+		msgs:      make(chan *qimpb.Message, inbox),
+		done:      make(chan struct{}),
+		stop:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		changed:   make(chan struct{}),
+		highest:   make(map[Peer]uint64),
+		localAddr: cfg.LocalAddr,
 	}
-	fr, err := c.connect(ctx, &qimpb.Connect{
-		Org:      cfg.Org,
-		Appkey:   cfg.Appkey,
-		User:     cfg.User,
-		Token:    cfg.Token,
-		Device:   cfg.Device,
-		SendOnly: cfg.SendOnly,
-	})
+	c.sendLimit.Store(qimpb.DefaultMaxFrame)
+	l, err := c.dialLink(ctx, false)
 	if err != nil {
-		conn.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "connect failed")
 		return nil, err
 	}
-	c.me = c.connected.GetUser()
-	if c.me == "" {
-		c.me = cfg.User
-	}
-	c.device = c.connected.GetDevice()
-	if c.device == "" {
-		c.device = cmp.Or(cfg.Device, "default")
-	}
-	c.log = logger.With("user", c.me, "device", c.device)
-	c.sendLimit = int(c.connected.GetMaxFrame())
-	if c.sendLimit <= 0 {
-		c.sendLimit = qimpb.DefaultMaxFrame
-	}
-	c.log.Debug("connected", "server", cfg.Addr, "max_frame", c.sendLimit)
-
-	c.wg.Add(2)
-	go c.readControl(fr)
-	go c.acceptStreams()
-	go c.run()
+	c.log.Debug("connected", "server", cfg.Addr, "max_frame", l.connected.GetMaxFrame())
+	c.mu.Lock()
+	c.setLinkLocked(l)
+	c.mu.Unlock()
+	go c.supervise(l)
 	return c, nil
 }
 
-// connect opens the control stream, sends CONNECT and reads the answer. It
-// returns the control stream's frame reader, which may hold buffered bytes.
-func (c *Client) connect(ctx context.Context, msg *qimpb.Connect) (*frameReader, error) {
-	// Cancelling ctx closes the connection, which unblocks the read below.
-	stop := context.AfterFunc(ctx, func() {
-		c.conn.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "dial cancelled")
-	})
-	fr, err := c.handshake(ctx, msg)
-	if !stop() {
-		return nil, fmt.Errorf("qim: connect: %w", ctx.Err())
-	}
-	return fr, err
-}
-
-func (c *Client) handshake(ctx context.Context, msg *qimpb.Connect) (*frameReader, error) {
-	ctl, err := c.conn.OpenStreamSync(ctx)
-	if err != nil {
-		return nil, c.connectError("open control stream", err)
-	}
-	c.ctl = ctl
-	frame, err := qimpb.EncodeFrame(qimpb.CommandType_CONNECT, msg)
-	if err != nil {
-		return nil, fmt.Errorf("qim: %w", err)
-	}
-	if _, err := ctl.Write(frame); err != nil {
-		return nil, c.connectError("send CONNECT", err)
-	}
-	fr := newFrameReader(ctl, c.maxFrame)
-	var cmd qimpb.Command
-	if err := fr.next(&cmd); err != nil {
-		return nil, c.connectError("read CONNECT answer", err)
-	}
-	if cmd.GetVersion() != qimpb.Version {
-		return nil, fmt.Errorf("qim: CONNECT answer has version %d", cmd.GetVersion())
-	}
-	switch cmd.GetCommand() {
-	case qimpb.CommandType_DISCONNECT:
-		var d qimpb.Disconnect
-		if err := proto.Unmarshal(cmd.GetPayload(), &d); err != nil {
-			return nil, fmt.Errorf("qim: decode DISCONNECT: %w", err)
-		}
-		return nil, errorOf(d.GetCode(), d.GetReason())
-	case qimpb.CommandType_RESPONSE:
-		var resp qimpb.Response
-		if err := proto.Unmarshal(cmd.GetPayload(), &resp); err != nil {
-			return nil, fmt.Errorf("qim: decode CONNECT response: %w", err)
-		}
-		if resp.GetCode() != int32(qimpb.Code_OK) {
-			return nil, errorOf(resp.GetCode(), resp.GetReason())
-		}
-		c.connected = new(qimpb.Connected)
-		if err := proto.Unmarshal(resp.GetPayload(), c.connected); err != nil {
-			return nil, fmt.Errorf("qim: decode Connected: %w", err)
-		}
-		return fr, nil
-	default:
-		return nil, fmt.Errorf("qim: unexpected %v in answer to CONNECT", cmd.GetCommand())
-	}
-}
-
-// connectError describes a failure while connecting; a connection the
-// server closed with a qim code becomes that *Error.
-func (c *Client) connectError(op string, err error) error {
-	if isConnError(err) {
-		var qe *Error
-		if reason := closeReason(err); errors.As(reason, &qe) {
-			return qe
-		}
-	}
-	return fmt.Errorf("qim: %s: %w", op, err)
-}
-
-// readControl reads the control stream until the connection ends. A
-// DISCONNECT from the server ends the session with that code; anything else
-// is a protocol violation. It runs in its own goroutine.
-func (c *Client) readControl(fr *frameReader) {
-	defer c.wg.Done()
-	var (
-		cmd qimpb.Command
-		err error
-	)
-	for {
-		if err = fr.next(&cmd); err != nil {
-			break
-		}
-		if cmd.GetCommand() != qimpb.CommandType_DISCONNECT {
-			c.abort(qimpb.Code_PROTOCOL_VIOLATION, fmt.Errorf("qim: unexpected %v on the control stream", cmd.GetCommand()))
-			return
-		}
-		var d qimpb.Disconnect
-		if err := proto.Unmarshal(cmd.GetPayload(), &d); err != nil {
-			c.abort(qimpb.Code_BAD_REQUEST, fmt.Errorf("qim: decode DISCONNECT: %w", err))
-			return
-		}
-		// The server closes the connection right after DISCONNECT; give
-		// in-flight answers that chance, then close it ourselves.
-		c.log.Debug("disconnected by server", "code", qimpb.Code(d.GetCode()), "reason", d.GetReason())
-		c.finish(errorOf(d.GetCode(), d.GetReason()))
-		t := time.NewTimer(closeGrace)
-		defer t.Stop()
-		select {
-		case <-c.conn.Context().Done():
-		case <-t.C:
-			c.conn.CloseWithError(quic.ApplicationErrorCode(d.GetCode()), d.GetReason())
-		}
-		return
-	}
-	switch {
-	case isConnError(err):
-		c.finish(closeReason(err))
-	case errors.Is(err, qimpb.ErrFrameTooLarge):
-		c.abort(qimpb.Code_FRAME_TOO_LARGE, fmt.Errorf("qim: control stream: %w", err))
-	default:
-		c.abort(qimpb.Code_PROTOCOL_VIOLATION, fmt.Errorf("qim: control stream: %w", err))
-	}
-}
-
-// acceptStreams accepts the streams the server opens to push messages, until
-// the connection ends. It runs in its own goroutine.
-func (c *Client) acceptStreams() {
-	defer c.wg.Done()
-	for {
-		qs, err := c.conn.AcceptStream(c.conn.Context())
-		if err != nil {
-			return
-		}
-		c.mu.Lock()
-		if !c.stopped {
-			c.startStream(qs, Peer{}, false)
-		}
-		c.mu.Unlock()
-	}
+// identify sets the session's user and device from the server's answer to
+// the first CONNECT. It is called by Dial before the first connection's
+// goroutines start, which read them.
+func (c *Client) identify(connected *qimpb.Connected) {
+	c.me = cmp.Or(connected.GetUser(), c.cfg.User)
+	c.device = cmp.Or(connected.GetDevice(), c.cfg.Device, "default")
+	c.log = c.cfg.Logger.With("user", c.me, "device", c.device)
 }
 
 // Messages returns the channel of messages the server pushes, in seq order
 // per conversation, without duplicates. It is closed when the session ends,
-// after the last delivery. A stored message is acknowledged to the server as
+// after the last delivery; it stays open across reconnections. A stored message is acknowledged to the server as
 // soon as it is in the channel (see Config.Inbox).
 //
 // Delivery blocks while the channel is full, which holds back the stream of
@@ -328,8 +274,13 @@ func (c *Client) acceptStreams() {
 // Config.Inbox accordingly or make them from another goroutine.
 func (c *Client) Messages() <-chan *qimpb.Message { return c.msgs }
 
-// Connected returns the server's answer to CONNECT. It must not be modified.
-func (c *Client) Connected() *qimpb.Connected { return c.connected }
+// Connected returns the server's answer to the last CONNECT. It must not be
+// modified.
+func (c *Client) Connected() *qimpb.Connected {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
 
 // User returns the authenticated user.
 func (c *Client) User() string { return c.me }

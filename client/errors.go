@@ -40,10 +40,15 @@ func (e *Error) Is(target error) bool {
 // by Close.
 var ErrClosed = errors.New("qim: client closed")
 
-// ErrStreamEnded is returned for a request whose stream ended before its
-// RESPONSE arrived, when the request was not safe to retry (GROUP_CREATE,
-// GROUP_LEAVE, GROUP_KICK, a MESSAGE with NoOffline) or retries ran out.
-// Whether the server carried it out is unknown.
+// ErrNotConnected is returned by Migrate when the connection ended before
+// the new path was in use.
+var ErrNotConnected = errors.New("qim: not connected")
+
+// ErrStreamEnded is returned for a request whose stream (or, with
+// Config.Reconnect, connection) ended before its RESPONSE arrived, when the
+// request was not safe to retry (GROUP_CREATE, GROUP_LEAVE, GROUP_KICK, a
+// MESSAGE with NoOffline) or retries ran out. Whether the server carried it
+// out is unknown.
 var ErrStreamEnded = errors.New("qim: stream ended before the response")
 
 // errorOf returns the *Error for a non-OK code and reason.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -24,14 +25,14 @@ const maxAttempts = 3
 // writer goroutine the only one to Write and Close the send side.
 type stream struct {
 	// Static after startStream.
-	c       *Client
+	l       *link
 	qs      *quic.Stream
 	log     *slog.Logger
 	general bool          // the stream for CONTACT and GROUP requests
 	wq      chan outFrame // frames for writeLoop
 	done    chan struct{} // closed by fail
 
-	// Guarded by c.mu.
+	// Guarded by l.c.mu.
 	key Peer // conversation the stream is registered under; zero until bound
 
 	// Guarded by mu.
@@ -57,13 +58,13 @@ type result struct {
 
 // startStream wraps qs and starts its reader and writer. key is the
 // conversation of a stream the client opens for it, zero for the general
-// stream and for a stream the server opened. c.mu must be held and
-// c.stopped must be false.
-func (c *Client) startStream(qs *quic.Stream, key Peer, general bool) *stream {
+// stream and for a stream the server opened. l.c.mu must be held and
+// l.stopped must be false.
+func (l *link) startStream(qs *quic.Stream, key Peer, general bool) *stream {
 	s := &stream{
-		c:       c,
+		l:       l,
 		qs:      qs,
-		log:     c.log.With("stream", int64(qs.StreamID())),
+		log:     l.log.With("stream", int64(qs.StreamID())),
 		general: general,
 		wq:      make(chan outFrame, 16),
 		done:    make(chan struct{}),
@@ -71,10 +72,10 @@ func (c *Client) startStream(qs *quic.Stream, key Peer, general bool) *stream {
 		pending: make(map[uint64]chan result),
 	}
 	if general || key != (Peer{}) {
-		c.streams[key] = s
+		l.streams[key] = s
 	}
-	c.live[s] = true
-	c.wg.Add(2)
+	l.live[s] = true
+	l.wg.Add(2)
 	go s.readLoop()
 	go s.writeLoop()
 	return s
@@ -83,17 +84,18 @@ func (c *Client) startStream(qs *quic.Stream, key Peer, general bool) *stream {
 // streamFor returns the stream registered for key (Peer{}: the general
 // stream), opening one if there is none. Concurrent callers for one key
 // wait for a single opening.
-func (c *Client) streamFor(ctx context.Context, key Peer) (*stream, error) {
+func (l *link) streamFor(ctx context.Context, key Peer) (*stream, error) {
+	c := l.c
 	for {
 		c.mu.Lock()
-		s, stopped, opening := c.streams[key], c.stopped, c.opening[key]
+		s, stopped, opening := l.streams[key], l.stopped, l.opening[key]
 		if s == nil && !stopped && opening == nil {
 			opening = make(chan struct{})
-			c.opening[key] = opening
+			l.opening[key] = opening
 			c.mu.Unlock()
-			s, err := c.open(ctx, key)
+			s, err := l.open(ctx, key)
 			c.mu.Lock()
-			delete(c.opening, key)
+			delete(l.opening, key)
 			close(opening)
 			c.mu.Unlock()
 			return s, err
@@ -103,7 +105,7 @@ func (c *Client) streamFor(ctx context.Context, key Peer) (*stream, error) {
 		case s != nil:
 			return s, nil
 		case stopped:
-			return nil, c.endErr()
+			return nil, l.lost(net.ErrClosed)
 		}
 		select {
 		case <-opening:
@@ -114,83 +116,136 @@ func (c *Client) streamFor(ctx context.Context, key Peer) (*stream, error) {
 }
 
 // open opens a stream for key and starts it.
-func (c *Client) open(ctx context.Context, key Peer) (*stream, error) {
+func (l *link) open(ctx context.Context, key Peer) (*stream, error) {
 	// Opening may wait for stream credit from the server: not under c.mu.
-	qs, err := c.conn.OpenStreamSync(ctx)
+	l.openMu.RLock()
+	qs, err := l.conn.OpenStreamSync(ctx)
+	l.openMu.RUnlock()
 	if err != nil {
-		if isConnError(err) {
-			c.finish(closeReason(err))
-			return nil, c.endErr()
+		switch {
+		case isConnError(err):
+			return nil, l.lost(err)
+		case errors.Is(err, quic.Err0RTTRejected):
+			return nil, errRejected
 		}
 		return nil, fmt.Errorf("qim: open stream: %w", err)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if s := c.streams[key]; s != nil || c.stopped {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	if s := l.streams[key]; s != nil || l.stopped {
 		// The server bound one of its streams to key meanwhile, or the
-		// session ended. The new stream was never written to: finish it.
+		// connection ended. The new stream was never written to: finish it.
 		qs.CancelRead(quic.StreamErrorCode(qimpb.Code_CLOSED))
 		qs.Close()
 		if s == nil {
-			return nil, c.endErr()
+			return nil, &lostError{reason: l.reason}
 		}
 		return s, nil
 	}
-	return c.startStream(qs, key, key == (Peer{})), nil
+	return l.startStream(qs, key, key == (Peer{})), nil
 }
 
 // do sends req on the stream of key and waits for its RESPONSE. A non-OK
 // response is returned as an *Error. When retry is set, a request whose
-// stream ended before the answer is sent again on a new stream.
+// stream ended before the answer is sent again on a new stream, and a
+// request whose connection ended is sent again on the next connection;
+// otherwise the request is sent only once the handshake is complete (never
+// in 0-RTT, which an attacker could replay).
 func (c *Client) do(ctx context.Context, key Peer, req *qimpb.Request, retry bool) (*qimpb.Response, error) {
-	for attempt := 1; ; attempt++ {
-		s, err := c.streamFor(ctx, key)
+	for attempt := 1; ; {
+		l, err := c.linkFor(ctx, !retry)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := s.request(ctx, req)
-		if retry && attempt < maxAttempts && errors.Is(err, ErrStreamEnded) {
+		s, err := l.streamFor(ctx, key)
+		var resp *qimpb.Response
+		if err == nil {
+			resp, err = s.request(ctx, req)
+		}
+		var lost *lostError
+		switch {
+		case err == nil:
+			return resp, nil
+		case errors.Is(err, errRejected):
+			// Nothing reached the server: send it again once CONNECT
+			// has been sent again, whatever the request.
+			if err := l.awaitRejectHandled(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		case errors.As(err, &lost):
+			if err := c.afterLoss(lost, retry); err != nil {
+				return nil, err
+			}
+			l.log.Debug("retrying request on the next connection", "type", req.GetType(), "err", err)
+			continue
+		case retry && attempt < maxAttempts && errors.Is(err, ErrStreamEnded):
+			attempt++
 			s.log.Debug("retrying request on a new stream", "type", req.GetType(), "err", err)
 			continue
 		}
-		return resp, err
+		return nil, err
+	}
+}
+
+// awaitRejectHandled waits until connect has sent CONNECT again after a
+// 0-RTT rejection, or the connection ended.
+func (l *link) awaitRejectHandled(ctx context.Context) error {
+	select {
+	case <-l.rejectHandled:
+		return nil
+	case <-l.conn.Context().Done():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
 // bind registers s, a stream the server opened, as the stream of conv when
 // the client has none yet.
-func (c *Client) bind(s *stream, conv Peer) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (l *link) bind(s *stream, conv Peer) {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
 	if s.general || s.key != (Peer{}) {
 		return
 	}
 	s.key = conv
-	if c.streams[conv] == nil {
-		c.streams[conv] = s
+	if l.streams[conv] == nil {
+		l.streams[conv] = s
 	}
 }
 
 // forget removes s from the stream map.
-func (c *Client) forget(s *stream) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.streams[s.key] == s {
-		delete(c.streams, s.key)
+func (l *link) forget(s *stream) {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	if l.streams[s.key] == s {
+		delete(l.streams, s.key)
 	}
-	delete(c.live, s)
+	delete(l.live, s)
 }
 
 // advance records seq as delivered for conv and reports whether it is new,
-// that is above the highest seq delivered so far.
-func (c *Client) advance(conv Peer, seq uint64) bool {
+// that is above the highest seq delivered so far, and the previous highest.
+func (c *Client) advance(conv Peer, seq uint64) (prev uint64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if seq <= c.highest[conv] {
-		return false
+	prev = c.highest[conv]
+	if seq <= prev {
+		return prev, false
 	}
 	c.highest[conv] = seq
-	return true
+	return prev, true
+}
+
+// unadvance undoes advance for a message that was not delivered after
+// all, so that it is delivered when the server sends it again.
+func (c *Client) unadvance(conv Peer, seq, prev uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if seq > 0 && c.highest[conv] == seq {
+		c.highest[conv] = prev
+	}
 }
 
 // request sends req with the next request_id of s and waits for the answer.
@@ -210,7 +265,7 @@ func (s *stream) request(ctx context.Context, req *qimpb.Request) (*qimpb.Respon
 	req.RequestId = id
 	frame, err := qimpb.EncodeFrame(qimpb.CommandType_REQUEST, req)
 	if err == nil {
-		err = s.c.checkSize(frame)
+		err = s.l.c.checkSize(frame)
 	}
 	if err == nil {
 		err = s.send(ctx, outFrame{b: frame})
@@ -238,8 +293,8 @@ func (s *stream) abandon(id uint64) {
 // checkSize refuses a frame the server would refuse for its size.
 func (c *Client) checkSize(frame []byte) error {
 	n, k := binary.Uvarint(frame)
-	if k > 0 && n > uint64(c.sendLimit) {
-		return fmt.Errorf("qim: request of %d bytes: %w (server limit %d)", n, qimpb.ErrFrameTooLarge, c.sendLimit)
+	if limit := c.sendLimit.Load(); k > 0 && n > uint64(limit) {
+		return fmt.Errorf("qim: request of %d bytes: %w (server limit %d)", n, qimpb.ErrFrameTooLarge, limit)
 	}
 	return nil
 }
@@ -266,7 +321,7 @@ func (s *stream) stoppedErr() error {
 // FIN it writes the acknowledgements still queued and finishes the stream.
 // It runs in its own goroutine.
 func (s *stream) writeLoop() {
-	defer s.c.wg.Done()
+	defer s.l.wg.Done()
 	for {
 		select {
 		case f := <-s.wq:
@@ -325,8 +380,8 @@ func (s *stream) drainAcks() {
 // readLoop reads frames until the stream ends, dispatching RESPONSEs to
 // their requests and handling pushed REQUESTs. It runs in its own goroutine.
 func (s *stream) readLoop() {
-	defer s.c.wg.Done()
-	fr := newFrameReader(s.qs, s.c.maxFrame)
+	defer s.l.wg.Done()
+	fr := newFrameReader(s.qs, s.l.c.maxFrame)
 	var cmd qimpb.Command
 	for {
 		if err := fr.next(&cmd); err != nil {
@@ -396,8 +451,8 @@ func (s *stream) handleResponse(resp *qimpb.Response) error {
 
 // handleRequest handles a REQUEST from the server: a pushed MESSAGE is
 // delivered unless it is a duplicate, then acknowledged when stored. Once
-// Close has begun, messages are left unacknowledged, to be delivered again
-// to the next session.
+// the link is closing (Close, Background), messages are left
+// unacknowledged, to be delivered again on the next connection.
 func (s *stream) handleRequest(req *qimpb.Request) error {
 	if req.GetType() != qimpb.RequestType_MESSAGE {
 		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "client accepts only MESSAGE requests")
@@ -406,25 +461,32 @@ func (s *stream) handleRequest(req *qimpb.Request) error {
 	if err := proto.Unmarshal(req.GetPayload(), m); err != nil {
 		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "message does not decode")
 	}
-	conv := ConvOf(s.c.me, m)
+	c := s.l.c
+	conv := ConvOf(c.me, m)
 	if conv == (Peer{}) {
 		return s.respond(req.GetRequestId(), qimpb.Code_BAD_REQUEST, "message has no conversation")
 	}
-	if !s.c.beginDelivery() {
+	if !s.l.beginDelivery() {
 		return nil
 	}
-	defer s.c.endDelivery()
-	s.c.bind(s, conv)
-	if m.GetSeq() > 0 && !s.c.advance(conv, m.GetSeq()) {
-		s.log.Debug("dropping duplicate", "conv", conv, "seq", m.GetSeq())
-		return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+	defer s.l.endDelivery()
+	s.l.bind(s, conv)
+	var prev uint64
+	if m.GetSeq() > 0 {
+		var isNew bool
+		if prev, isNew = c.advance(conv, m.GetSeq()); !isNew {
+			s.log.Debug("dropping duplicate", "conv", conv, "seq", m.GetSeq())
+			return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+		}
 	}
 	select {
-	case s.c.msgs <- m:
-	case <-s.c.closing:
+	case c.msgs <- m:
+	case <-s.l.drain:
+		c.unadvance(conv, m.GetSeq(), prev)
 		return nil
-	case <-s.c.conn.Context().Done():
-		return s.c.endErr()
+	case <-s.l.conn.Context().Done():
+		c.unadvance(conv, m.GetSeq(), prev)
+		return s.l.lost(context.Cause(s.l.conn.Context()))
 	}
 	if m.GetSeq() == 0 {
 		return nil
@@ -475,8 +537,9 @@ func (s *stream) ioError(op string, err error) error {
 	var se *quic.StreamError
 	switch {
 	case isConnError(err):
-		s.c.finish(closeReason(err))
-		return s.c.endErr()
+		return s.l.lost(err)
+	case errors.Is(err, quic.Err0RTTRejected):
+		return errRejected
 	case errors.As(err, &se) && se.Remote:
 		return fmt.Errorf("%w: %s: stream reset by server with code %d", ErrStreamEnded, op, se.ErrorCode)
 	default:
@@ -509,13 +572,14 @@ func (s *stream) fail(err error) {
 
 	// Unregister before failing the requests, so that their retries open
 	// a new stream.
-	s.c.forget(s)
+	s.l.forget(s)
 	close(s.done)
 	for _, ch := range pending {
 		ch <- result{err: err}
 	}
 	if !graceful {
-		if !errors.Is(err, ErrStreamEnded) && !isConnError(err) {
+		var lost *lostError
+		if !errors.Is(err, ErrStreamEnded) && !errors.Is(err, errRejected) && !errors.As(err, &lost) {
 			s.log.Debug("stream failed", "err", err)
 		}
 		code := streamCode(err)

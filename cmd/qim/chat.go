@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -16,8 +18,8 @@ func (e *env) chatCommand() *cli.Command {
 	return &cli.Command{
 		Name: "chat",
 		Usage: "send each line of standard input and print incoming messages; " +
-			"ends at end of input or /quit",
-		Flags:  peerCLIFlags(),
+			"/switch ADDR moves the connection to a new local address; ends at end of input or /quit",
+		Flags:  append(peerCLIFlags(), localFlag()),
 		Action: e.chat,
 	}
 }
@@ -28,6 +30,7 @@ func (e *env) chat(cCtx *cli.Context) error {
 		return err
 	}
 	ctx := cCtx.Context
+	e.local = cCtx.String("local")
 	c, err := e.dial(ctx, false)
 	if err != nil {
 		return err
@@ -58,6 +61,10 @@ func (e *env) chat(cCtx *cli.Context) error {
 				return nil
 			}
 			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			if addr, ok := strings.CutPrefix(strings.TrimSpace(line), "/switch "); ok {
+				e.switchNetwork(ctx, c, strings.TrimSpace(addr))
 				continue
 			}
 			if _, err := c.Send(ctx, to, client.Outgoing{Text: line}); err != nil {
@@ -92,4 +99,17 @@ func readLines(r io.Reader, lines chan<- string, stop <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// switchNetwork moves the live connection to a new local address, as when
+// a phone leaves Wi-Fi for cellular, and says how long it took.
+func (e *env) switchNetwork(ctx context.Context, c *client.Client, addr string) {
+	start := time.Now()
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Migrate(mctx, addr); err != nil {
+		fmt.Fprintf(e.stderr, "qim: switch to %s: %v\n", addr, err)
+		return
+	}
+	fmt.Fprintf(e.stderr, "qim: switched to %s in %v; same session\n", addr, time.Since(start).Round(10*time.Microsecond))
 }

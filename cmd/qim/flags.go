@@ -101,6 +101,9 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 		Token:     g.token,
 		Device:    device,
 		SendOnly:  oneShot,
+		LocalAddr: e.local,
+		// Interactive sessions resume by themselves after an outage.
+		Reconnect: !oneShot,
 		// Unbuffered: a message is acknowledged only once printed, so that
 		// listen --count never acknowledges a message it does not show.
 		Inbox: -1,
@@ -216,4 +219,9 @@ func (e *env) withClient(cCtx *cli.Context, f func(ctx context.Context, c *clien
 
 func jsonFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "json", Usage: "print JSON"}
+}
+
+// localFlag is the --local flag of listen and chat.
+func localFlag() cli.Flag {
+	return &cli.StringFlag{Name: "local", Usage: "bind the client socket to `ADDR` (ip or ip:port), e.g. to pick a network", EnvVars: envVars("local")}
 }

@@ -18,6 +18,7 @@ func (e *env) listenCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print each message as a JSON object"},
 			&cli.IntFlag{Name: "count", Usage: "exit after `N` messages"},
 			&cli.DurationFlag{Name: "timeout", Usage: "stop listening after `D` (with --count: an error)"},
+			localFlag(),
 		},
 		Action: e.listen,
 	}
@@ -28,6 +29,7 @@ func (e *env) listen(cCtx *cli.Context) error {
 	if count < 0 {
 		return errors.New("qim: listen: --count must not be negative")
 	}
+	e.local = cCtx.String("local")
 	c, err := e.dial(cCtx.Context, false)
 	if err != nil {
 		return err

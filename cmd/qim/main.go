@@ -67,4 +67,5 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	g              globals
+	local          string // --local of listen and chat: the client socket's address
 }

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/qim-im/qim/client"
+	"github.com/qim-im/qim/internal/netlab"
+	"github.com/qim-im/qim/internal/testserver"
+	"github.com/qim-im/qim/internal/udprelay"
+)
+
+// TestMigrateTenTimes moves alice between 127.0.0.2 and 127.0.0.3 ten
+// times while messages flow both ways: nothing lost, nothing doubled, order
+// kept, and the server saw one CONNECT per user.
+func TestMigrateTenTimes(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	alice := dialVia(t, srv, srv.Addr, "alice", func(c *client.Config) { c.LocalAddr = "127.0.0.2:0" })
+	bob := dialVia(t, srv, srv.Addr, "bob", nil)
+	chatFlow(t, alice, bob, 200, 2*time.Millisecond, func() {
+		for i := range 10 {
+			time.Sleep(30 * time.Millisecond)
+			addr := []string{"127.0.0.3:0", "127.0.0.2:0"}[i%2]
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := alice.Migrate(ctx, addr); err != nil {
+				t.Errorf("switch %d to %s: %v", i, addr, err)
+			}
+			cancel()
+		}
+	})
+	if n := srv.Connects(); n != 2 {
+		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
+	}
+}
+
+// TestNATRebinding sends alice through a relay that changes its outbound
+// port mid-flow, as a NAT that drops and re-creates its mapping: alice does
+// not know, and the server keeps the session and pushes to the new address.
+func TestNATRebinding(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	relay, err := udprelay.New(udprelay.Config{Target: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	// After a rebinding the server learns alice's new address from her
+	// next packet; a phone's keepalive (25 s) would bring it eventually,
+	// a short one keeps the test short.
+	alice := dialVia(t, srv, relay.Addr(), "alice", func(c *client.Config) { c.KeepAlive = 100 * time.Millisecond })
+	bob := dialVia(t, srv, srv.Addr, "bob", nil)
+	chatFlow(t, alice, bob, 200, 2*time.Millisecond, func() {
+		for range 5 {
+			time.Sleep(60 * time.Millisecond)
+			if err := relay.Rebind(); err != nil {
+				t.Errorf("rebind: %v", err)
+			}
+		}
+	})
+	if n := srv.Connects(); n != 2 {
+		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
+	}
+}
+
+// TestOutageResume cuts alice off for longer than her idle timeout while
+// bob keeps writing. Her connection dies; the client reconnects by itself
+// (in 0-RTT, with the ticket of the first connection) and receives
+// everything once, in order.
+func TestOutageResume(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	relay, err := udprelay.New(udprelay.Config{Target: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	alice := dialVia(t, srv, relay.Addr(), "alice", func(c *client.Config) {
+		c.Reconnect = true
+		c.IdleTimeout = 500 * time.Millisecond
+		c.KeepAlive = 150 * time.Millisecond
+		c.ReconnectMin = 20 * time.Millisecond
+		c.ReconnectMax = 200 * time.Millisecond
+	})
+	bob := dialVia(t, srv, srv.Addr, "bob", nil)
+	chatFlow(t, alice, bob, 100, 5*time.Millisecond, func() {
+		time.Sleep(100 * time.Millisecond)
+		relay.Blackhole(true)
+		time.Sleep(1500 * time.Millisecond) // three idle timeouts
+		relay.Blackhole(false)
+	})
+	if alice.Reconnects() < 1 {
+		t.Fatalf("alice reconnected %d times, want at least 1", alice.Reconnects())
+	}
+	if !alice.Used0RTT() {
+		t.Errorf("the resumed connection did not use 0-RTT")
+	}
+}
+
+// TestWifiToCellular runs over real interfaces: the phone and the server
+// are in two network namespaces joined by a "wifi" and a "cellular" veth
+// link. Mid-conversation the wifi link goes down and the phone moves its
+// connection to cellular, keeping its session.
+func TestWifiToCellular(t *testing.T) {
+	lab := netlab.New(t)
+	srv := testserver.Start(t, testserver.Options{
+		ListenPacket: func() (net.PacketConn, error) { return lab.ListenUDP(lab.Server, netlab.ServerIP+":0") },
+	})
+	listenPhone := func(network, addr string) (net.PacketConn, error) { return lab.ListenUDP(lab.Phone, addr) }
+	alice := dialVia(t, srv, srv.Addr, "alice", func(c *client.Config) {
+		c.LocalAddr = netlab.PhoneWifiIP + ":0"
+		c.ListenPacket = listenPhone
+	})
+	// Bob is on the server's side of the lab (same namespace as the server).
+	bob := dialVia(t, srv, srv.Addr, "bob", func(c *client.Config) {
+		c.ListenPacket = func(network, addr string) (net.PacketConn, error) {
+			return lab.ListenUDP(lab.Server, netlab.ServerIP+":0")
+		}
+	})
+	chatFlow(t, alice, bob, 150, 3*time.Millisecond, func() {
+		time.Sleep(150 * time.Millisecond)
+		lab.SetLink(lab.WifiLink, false)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := alice.Migrate(ctx, netlab.PhoneCellIP+":0"); err != nil {
+			t.Errorf("move to cellular: %v", err)
+		}
+	})
+	if n := srv.Connects(); n != 2 {
+		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
+	}
+}
