@@ -43,9 +43,11 @@ fuzz:
 		echo "fuzz $$fn ($$pkg) $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
-## bench: Go benchmarks of the hot paths, each beside its baseline in the same run.
+## bench: Go benchmarks of the hot paths, each beside its baseline in the same run,
+## then network switches (migration vs 1-RTT reconnect vs 0-RTT resume), 20 each.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 20m ./...
+	$(GO) test -run '^$$' -bench . -skip BenchmarkSwitch -benchmem -count 1 -timeout 20m ./...
+	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
 
 ## proto: regenerate proto/qim.pb.go with the pinned generators.
 proto: tools
