@@ -129,8 +129,13 @@ func (cs *convStream) readFailed(err error) {
 	case errors.Is(err, qimpb.ErrBadFrame), errors.Is(err, io.ErrUnexpectedEOF):
 		code = qimpb.Code_BAD_REQUEST
 	default:
-		// EOF (the device finished its side) or the stream or connection
-		// ended: the writer goes on until the session ends.
+		// EOF (the device finished its side), a reset, or the end of the
+		// connection: finish our side too, after what is queued, so that
+		// the stream is released (a device that opens and finishes
+		// streams must not run out of them). A pusher using the stream
+		// opens a new one when it has more to send: the device cannot
+		// acknowledge on a stream it finished.
+		cs.send(cs.s.ctx, outFrame{})
 		return
 	}
 	cs.s.logger.Debug("stream refused", "code", code, "err", err)
