@@ -129,3 +129,51 @@ func TestWifiToCellular(t *testing.T) {
 		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
 	}
 }
+
+// TestWifiDiesWhileIdle is the break-before-make case: the phone is idle
+// when its wifi link goes down, moves to cellular, and must get the next
+// message at once, not after its next keepalive (25 s): the server moves to
+// the new path only when the phone sends on it.
+func TestWifiDiesWhileIdle(t *testing.T) {
+	lab := netlab.New(t)
+	srv := testserver.Start(t, testserver.Options{
+		ListenPacket: func() (net.PacketConn, error) { return lab.ListenUDP(lab.Server, netlab.ServerIP+":0") },
+	})
+	alice := dialVia(t, srv, srv.Addr, "alice", func(c *client.Config) {
+		c.LocalAddr = netlab.PhoneWifiIP + ":0"
+		c.ListenPacket = func(network, addr string) (net.PacketConn, error) { return lab.ListenUDP(lab.Phone, addr) }
+	})
+	bob := dialVia(t, srv, srv.Addr, "bob", func(c *client.Config) {
+		c.ListenPacket = func(network, addr string) (net.PacketConn, error) {
+			return lab.ListenUDP(lab.Server, netlab.ServerIP+":0")
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := bob.Send(ctx, client.ToUser("alice"), client.Outgoing{Text: "on wifi"}); err != nil {
+		t.Fatal(err)
+	}
+	<-alice.Messages()
+	time.Sleep(100 * time.Millisecond) // idle: everything acknowledged
+
+	lab.SetLink(lab.WifiLink, false)
+	if err := alice.Migrate(ctx, netlab.PhoneCellIP+":0"); err != nil {
+		t.Fatalf("move to cellular: %v", err)
+	}
+	start := time.Now()
+	if _, err := bob.Send(ctx, client.ToUser("alice"), client.Outgoing{Text: "on cellular"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-alice.Messages():
+		if client.Text(m) != "on cellular" {
+			t.Fatalf("got %q", client.Text(m))
+		}
+		t.Logf("delivered %v after the switch", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message on cellular within 5 s of the switch")
+	}
+	if n := srv.Connects(); n != 2 {
+		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
+	}
+}
