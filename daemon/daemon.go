@@ -103,6 +103,11 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	keys, err := loadServerKeys(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf.SetSessionTicketKeys([][32]byte{keys.ticket})
 
 	d.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{Logger: logger, NoSync: cfg.NoSync})
 	if err != nil {
@@ -127,7 +132,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 			return nil, fmt.Errorf("daemon: listen: %w", err)
 		}
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	return d, nil
 }

@@ -40,6 +40,11 @@ type Server struct {
 	Hub *session.Hub
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// StatelessResetKey, if set, lets the server answer packets of
+	// connections it does not know (after a restart) with a stateless
+	// reset, so that devices reconnect at once. It must be the same across
+	// restarts. Nil disables stateless resets.
+	StatelessResetKey *quic.StatelessResetKey
 	// AuthTimeout is how long a new connection has to open its control
 	// stream and authenticate. Zero means 5 seconds.
 	AuthTimeout time.Duration
@@ -104,7 +109,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	if s.inShutdown.Load() {
 		return ErrServerClosed
 	}
-	tr := &quic.Transport{Conn: pc}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: s.StatelessResetKey}
 	defer tr.Close()
 	tlsConf := s.TLSConfig.Clone()
 	if len(tlsConf.NextProtos) == 0 {
