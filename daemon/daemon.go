@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
@@ -43,9 +45,23 @@ type Config struct {
 	// AuthTimeout is how long a new connection has to authenticate. Zero
 	// means 5 seconds.
 	AuthTimeout time.Duration
+	// SendRate and SendBurst limit the requests per second of one user
+	// (session.Config); zero means the defaults, a negative SendRate no
+	// limit. MaxGroupMembers bounds groups; zero means 10,000.
+	SendRate        float64
+	SendBurst       int
+	MaxGroupMembers int
+	// HandshakeRate is the rate of new connections above which the server
+	// asks clients to prove their address (QUIC Retry) before it keeps any
+	// state for them. Zero means 1,000 per second; negative means always.
+	HandshakeRate float64
 	// NoSync turns off fsync in the store. For benchmarks of everything but
 	// the disk only; never in production.
 	NoSync bool
+	// StoreFS is the file system the store is kept on. Nil means the
+	// operating system's. Tests pass one that injects faults (see
+	// pebblestore.Options.FS).
+	StoreFS vfs.FS
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -109,7 +125,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{keys.ticket})
 
-	d.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{Logger: logger, NoSync: cfg.NoSync})
+	d.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{Logger: logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: open store: %w", err)
 	}
@@ -119,7 +135,14 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	d.Created = append(d.Created, createdApps...)
 
-	d.hub, err = session.NewHub(session.Config{Store: d.store, Logger: logger, MaxFrame: cfg.MaxFrame})
+	d.hub, err = session.NewHub(session.Config{
+		Store:           d.store,
+		Logger:          logger,
+		MaxFrame:        cfg.MaxFrame,
+		SendRate:        cfg.SendRate,
+		SendBurst:       cfg.SendBurst,
+		MaxGroupMembers: cfg.MaxGroupMembers,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -132,10 +155,14 @@ func Start(cfg Config) (d *Daemon, err error) {
 			return nil, fmt.Errorf("daemon: listen: %w", err)
 		}
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	return d, nil
 }
+
+// Retries returns how many connection attempts had to validate their
+// address (QUIC Retry) because of HandshakeRate.
+func (d *Daemon) Retries() uint64 { return d.srv.Retries() }
 
 // Hub returns the server's hub.
 func (d *Daemon) Hub() *session.Hub { return d.hub }

@@ -200,6 +200,7 @@ const (
 	Code_REPLACED            Code = 15 // the same user and device connected again; this connection is closed
 	Code_WRONG_STREAM        Code = 16 // a message for another conversation than the stream's
 	Code_CLOSED              Code = 17 // normal close (a DISCONNECT by the client)
+	Code_LIMIT_EXCEEDED      Code = 18 // a size limit of the server: the group is full
 )
 
 // Enum value maps for Code.
@@ -223,6 +224,7 @@ var (
 		15: "REPLACED",
 		16: "WRONG_STREAM",
 		17: "CLOSED",
+		18: "LIMIT_EXCEEDED",
 	}
 	Code_value = map[string]int32{
 		"OK":                  0,
@@ -243,6 +245,7 @@ var (
 		"REPLACED":            15,
 		"WRONG_STREAM":        16,
 		"CLOSED":              17,
+		"LIMIT_EXCEEDED":      18,
 	}
 )
 
@@ -1543,7 +1546,7 @@ const file_qim_proto_rawDesc = "" +
 	"\x05GROUP\x10\x02*!\n" +
 	"\vMessageType\x12\a\n" +
 	"\x03TXT\x10\x00\x12\t\n" +
-	"\x05IMAGE\x10\x01*\xc6\x02\n" +
+	"\x05IMAGE\x10\x01*\xda\x02\n" +
 	"\x04Code\x12\x06\n" +
 	"\x02OK\x10\x00\x12\x0f\n" +
 	"\vBAD_REQUEST\x10\x01\x12\x13\n" +
@@ -1565,7 +1568,8 @@ const file_qim_proto_rawDesc = "" +
 	"\bREPLACED\x10\x0f\x12\x10\n" +
 	"\fWRONG_STREAM\x10\x10\x12\n" +
 	"\n" +
-	"\x06CLOSED\x10\x11*^\n" +
+	"\x06CLOSED\x10\x11\x12\x12\n" +
+	"\x0eLIMIT_EXCEEDED\x10\x12*^\n" +
 	"\tContactOp\x12\x1a\n" +
 	"\x16CONTACT_OP_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCONTACT_ADD\x10\x01\x12\x12\n" +

@@ -45,6 +45,15 @@ func (sc *serverConn) serve() {
 		} else {
 			sc.logger.Debug("connection refused", "code", code, "err", err)
 		}
+		if code == qimpb.Code_UNAUTHENTICATED || code == qimpb.Code_TOKEN_EXPIRED {
+			// Slow down guessing from one address.
+			if d := sc.srv.authFailureDelay(sc.qc.RemoteAddr()); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-sc.qc.Context().Done():
+				}
+			}
+		}
 		sc.Disconnect(code, reason)
 		return
 	}

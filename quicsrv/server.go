@@ -11,11 +11,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/session"
@@ -45,12 +48,24 @@ type Server struct {
 	// reset, so that devices reconnect at once. It must be the same across
 	// restarts. Nil disables stateless resets.
 	StatelessResetKey *quic.StatelessResetKey
+	// HandshakeRate is the rate of new connection attempts per second
+	// above which the server answers with a QUIC Retry, so that a client
+	// must prove it owns its address before the server keeps any state for
+	// it: under a handshake flood from spoofed addresses, memory stays
+	// bounded. Zero means 1,000 per second (bursts of 1,000); a negative
+	// rate means every connection is validated.
+	HandshakeRate float64
 	// AuthTimeout is how long a new connection has to open its control
 	// stream and authenticate. Zero means 5 seconds.
 	AuthTimeout time.Duration
 
 	inShutdown atomic.Bool
 	nextConnID atomic.Uint64
+	retries    atomic.Uint64 // connection attempts asked to validate their address
+
+	// Guarded by authMu.
+	authMu       sync.Mutex
+	authFailures *lru.Cache[netip.Addr, *authFailure]
 
 	mu        sync.Mutex
 	listeners map[*quic.EarlyListener]struct{} // guarded by mu
@@ -109,7 +124,11 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	if s.inShutdown.Load() {
 		return ErrServerClosed
 	}
-	tr := &quic.Transport{Conn: pc, StatelessResetKey: s.StatelessResetKey}
+	tr := &quic.Transport{
+		Conn:                pc,
+		StatelessResetKey:   s.StatelessResetKey,
+		VerifySourceAddress: s.verifySourceAddress(),
+	}
 	defer tr.Close()
 	tlsConf := s.TLSConfig.Clone()
 	if len(tlsConf.NextProtos) == 0 {
@@ -151,6 +170,34 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			defer s.untrack(sc)
 			sc.serve()
 		}()
+	}
+}
+
+// Retries returns how many connection attempts the server asked to
+// validate their address (QUIC Retry) because of HandshakeRate.
+func (s *Server) Retries() uint64 { return s.retries.Load() }
+
+// verifySourceAddress returns the Transport's VerifySourceAddress: it asks
+// for address validation when new connections arrive faster than
+// HandshakeRate.
+func (s *Server) verifySourceAddress() func(net.Addr) bool {
+	r := s.HandshakeRate
+	if r == 0 {
+		r = 1000
+	}
+	if r < 0 {
+		return func(net.Addr) bool {
+			s.retries.Add(1)
+			return true
+		}
+	}
+	lim := rate.NewLimiter(rate.Limit(r), max(1, int(r)))
+	return func(net.Addr) bool {
+		if lim.Allow() {
+			return false
+		}
+		s.retries.Add(1)
+		return true
 	}
 }
 

@@ -37,7 +37,7 @@ func BenchmarkPair(b *testing.B) {
 		{"ephemeral-16", 16, true},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
-			srv := testserver.Start(b, testserver.Options{})
+			srv := testserver.Start(b, testserver.Options{SendRate: -1}) // measure, do not throttle
 			alice := benchDial(b, srv, "alice")
 			bob := benchDial(b, srv, "bob")
 			received := make(chan int, 1)

@@ -42,6 +42,14 @@ type Config struct {
 	GroupCacheDepth int
 	// MaxBatch is the most messages committed in one store call. Zero means 512.
 	MaxBatch int
+	// SendRate is how many requests per second one user may make, across
+	// all their devices, with bursts of SendBurst. Beyond it, requests are
+	// answered RATE_LIMITED. Zero means 1,000 per second with bursts of
+	// 2,000; a negative SendRate means no limit.
+	SendRate  float64
+	SendBurst int
+	// MaxGroupMembers is the largest a group may grow. Zero means 10,000.
+	MaxGroupMembers int
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 }
@@ -59,6 +67,8 @@ type Hub struct {
 	now      func() time.Time
 	recent   *recentCache
 	groups   *groupCache
+	limits   *userLimits // nil: no rate limit
+	maxGroup int
 
 	// opened counts sessions opened (successful CONNECTs), for tests and
 	// metrics.
@@ -107,6 +117,23 @@ func NewHub(cfg Config) (*Hub, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	var err error
+	h.maxGroup = cfg.MaxGroupMembers
+	if h.maxGroup <= 0 {
+		h.maxGroup = 10000
+	}
+	if cfg.SendRate >= 0 {
+		rate, burst := cfg.SendRate, cfg.SendBurst
+		if rate == 0 {
+			rate, burst = 1000, 2000
+		}
+		if burst <= 0 {
+			burst = max(1, int(2*rate))
+		}
+		if h.limits, err = newUserLimits(rate, burst); err != nil {
+			return nil, err
+		}
+	}
 	depth := cfg.GroupCacheDepth
 	if depth <= 0 {
 		depth = 256
@@ -115,7 +142,6 @@ func NewHub(cfg Config) (*Hub, error) {
 	if ngroups <= 0 {
 		ngroups = 4096
 	}
-	var err error
 	if h.recent, err = newRecentCache(ngroups, depth); err != nil {
 		return nil, err
 	}

@@ -45,6 +45,10 @@ func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
 			}
 		}
 	}
+	if l := cs.s.hub.limits; l != nil && !l.allow(cs.s.app, cs.s.user) {
+		cs.respond(ctx, req.RequestId, errorf(qimpb.Code_RATE_LIMITED, "too many requests; slow down"), nil)
+		return
+	}
 	switch req.Type {
 	case qimpb.RequestType_MESSAGE:
 		cs.handleMessage(ctx, req)
@@ -366,9 +370,17 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 	return &qimpb.GroupResult{Group: groupInfo(info)}, nil
 }
 
-// addMember adds user to a group and refreshes the cached member list.
+// addMember adds user to a group, unless it is full, and refreshes the
+// cached member list.
 func (h *Hub) addMember(ctx context.Context, app, id, user string) error {
-	err := h.store.AddMember(ctx, app, id, user)
+	g, err := h.group(ctx, app, id)
+	if err != nil {
+		return err
+	}
+	if len(g.members) >= h.maxGroup {
+		return errorf(qimpb.Code_LIMIT_EXCEEDED, "the group is full (%d members)", h.maxGroup)
+	}
+	err = h.store.AddMember(ctx, app, id, user)
 	h.forgetGroup(app, id)
 	if err != nil {
 		return storeErr("add member", err)

@@ -37,6 +37,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "key", EnvVars: []string{"QIM_KEY"}, Usage: "key file for --cert"},
 					&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"QIM_HOSTS"}, Usage: "extra names and addresses for a generated certificate"},
 					&cli.IntFlag{Name: "max-frame", Value: 64 << 10, EnvVars: []string{"QIM_MAX_FRAME"}, Usage: "largest frame accepted, in bytes"},
+					&cli.Float64Flag{Name: "send-rate", Value: 1000, EnvVars: []string{"QIM_SEND_RATE"}, Usage: "requests per second one user may make (negative: no limit)"},
+					&cli.IntFlag{Name: "send-burst", Value: 2000, EnvVars: []string{"QIM_SEND_BURST"}, Usage: "burst of requests one user may make above --send-rate"},
+					&cli.IntFlag{Name: "max-group", Value: 10000, EnvVars: []string{"QIM_MAX_GROUP"}, Usage: "largest number of members of a group"},
+					&cli.Float64Flag{Name: "handshake-rate", Value: 1000, EnvVars: []string{"QIM_HANDSHAKE_RATE"}, Usage: "new connections per second above which clients must validate their address (QUIC Retry)"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
@@ -119,6 +123,11 @@ func serve(c *cli.Context) error {
 		Hosts:    c.StringSlice("hosts"),
 		MaxFrame: c.Int("max-frame"),
 		Logger:   logger,
+
+		SendRate:        c.Float64("send-rate"),
+		SendBurst:       c.Int("send-burst"),
+		MaxGroupMembers: c.Int("max-group"),
+		HandshakeRate:   c.Float64("handshake-rate"),
 	})
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ func TestBacklog10k(t *testing.T) {
 	if soak() {
 		scale = 10
 	}
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{SendRate: -1}) // this scenario is not about rate limits
 
 	// The receiver's device has been seen before, then goes offline.
 	dial(t, demoConfig(srv, "rcv", "phone")).Close()

@@ -24,7 +24,7 @@ import (
 // Each input costs a round trip to the server (about 1ms), so minimizing a
 // new input takes long; -fuzzminimizetime 1x keeps the fuzzer running.
 func FuzzRequest(f *testing.F) {
-	srv := testserver.Start(f, testserver.Options{})
+	srv := testserver.Start(f, testserver.Options{SendRate: -1}) // this scenario is not about rate limits
 	setup := dial(f, demoConfig(srv, "mallory", "setup"))
 	g, err := setup.CreateGroup(ctxT(f), "fuzz")
 	if err != nil {

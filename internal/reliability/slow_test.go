@@ -26,7 +26,7 @@ func TestSlowConsumer(t *testing.T) {
 	if soak() {
 		flood, rounds = 30000, 1000
 	}
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{SendRate: -1}) // this scenario is not about rate limits
 	slowCfg := demoConfig(srv, "rcv", "phone")
 	slowCfg.Inbox = 1
 	slow := dial(t, slowCfg)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/daemon"
@@ -27,6 +29,12 @@ type Options struct {
 	MaxFrame int
 	// Listen is the address to listen on. Empty means 127.0.0.1:0.
 	Listen string
+	// SendRate, SendBurst, MaxGroupMembers and HandshakeRate are the
+	// server's limits (daemon.Config); zero means the defaults.
+	SendRate        float64
+	SendBurst       int
+	MaxGroupMembers int
+	HandshakeRate   float64
 	// AuthTimeout is the server's auth timeout. Zero means the default.
 	AuthTimeout time.Duration
 	// ListenPacket, if set, makes the server's socket (tests use it to
@@ -35,6 +43,9 @@ type Options struct {
 	// Apps are extra applications, as "org/appkey", created before the
 	// first start besides demo/demo.
 	Apps []string
+	// StoreFS is the file system of the server's store (daemon.Config),
+	// at every start. Nil means the operating system's.
+	StoreFS vfs.FS
 }
 
 // Server is a running test server.
@@ -93,7 +104,8 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger})
+		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
+			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS})
 		if err == nil {
 			break
 		}
@@ -108,13 +120,21 @@ func (s *Server) start(listen string) {
 // Stop stops the server (abruptly, like a crash of the network side, but
 // with the store closed cleanly). It is safe to call twice.
 func (s *Server) Stop() {
-	if s.d == nil {
-		return
-	}
-	if err := s.d.Close(); err != nil {
+	if err := s.Close(); err != nil {
 		s.t.Errorf("testserver: close: %v", err)
 	}
+}
+
+// Close stops the server as Stop does, but returns the error of closing it
+// instead of failing the test: a test that broke the store expects one. It
+// is safe to call twice; the second call returns nil.
+func (s *Server) Close() error {
+	if s.d == nil {
+		return nil
+	}
+	err := s.d.Close()
 	s.d = nil
+	return err
 }
 
 // Shutdown stops the server gracefully: devices are told GOING_AWAY.
@@ -141,6 +161,10 @@ func (s *Server) Restart() {
 // Connects returns how many sessions (successful CONNECTs) the running
 // server has opened since it started.
 func (s *Server) Connects() uint64 { return s.d.Hub().SessionsOpened() }
+
+// Retries returns how many connection attempts the running server asked
+// to validate their address (QUIC Retry).
+func (s *Server) Retries() uint64 { return s.d.Retries() }
 
 // ClientTLS returns a client TLS configuration that trusts the server.
 func (s *Server) ClientTLS() *tls.Config {

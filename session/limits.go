@@ -1,0 +1,39 @@
+package session
+
+import (
+	"sync"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
+)
+
+// userLimits holds a token bucket per user. Buckets of users not seen for
+// a while are evicted (the LRU holds 100,000), which at worst gives an
+// evicted user a fresh burst.
+type userLimits struct {
+	rate  rate.Limit
+	burst int
+	mu    sync.Mutex // makes get-or-create atomic
+	lru   *lru.Cache[userKey, *rate.Limiter]
+}
+
+func newUserLimits(r float64, burst int) (*userLimits, error) {
+	c, err := lru.New[userKey, *rate.Limiter](100_000)
+	if err != nil {
+		return nil, err
+	}
+	return &userLimits{rate: rate.Limit(r), burst: burst, lru: c}, nil
+}
+
+// allow reports whether user of app may make one more request now.
+func (l *userLimits) allow(app, user string) bool {
+	k := userKey{app, user}
+	l.mu.Lock()
+	lim, ok := l.lru.Get(k)
+	if !ok {
+		lim = rate.NewLimiter(l.rate, l.burst)
+		l.lru.Add(k, lim)
+	}
+	l.mu.Unlock()
+	return lim.Allow()
+}
