@@ -9,7 +9,7 @@ BUF_VERSION          := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 FUZZTIME  ?= 10m
 
-.PHONY: all build run test test-short fuzz fuzz-short bench proto tools vet clean
+.PHONY: all build run test fuzz fuzz-short soak bench proto tools vet clean
 
 all: build
 
@@ -42,6 +42,10 @@ fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg) $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+
+## soak: the long reliability variants (40 kill -9s, 100,000-message backlog, 3,000 connection cycles, ...).
+soak:
+	QIM_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./internal/reliability/
 
 ## bench: Go benchmarks of the hot paths, each beside its baseline in the same run,
 ## then network switches (migration vs 1-RTT reconnect vs 0-RTT resume), 20 each.

@@ -308,3 +308,53 @@ func TestBadRequestsOnConversationStream(t *testing.T) {
 		t.Fatalf("got %v", resp)
 	}
 }
+
+// TestCannotClaimSender checks that a client cannot claim to be another
+// sender, or set server fields: from_user, from_device, id, seq and
+// timestamp are the server's.
+func TestCannotClaimSender(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	mallory := dialRaw(t, srv)
+	mallory.connect(srv, "mallory")
+	bob := dialRaw(t, srv)
+	bob.connect(srv, "bob")
+
+	txt, _ := proto.Marshal(&qimpb.MessageTxt{Txt: "I am alice"})
+	payload, _ := proto.Marshal(&qimpb.Message{
+		ToUser: "bob", Payload: txt, ClientMsgId: "m1",
+		FromUser: "alice", FromDevice: "phone", Id: 1, Seq: 99, Timestamp: 1,
+	})
+	str, r := mallory.open()
+	writeCmd(t, str, qimpb.CommandType_REQUEST, &qimpb.Request{Type: qimpb.RequestType_MESSAGE, RequestId: 1, Payload: payload})
+	cmd, err := readCmd(t, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp := decodeResponse(t, cmd); resp.Code != 0 {
+		t.Fatalf("send refused: %v", resp)
+	}
+
+	// Bob's push shows who really sent it.
+	push, err := bob.qc.AcceptStream(ctxTimeout(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err = readCmd(t, bufio.NewReader(push))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req qimpb.Request
+	var m qimpb.Message
+	if err := proto.Unmarshal(cmd.Payload, &req); err != nil || proto.Unmarshal(req.Payload, &m) != nil {
+		t.Fatalf("push does not decode: %v", err)
+	}
+	if m.FromUser != "mallory" || m.FromDevice != "raw" || m.Seq != 1 || m.Timestamp < time.Now().Add(-time.Minute).UnixMilli() {
+		t.Fatalf("push %v: the server kept fields the client claimed", &m)
+	}
+}
+
+func ctxTimeout(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
