@@ -71,7 +71,9 @@ type Config struct {
 	// nothing to it (Connect.send_only).
 	SendOnly bool
 	// MaxFrame is the largest frame payload accepted from the server; a
-	// larger frame ends its stream. 0 means qimpb.DefaultMaxFrame.
+	// larger frame ends its stream. 0 means 4 MiB: the server's own frames
+	// are bounded by what it sends (a 10,000-member list is ~660 KiB), not
+	// by the max_frame it accepts.
 	MaxFrame int
 	// Inbox is the capacity of the Messages channel. 0 means 256; a
 	// negative value makes it unbuffered, so that a message is acknowledged
@@ -204,7 +206,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	maxFrame := cfg.MaxFrame
 	if maxFrame <= 0 {
-		maxFrame = qimpb.DefaultMaxFrame
+		maxFrame = 4 << 20
 	}
 	inbox := cfg.Inbox
 	switch {
