@@ -31,12 +31,22 @@ type serverConn struct {
 
 	wg             sync.WaitGroup // the control reader and Disconnect's writer
 	disconnectOnce sync.Once
+
+	// finished is set when serve starts waiting for wg: no goroutine may
+	// be added to it after that. Guarded by mu.
+	mu       sync.Mutex
+	finished bool
 	ctrlWriteMu    sync.Mutex // guards ctrl (set once) and writes to it
 }
 
 // serve runs the connection to its end.
 func (sc *serverConn) serve() {
-	defer sc.wg.Wait()
+	defer func() {
+		sc.mu.Lock()
+		sc.finished = true
+		sc.mu.Unlock()
+		sc.wg.Wait()
+	}()
 	app, c, err := sc.authenticate()
 	if err != nil {
 		code, reason := session.CodeOf(err)
@@ -165,6 +175,13 @@ func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) 
 // not block.
 func (sc *serverConn) Disconnect(code qimpb.Code, reason string) {
 	sc.disconnectOnce.Do(func() {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if sc.finished {
+			// serve is returning: there is no session left to tell.
+			sc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+			return
+		}
 		sc.wg.Go(func() {
 			if frame, err := qimpb.EncodeFrame(qimpb.CommandType_DISCONNECT, &qimpb.Disconnect{Code: int32(code), Reason: reason}); err == nil {
 				sc.writeControl(frame)
