@@ -34,9 +34,9 @@ type serverConn struct {
 
 	// finished is set when serve starts waiting for wg: no goroutine may
 	// be added to it after that. Guarded by mu.
-	mu       sync.Mutex
-	finished bool
-	ctrlWriteMu    sync.Mutex // guards ctrl (set once) and writes to it
+	mu          sync.Mutex
+	finished    bool
+	ctrlWriteMu sync.Mutex // guards ctrl (set once) and writes to it
 }
 
 // serve runs the connection to its end.
@@ -50,9 +50,12 @@ func (sc *serverConn) serve() {
 	app, c, err := sc.authenticate()
 	if err != nil {
 		code, reason := session.CodeOf(err)
-		if code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE {
+		switch {
+		case sc.qc.Context().Err() != nil:
+			sc.logger.Debug("connection ended before CONNECT was answered", "err", err)
+		case code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE:
 			sc.logger.Error("authenticate", "err", err)
-		} else {
+		default:
 			sc.logger.Debug("connection refused", "code", code, "err", err)
 		}
 		if code == qimpb.Code_UNAUTHENTICATED || code == qimpb.Code_TOKEN_EXPIRED {

@@ -14,7 +14,14 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for leaked goroutines once the tests have run, and
+// removes the qimd binary they shared.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		removeQimdBuild()
+		os.Exit(code)
+	}))
+}
 
 // waitTime bounds a single wait for the server.
 const waitTime = 20 * time.Second

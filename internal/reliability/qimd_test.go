@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -38,23 +39,48 @@ type qimdProc struct {
 	probeToken string
 }
 
-// buildQimd builds cmd/qimd into a temporary directory, with the race
-// detector when the test binary has it.
+// qimdBuild is cmd/qimd, built once for all the tests of the package run
+// and removed by TestMain.
+var qimdBuild struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
+
+// buildQimd returns cmd/qimd built, with the race detector when the test
+// binary has it. The first call builds it; the others wait for that build.
 func buildQimd(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "qimd")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
+	qimdBuild.once.Do(func() {
+		if qimdBuild.dir, qimdBuild.err = os.MkdirTemp("", "qimd-build-"); qimdBuild.err != nil {
+			return
+		}
+		qimdBuild.bin = filepath.Join(qimdBuild.dir, "qimd")
+		args := []string{"build", "-o", qimdBuild.bin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/qim-im/qim/cmd/qimd")
+		start := time.Now()
+		out, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			qimdBuild.err = fmt.Errorf("go build qimd: %v\n%s", err, out)
+			return
+		}
+		t.Logf("built qimd (race %t) in %v", raceEnabled, time.Since(start).Round(time.Millisecond))
+	})
+	if qimdBuild.err != nil {
+		t.Fatal(qimdBuild.err)
 	}
-	args = append(args, "github.com/qim-im/qim/cmd/qimd")
-	start := time.Now()
-	out, err := exec.CommandContext(t.Context(), "go", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build qimd: %v\n%s", err, out)
+	return qimdBuild.bin
+}
+
+// removeQimdBuild removes what buildQimd built, if anything.
+func removeQimdBuild() {
+	if qimdBuild.dir != "" {
+		os.RemoveAll(qimdBuild.dir)
 	}
-	t.Logf("built qimd (race %t) in %v", raceEnabled, time.Since(start).Round(time.Millisecond))
-	return bin
 }
 
 // freeUDPAddr returns a 127.0.0.1 UDP address that was free a moment ago.
