@@ -25,15 +25,7 @@ func startServer(t *testing.T) *testserver.Server {
 
 // config returns the Config of user's device on srv.
 func config(srv *testserver.Server, user, device string) client.Config {
-	return client.Config{
-		Addr:      srv.Addr,
-		TLSConfig: srv.ClientTLS(),
-		Org:       "demo",
-		Appkey:    "demo",
-		User:      user,
-		Token:     srv.Token(user),
-		Device:    device,
-	}
+	return srv.ClientConfig(user, device)
 }
 
 // dial connects user's device and closes it when the test ends.
@@ -44,14 +36,7 @@ func dial(t *testing.T, srv *testserver.Server, user, device string) *client.Cli
 
 func dialConfig(t *testing.T, cfg client.Config) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-	defer cancel()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Dial %s/%s: %v", cfg.User, cfg.Device, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testserver.Dial(t, cfg)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -20,11 +22,11 @@ const maxLive = 256
 // goroutine (run) and writes through the conversation's stream.
 type pusher struct {
 	// Static after construction.
-	s       *Session
-	conv    string
-	wake    chan struct{} // capacity 1
-	stopped chan struct{} // closed by stop
-	stopper chan struct{} // guards the close of stopped
+	s        *Session
+	conv     string
+	wake     chan struct{} // capacity 1
+	stopped  chan struct{} // closed by stop
+	stopOnce sync.Once
 
 	mu      sync.Mutex       // guards the fields below
 	ready   bool             // acked and sent are initialised
@@ -44,20 +46,13 @@ func newPusher(s *Session, conv string) *pusher {
 		conv:    conv,
 		wake:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
-		stopper: make(chan struct{}, 1),
 	}
 	p.wake <- struct{}{}
 	return p
 }
 
 // stop ends the pusher (access to the conversation was revoked).
-func (p *pusher) stop() {
-	select {
-	case p.stopper <- struct{}{}:
-		close(p.stopped)
-	default:
-	}
-}
+func (p *pusher) stop() { p.stopOnce.Do(func() { close(p.stopped) }) }
 
 func (p *pusher) wakeup() {
 	select {
@@ -350,11 +345,11 @@ func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
 }
 
 func encodePush(m *qimpb.Message) ([]byte, error) {
-	payload, err := marshal(m)
+	payload, err := proto.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
-	return encodeCommand(qimpb.CommandType_REQUEST, &qimpb.Request{
+	return qimpb.EncodeFrame(qimpb.CommandType_REQUEST, &qimpb.Request{
 		Type:      qimpb.RequestType_MESSAGE,
 		RequestId: m.Seq,
 		Payload:   payload,

@@ -19,21 +19,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func dial(t *testing.T, srv *testserver.Server, org, appkey, user, device string) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	token := srv.Token(user)
-	if org != "demo" {
-		token = srv.TokenFor(org, appkey, user, time.Hour)
+	cfg := srv.ClientConfig(user, device)
+	if org != cfg.Org || appkey != cfg.Appkey {
+		cfg.Org, cfg.Appkey, cfg.Token = org, appkey, srv.TokenFor(org, appkey, user, time.Hour)
 	}
-	c, err := client.Dial(ctx, client.Config{
-		Addr: srv.Addr, TLSConfig: srv.ClientTLS(),
-		Org: org, Appkey: appkey, User: user, Token: token, Device: device,
-	})
-	if err != nil {
-		t.Fatalf("dial %s/%s: %v", user, device, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testserver.Dial(t, cfg)
 }
 
 func ctxT(t *testing.T) context.Context {

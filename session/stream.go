@@ -255,12 +255,6 @@ func appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
 	return append(b, frame...)
 }
 
-func marshal(m proto.Message) ([]byte, error) { return proto.Marshal(m) }
-
-func encodeCommand(ct qimpb.CommandType, m proto.Message) ([]byte, error) {
-	return qimpb.EncodeFrame(ct, m)
-}
-
 func encodeResponse(reqID uint64, code qimpb.Code, reason string, payload proto.Message) ([]byte, error) {
 	resp := &qimpb.Response{Code: int32(code), Reason: reason, RequestId: reqID}
 	if payload != nil {
@@ -270,5 +264,5 @@ func encodeResponse(reqID uint64, code qimpb.Code, reason string, payload proto.
 		}
 		resp.Payload = b
 	}
-	return encodeCommand(qimpb.CommandType_RESPONSE, resp)
+	return qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, resp)
 }

@@ -20,27 +20,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // with the given changes to the configuration.
 func dialVia(t testing.TB, srv *testserver.Server, addr, user string, change func(*client.Config)) *client.Client {
 	t.Helper()
-	cfg := client.Config{
-		Addr:      addr,
-		TLSConfig: srv.ClientTLS(),
-		Org:       "demo",
-		Appkey:    "demo",
-		User:      user,
-		Token:     srv.Token(user),
-		Device:    "phone",
-		Inbox:     1024,
-	}
+	cfg := srv.ClientConfig(user, "phone")
+	cfg.Addr, cfg.Inbox = addr, 1024
 	if change != nil {
 		change(&cfg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatalf("dial %s via %s: %v", user, addr, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testserver.Dial(t, cfg)
 }
 
 // chatFlow has a and b send n messages each to the other, one after the

@@ -34,28 +34,13 @@ func mib(n uint64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // demoConfig returns the client Config of user's device on srv.
 func demoConfig(srv *testserver.Server, user, device string) client.Config {
-	return client.Config{
-		Addr:      srv.Addr,
-		TLSConfig: srv.ClientTLS(),
-		Org:       "demo",
-		Appkey:    "demo",
-		User:      user,
-		Token:     srv.Token(user),
-		Device:    device,
-	}
+	return srv.ClientConfig(user, device)
 }
 
 // dial connects with cfg and closes the client when the test ends.
 func dial(t testing.TB, cfg client.Config) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
-	defer cancel()
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatalf("dial %s/%s: %v", cfg.User, cfg.Device, err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testserver.Dial(t, cfg)
 }
 
 // ctxT returns a context bounded by waitTime and the test.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/daemon"
 )
 
@@ -198,4 +199,32 @@ func (s *Server) CreateApp(org, appkey string) {
 	if _, err := daemon.CreateApp(s.DataDir, org, appkey); err != nil {
 		s.t.Fatalf("testserver: %v", err)
 	}
+}
+
+// ClientConfig returns the client configuration of user's device on the
+// demo application of the server.
+func (s *Server) ClientConfig(user, device string) client.Config {
+	return client.Config{
+		Addr:      s.Addr,
+		TLSConfig: s.ClientTLS(),
+		Org:       daemon.DemoOrg,
+		Appkey:    daemon.DemoAppkey,
+		User:      user,
+		Token:     s.Token(user),
+		Device:    device,
+	}
+}
+
+// Dial connects a client with cfg, failing the test if it cannot, and
+// closes it when the test ends.
+func Dial(t testing.TB, cfg client.Config) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("dial %s/%s: %v", cfg.User, cfg.Device, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
