@@ -1,0 +1,120 @@
+package bench_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/qim-im/qim/bench"
+	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/testserver"
+)
+
+// startEnv starts a real server, unthrottled as a benchmark's server is,
+// and returns the bench environment aimed at it.
+func startEnv(t *testing.T) (*bench.Env, *testserver.Server) {
+	t.Helper()
+	srv := testserver.Start(t, testserver.Options{SendRate: -1, HandshakeRate: -1})
+	secret, err := daemon.AppSecret(srv.DataDir, daemon.DemoOrg, daemon.DemoAppkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bench.Env{
+		Addr:   srv.Addr,
+		TLS:    srv.ClientTLS(),
+		Org:    daemon.DemoOrg,
+		Appkey: daemon.DemoAppkey,
+		Secret: secret,
+		Prefix: "t",
+	}, srv
+}
+
+func TestPair(t *testing.T) {
+	e, _ := startEnv(t)
+	for _, offline := range []bool{false, true} {
+		r, err := bench.Pair(context.Background(), e, bench.PairOptions{
+			Pairs: 4, Window: 4, Offline: offline, Warmup: 100 * time.Millisecond, Duration: 500 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatalf("offline=%v: %v", offline, err)
+		}
+		t.Logf("offline=%v: %.0f msgs/s, p50 %v p99 %v, %d errors", offline, r.Rate(), r.Latency.P50, r.Latency.P99, r.Errors)
+		if r.Errors != 0 || r.Delivered == 0 || r.Latency.N == 0 || r.Latency.P50 <= 0 {
+			t.Errorf("offline=%v: %+v", offline, r)
+		}
+		if offline && r.Delivered < r.Sent {
+			// Every acknowledged durable send in the window reaches its
+			// receiver, though the last ones may land after it closes.
+			t.Logf("offline: %d sent, %d delivered in the window", r.Sent, r.Delivered)
+		}
+	}
+}
+
+func TestPairRate(t *testing.T) {
+	e, _ := startEnv(t)
+	r, err := bench.Pair(context.Background(), e, bench.PairOptions{
+		Pairs: 2, Window: 4, Rate: 200, Warmup: 100 * time.Millisecond, Duration: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200/s for 1 s: the open-loop rate holds the pace, give or take the
+	// limiter's first token and the window's edges.
+	if r.Delivered < 150 || r.Delivered > 260 {
+		t.Errorf("delivered %d at 200 msgs/s for 1s", r.Delivered)
+	}
+}
+
+func TestFanout(t *testing.T) {
+	e, _ := startEnv(t)
+	rs, err := bench.Fanout(context.Background(), e, bench.FanoutOptions{Members: []int{5, 20}, Messages: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d results", len(rs))
+	}
+	for _, r := range rs {
+		t.Logf("fanout-%d: %.0f deliveries/s, last recipient p99 %v", r.Members, r.Rate(), r.LastRecipient.P99)
+		if want := int64(30 * (r.Members - 1)); r.Deliveries != want {
+			t.Errorf("fanout-%d: %d deliveries, want %d", r.Members, r.Deliveries, want)
+		}
+		if r.LastRecipient.N != 30 || r.Elapsed <= 0 {
+			t.Errorf("fanout-%d: %+v", r.Members, r)
+		}
+	}
+}
+
+func TestConnect(t *testing.T) {
+	e, srv := startEnv(t)
+	before := srv.Connects()
+	r, err := bench.Connect(context.Background(), e, bench.ConnectOptions{Concurrency: 4, Duration: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%.0f connects/s, p50 %v, %d errors", r.Rate(), r.Latency.P50, r.Errors)
+	if got := srv.Connects() - before; got < uint64(r.Connects) {
+		t.Errorf("server saw %d sessions, bench counted %d connects", got, r.Connects)
+	}
+	if r.Errors != 0 {
+		t.Errorf("%d errors, first %v", r.Errors, r.FirstErr)
+	}
+}
+
+func TestStoreBaseline(t *testing.T) {
+	r, err := bench.StoreBaseline(context.Background(), bench.StoreOptions{Dir: t.TempDir(), Writers: 8, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Commits == 0 {
+		t.Fatal("no commit")
+	}
+	t.Logf("%.0f synced commits/s", r.Rate())
+}
+
+func TestLine(t *testing.T) {
+	l := bench.Line{Scenario: "pair-ephemeral", Value: 123456.7, Unit: "msgs/s", Baseline: 400000}
+	if got, want := l.String(), "scenario=pair-ephemeral value=123457 unit=msgs/s baseline=400000 ratio=0.309"; got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
