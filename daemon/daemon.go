@@ -11,12 +11,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
 	"github.com/qim-im/qim/store/pebblestore"
@@ -62,6 +64,12 @@ type Config struct {
 	// operating system's. Tests pass one that injects faults (see
 	// pebblestore.Options.FS).
 	StoreFS vfs.FS
+	// Metrics, if set, is the TCP address of an HTTP endpoint that serves
+	// Prometheus metrics at /metrics and the runtime's profiles at
+	// /debug/pprof/ (see metrics.Handler). Empty means none. Profiles
+	// reveal the server's internals: the address must not be reachable
+	// from outside.
+	Metrics string
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -75,6 +83,10 @@ type Daemon struct {
 	store  *pebblestore.Store
 	hub    *session.Hub
 	srv    *quicsrv.Server
+	// The metrics endpoint; nil when Config.Metrics is empty.
+	metricsLn   net.Listener
+	metricsSrv  *http.Server
+	metricsDone chan struct{} // closed when metricsSrv.Serve returns
 	// Created lists what Start created on this first start (certificates,
 	// the demo application), for the operator.
 	Created []string
@@ -135,6 +147,13 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	d.Created = append(d.Created, createdApps...)
 
+	var m *metrics.Metrics
+	if cfg.Metrics != "" {
+		m = metrics.New()
+		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return nil, fmt.Errorf("daemon: metrics: %w", err)
+		}
+	}
 	d.hub, err = session.NewHub(session.Config{
 		Store:           d.store,
 		Logger:          logger,
@@ -142,6 +161,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		SendRate:        cfg.SendRate,
 		SendBurst:       cfg.SendBurst,
 		MaxGroupMembers: cfg.MaxGroupMembers,
+		Metrics:         m,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
@@ -155,9 +175,36 @@ func Start(cfg Config) (d *Daemon, err error) {
 			return nil, fmt.Errorf("daemon: listen: %w", err)
 		}
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
+	if d.metricsLn != nil {
+		d.serveMetrics(m)
+	}
 	return d, nil
+}
+
+// serveMetrics serves m on d.metricsLn until closeParts closes it.
+func (d *Daemon) serveMetrics(m *metrics.Metrics) {
+	d.metricsSrv = &http.Server{
+		Handler:           m.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(d.logger.Handler(), slog.LevelWarn),
+	}
+	d.metricsDone = make(chan struct{})
+	go func() {
+		defer close(d.metricsDone)
+		d.metricsSrv.Serve(d.metricsLn) // returns ErrServerClosed after Close
+	}()
+	d.logger.Info("serving metrics and profiles", "url", "http://"+d.metricsLn.Addr().String()+"/metrics")
+}
+
+// MetricsAddr returns the address of the metrics endpoint, or nil when
+// Config.Metrics is empty.
+func (d *Daemon) MetricsAddr() net.Addr {
+	if d.metricsLn == nil {
+		return nil
+	}
+	return d.metricsLn.Addr()
 }
 
 // Retries returns how many connection attempts had to validate their
@@ -197,6 +244,17 @@ func (d *Daemon) Close() error {
 // closeParts closes what Start opened, in reverse order.
 func (d *Daemon) closeParts() error {
 	var errs []error
+	if d.metricsSrv != nil {
+		// Close, not Shutdown: a profile being taken must not hold the
+		// daemon up.
+		d.metricsSrv.Close()
+		<-d.metricsDone
+		d.metricsSrv = nil
+	}
+	if d.metricsLn != nil {
+		d.metricsLn.Close() // in case Start failed before serving it
+		d.metricsLn = nil
+	}
 	if d.pc != nil {
 		errs = append(errs, d.pc.Close())
 		if d.srv != nil {

@@ -53,10 +53,13 @@ func (sc *serverConn) serve() {
 		switch {
 		case sc.qc.Context().Err() != nil:
 			sc.logger.Debug("connection ended before CONNECT was answered", "err", err)
+			sc.srv.Metrics.ConnectAborted()
 		case code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE:
 			sc.logger.Error("authenticate", "err", err)
+			sc.srv.Metrics.ConnectRefused(code)
 		default:
 			sc.logger.Debug("connection refused", "code", code, "err", err)
+			sc.srv.Metrics.ConnectRefused(code)
 		}
 		if code == qimpb.Code_UNAUTHENTICATED || code == qimpb.Code_TOKEN_EXPIRED {
 			// Slow down guessing from one address.
@@ -72,6 +75,7 @@ func (sc *serverConn) serve() {
 	}
 	sc.logger = sc.logger.With("user", c.User, "device", c.Device)
 	sess := sc.srv.Hub.Open(app, c, sc, sc.logger)
+	sc.srv.Metrics.SessionOpened()
 	sc.logger.Debug("session open")
 
 	sc.wg.Go(func() { sc.readControl(sess) })
@@ -83,6 +87,7 @@ func (sc *serverConn) serve() {
 		sess.HandleStream(str)
 	}
 	sess.Close()
+	sc.srv.Metrics.SessionClosed()
 	sc.logger.Debug("session closed", "cause", context.Cause(sc.qc.Context()))
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"golang.org/x/time/rate"
 
+	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/session"
 )
@@ -58,6 +59,9 @@ type Server struct {
 	// AuthTimeout is how long a new connection has to open its control
 	// stream and authenticate. Zero means 5 seconds.
 	AuthTimeout time.Duration
+	// Metrics records connections, CONNECTs and Retries. Nil records
+	// nothing.
+	Metrics *metrics.Metrics
 
 	inShutdown atomic.Bool
 	nextConnID atomic.Uint64
@@ -188,6 +192,7 @@ func (s *Server) verifySourceAddress() func(net.Addr) bool {
 	if r < 0 {
 		return func(net.Addr) bool {
 			s.retries.Add(1)
+			s.Metrics.Retry()
 			return true
 		}
 	}
@@ -197,6 +202,7 @@ func (s *Server) verifySourceAddress() func(net.Addr) bool {
 			return false
 		}
 		s.retries.Add(1)
+		s.Metrics.Retry()
 		return true
 	}
 }
@@ -293,6 +299,7 @@ func (s *Server) newConn(qc *quic.Conn) *serverConn {
 	}
 	s.conns[sc] = struct{}{}
 	s.connsWG.Add(1)
+	s.Metrics.ConnOpened()
 	return sc
 }
 
@@ -300,6 +307,7 @@ func (s *Server) untrack(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
 	s.mu.Unlock()
+	s.Metrics.ConnClosed()
 }
 
 func (s *Server) snapshot() []*serverConn {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/qim-im/qim/auth"
+	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
@@ -52,6 +53,8 @@ type Config struct {
 	MaxGroupMembers int
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Metrics records what the hub's sessions do. Nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Hub is the shared state of all sessions of a server. Create it with
@@ -69,6 +72,7 @@ type Hub struct {
 	groups   *groupCache
 	limits   *userLimits // nil: no rate limit
 	maxGroup int
+	metrics  *metrics.Metrics // nil: off
 
 	// opened counts sessions opened (successful CONNECTs), for tests and
 	// metrics.
@@ -95,6 +99,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		window:   cfg.PushWindow,
 		maxBatch: cfg.MaxBatch,
 		now:      cfg.Now,
+		metrics:  cfg.Metrics,
 		commits:  make(chan *pendingAppend, 1024),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -201,6 +206,7 @@ type pendingAppend struct {
 	conv    string
 	members []string // users whose inbox gets the conversation (1:1)
 	msg     *qimpb.Message
+	read    time.Time     // when it was read off the sender's stream (metrics.Now)
 	done    chan struct{} // closed when res and err are set
 	res     store.AppendResult
 	err     error
@@ -250,7 +256,9 @@ func (h *Hub) commitLoop() {
 		for _, p := range batch {
 			appends = append(appends, store.Append{App: p.app, Conv: p.conv, Members: p.members, Msg: p.msg})
 		}
+		start := h.metrics.Now()
 		results, err := h.store.Append(context.Background(), appends)
+		h.metrics.StoreCommit(start, len(appends), err)
 		if err == nil && len(results) != len(batch) {
 			err = fmt.Errorf("store returned %d results for %d messages", len(results), len(batch))
 		}
@@ -275,7 +283,7 @@ func (h *Hub) commitLoop() {
 			if results[i].Duplicate {
 				continue
 			}
-			h.route(context.Background(), p.app, p.conv, results[i].Msg)
+			h.route(context.Background(), p.app, p.conv, results[i].Msg, p.read)
 		}
 	}
 }
@@ -295,8 +303,9 @@ func (h *Hub) failQueued() {
 
 // route delivers a message to the users of its conversation: both users of
 // a 1:1 conversation (the sender's other devices included) or every member
-// of a group. Stored group messages also go into the recent cache.
-func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message) {
+// of a group. Stored group messages also go into the recent cache. read is
+// when the message was read off its sender's stream (metrics.Now).
+func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, read time.Time) {
 	if m.ToGroup != "" {
 		if m.Seq > 0 {
 			h.recent.add(app, conv, m)
@@ -307,14 +316,14 @@ func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message) {
 			h.logger.Warn("route: group members unavailable", "group", m.ToGroup, "err", err)
 			return
 		}
-		h.router.Deliver(app, g.members, Event{Msg: m})
+		h.router.Deliver(app, g.members, Event{Msg: m, Read: read})
 		return
 	}
 	users := []string{m.ToUser}
 	if m.FromUser != m.ToUser {
 		users = append(users, m.FromUser)
 	}
-	h.router.Deliver(app, users, Event{Msg: m})
+	h.router.Deliver(app, users, Event{Msg: m, Read: read})
 }
 
 // messages returns stored messages of a conversation after a sequence

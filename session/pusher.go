@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -28,16 +29,23 @@ type pusher struct {
 	stopped  chan struct{} // closed by stop
 	stopOnce sync.Once
 
-	mu      sync.Mutex       // guards the fields below
-	ready   bool             // acked and sent are initialised
-	acked   uint64           // the device has every message up to here
-	sent    uint64           // written to the stream up to here
-	last    uint64           // the latest seq known to exist
-	skipped []uint64         // own messages passed over in (acked, sent], ascending
-	live    []*qimpb.Message // known messages with seq > sent, ascending
-	ephem   []*qimpb.Message // unstored messages waiting to be written
-	stream  *convStream      // where pushes go; nil until bound or opened
-	gen     uint64           // incremented when the stream is lost
+	mu      sync.Mutex  // guards the fields below
+	ready   bool        // acked and sent are initialised
+	acked   uint64      // the device has every message up to here
+	sent    uint64      // written to the stream up to here
+	last    uint64      // the latest seq known to exist
+	skipped []uint64    // own messages passed over in (acked, sent], ascending
+	live    []pushItem  // known messages with seq > sent, ascending
+	ephem   []pushItem  // unstored messages waiting to be written
+	stream  *convStream // where pushes go; nil until bound or opened
+	gen     uint64      // incremented when the stream is lost
+}
+
+// pushItem is a message to push, with when it was read off its sender's
+// stream (zero when metrics are off or it was read back from the store).
+type pushItem struct {
+	msg  *qimpb.Message
+	read time.Time
 }
 
 func newPusher(s *Session, conv string) *pusher {
@@ -61,21 +69,28 @@ func (p *pusher) wakeup() {
 	}
 }
 
-// offer hands the pusher a message routed to the device. It never blocks.
-func (p *pusher) offer(m *qimpb.Message) {
+// offer hands the pusher a message routed to the device, read off its
+// sender's stream at read. It never blocks.
+func (p *pusher) offer(m *qimpb.Message, read time.Time) {
 	p.mu.Lock()
 	if m.Seq == 0 {
 		if len(p.ephem) < maxLive {
-			p.ephem = append(p.ephem, m)
+			p.ephem = append(p.ephem, pushItem{m, read})
+		} else {
+			p.s.hub.metrics.Dropped(metrics.QueueEphemeral)
 		}
 	} else {
 		p.last = max(p.last, m.Seq)
-		if (!p.ready || m.Seq > p.sent) && len(p.live) < maxLive {
-			i, found := slices.BinarySearchFunc(p.live, m.Seq, func(x *qimpb.Message, seq uint64) int {
-				return cmpU64(x.Seq, seq)
+		if !p.ready || m.Seq > p.sent {
+			i, found := slices.BinarySearchFunc(p.live, m.Seq, func(x pushItem, seq uint64) int {
+				return cmpU64(x.msg.Seq, seq)
 			})
-			if !found {
-				p.live = slices.Insert(p.live, i, m)
+			switch {
+			case found:
+			case len(p.live) < maxLive:
+				p.live = slices.Insert(p.live, i, pushItem{m, read})
+			default:
+				p.s.hub.metrics.Dropped(metrics.QueueLive)
 			}
 		}
 	}
@@ -226,12 +241,12 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		room := p.s.hub.window - int(p.sent-p.acked)
 		next := p.sent + 1
 		i := 0
-		for i < len(p.live) && p.live[i].Seq < next {
+		for i < len(p.live) && p.live[i].msg.Seq < next {
 			i++
 		}
 		p.live = p.live[i:]
-		var batch []*qimpb.Message
-		for room > len(batch) && len(p.live) > 0 && p.live[0].Seq == next+uint64(len(batch)) {
+		var batch []pushItem
+		for room > len(batch) && len(p.live) > 0 && p.live[0].msg.Seq == next+uint64(len(batch)) {
 			batch = append(batch, p.live[0])
 			p.live = p.live[1:]
 		}
@@ -248,7 +263,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 				if m.Seq != next+uint64(len(batch)) {
 					break
 				}
-				batch = append(batch, m)
+				batch = append(batch, pushItem{msg: m})
 			}
 		}
 		if len(batch) == 0 && len(ephem) == 0 {
@@ -271,8 +286,8 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		}
 		p.mu.Lock()
 		if p.gen == gen && p.stream == cs {
-			for _, m := range batch {
-				if p.isOwn(m) {
+			for _, it := range batch {
+				if m := it.msg; p.isOwn(m) {
 					if p.acked+1 == m.Seq {
 						p.acked = m.Seq
 					} else {
@@ -280,12 +295,12 @@ func (p *pusher) pushAll(ctx context.Context) error {
 					}
 				}
 			}
-			p.sent = batch[len(batch)-1].Seq
+			p.sent = batch[len(batch)-1].msg.Seq
 			p.advanceOverSkipped()
 		}
 		acked := p.acked
 		p.mu.Unlock()
-		if p.isOwn(batch[len(batch)-1]) {
+		if p.isOwn(batch[len(batch)-1].msg) {
 			p.persist(ctx, acked)
 		}
 	}
@@ -297,13 +312,13 @@ func (p *pusher) isOwn(m *qimpb.Message) bool {
 }
 
 // write hands the frames of messages to the stream's writer.
-func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []*qimpb.Message) error {
-	for _, list := range [][]*qimpb.Message{ephem, batch} {
-		for _, m := range list {
-			if p.isOwn(m) {
+func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushItem) error {
+	for _, list := range [][]pushItem{ephem, batch} {
+		for _, it := range list {
+			if p.isOwn(it.msg) {
 				continue
 			}
-			frame, err := encodePush(m)
+			frame, err := encodePush(it.msg)
 			if err != nil {
 				return err
 			}
@@ -313,6 +328,7 @@ func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []*qimp
 				}
 				return err
 			}
+			p.s.hub.metrics.MessageOut(it.read)
 		}
 	}
 	return nil

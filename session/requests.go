@@ -36,6 +36,7 @@ const (
 // client_msg_id (a replay is de-duplicated). Everything else waits for the
 // handshake. Acknowledgements are always safe (cursors only move forward).
 func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
+	cs.s.hub.metrics.Request(req.Type)
 	select {
 	case <-cs.s.conn.HandshakeComplete():
 	default:
@@ -78,6 +79,7 @@ func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
 // offline=false, delivers it to online devices only.
 func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 	s := cs.s
+	read := s.hub.metrics.Now()
 	var m qimpb.Message
 	if err := proto.Unmarshal(req.Payload, &m); err != nil {
 		cs.respond(ctx, req.RequestId, errorf(qimpb.Code_BAD_REQUEST, "message does not decode"), nil)
@@ -100,15 +102,17 @@ func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 	}
 	if !offline {
 		m.Timestamp = s.hub.now().UnixMilli()
-		s.hub.route(ctx, s.app, conv, &m)
+		s.hub.metrics.MessageIn(false)
+		s.hub.route(ctx, s.app, conv, &m, read)
 		cs.respond(ctx, req.RequestId, nil, &qimpb.MessageAck{Timestamp: m.Timestamp})
 		return
 	}
-	p := &pendingAppend{app: s.app, conv: conv, members: members, msg: &m}
+	p := &pendingAppend{app: s.app, conv: conv, members: members, msg: &m, read: read}
 	if err := s.hub.submit(ctx, p); err != nil {
 		cs.respond(ctx, req.RequestId, err, nil)
 		return
 	}
+	s.hub.metrics.MessageIn(true)
 	cs.send(ctx, outFrame{pend: p, reqID: req.RequestId})
 }
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"sync"
+	"time"
 
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -11,6 +12,9 @@ type Event struct {
 	// Msg is a message of one of the user's conversations, stored (Seq > 0)
 	// or not (Seq == 0).
 	Msg *qimpb.Message
+	// Read is when Msg was read off its sender's stream, for the delivery
+	// latency metric; zero when metrics are off.
+	Read time.Time
 	// Revoke names a conversation the user lost access to (kicked from or
 	// left a group): its pushes stop at once.
 	Revoke string

@@ -141,6 +141,7 @@ func (cs *convStream) readFailed(err error) {
 	cs.s.logger.Debug("stream refused", "code", code, "err", err)
 	cs.str.CancelRead(quic.StreamErrorCode(code))
 	c, reason := CodeOf(&Error{Code: code, Reason: err.Error()})
+	cs.s.hub.metrics.Response(c)
 	if frame, err := encodeResponse(0, c, reason, nil); err == nil {
 		cs.send(cs.s.ctx, outFrame{frame: frame})
 	}
@@ -154,6 +155,7 @@ func (cs *convStream) respond(ctx context.Context, reqID uint64, err error, payl
 	if code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE {
 		cs.s.logger.Error("request failed", "code", code, "err", err)
 	}
+	cs.s.hub.metrics.Response(code)
 	frame, encErr := encodeResponse(reqID, code, reason, payload)
 	if encErr != nil {
 		cs.s.logger.Error("encode response", "err", encErr)
@@ -208,7 +210,7 @@ func (cs *convStream) writeLoop() {
 						return
 					}
 				}
-				wbuf = appendAppendResponse(wbuf, f.reqID, f.pend)
+				wbuf = cs.appendAppendResponse(wbuf, f.reqID, f.pend)
 			} else {
 				wbuf = append(wbuf, f.frame...)
 			}
@@ -237,7 +239,7 @@ func (cs *convStream) writeLoop() {
 
 // appendAppendResponse appends the response to a committed (or failed)
 // message.
-func appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
+func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
 	var payload proto.Message
 	if p.err == nil {
 		payload = &qimpb.MessageAck{
@@ -248,6 +250,7 @@ func appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
 		}
 	}
 	code, reason := CodeOf(p.err)
+	cs.s.hub.metrics.Response(code)
 	frame, err := encodeResponse(reqID, code, reason, payload)
 	if err != nil {
 		return b

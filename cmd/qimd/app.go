@@ -41,6 +41,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "send-burst", Value: 2000, EnvVars: []string{"QIM_SEND_BURST"}, Usage: "burst of requests one user may make above --send-rate"},
 					&cli.IntFlag{Name: "max-group", Value: 10000, EnvVars: []string{"QIM_MAX_GROUP"}, Usage: "largest number of members of a group"},
 					&cli.Float64Flag{Name: "handshake-rate", Value: 1000, EnvVars: []string{"QIM_HANDSHAKE_RATE"}, Usage: "new connections per second above which clients must validate their address (QUIC Retry)"},
+					&cli.StringFlag{Name: "metrics", EnvVars: []string{"QIM_METRICS"}, Usage: "serve /metrics (Prometheus) and /debug/pprof over HTTP on TCP `ADDR`, e.g. 127.0.0.1:9090 (default: off); do not expose it publicly, profiles reveal the server's internals"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
@@ -128,6 +129,7 @@ func serve(c *cli.Context) error {
 		SendBurst:       c.Int("send-burst"),
 		MaxGroupMembers: c.Int("max-group"),
 		HandshakeRate:   c.Float64("handshake-rate"),
+		Metrics:         c.String("metrics"),
 	})
 	if err != nil {
 		return err
@@ -137,6 +139,9 @@ func serve(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qimd: serving on %s; data in %s\nqimd: mint a token with: qimd token --data %s --user alice\n",
 		d.Addr(), c.String("data"), c.String("data"))
+	if addr := d.MetricsAddr(); addr != nil {
+		fmt.Fprintf(c.App.ErrWriter, "qimd: metrics on http://%s/metrics, profiles on http://%s/debug/pprof/\n", addr, addr)
+	}
 
 	select {
 	case <-c.Context.Done():

@@ -47,6 +47,9 @@ type Options struct {
 	// StoreFS is the file system of the server's store (daemon.Config),
 	// at every start. Nil means the operating system's.
 	StoreFS vfs.FS
+	// Metrics is the TCP address of the server's metrics endpoint
+	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
+	Metrics string
 }
 
 // Server is a running test server.
@@ -58,6 +61,10 @@ type Server struct {
 	CAFile string
 	// DataDir is the server's data directory.
 	DataDir string
+	// MetricsURL is the base URL of the metrics endpoint, e.g.
+	// "http://127.0.0.1:port", when Options.Metrics is set. Its port
+	// changes on Restart if Options.Metrics has port 0.
+	MetricsURL string
 
 	t    testing.TB
 	opts Options
@@ -106,7 +113,7 @@ func (s *Server) start(listen string) {
 			}
 		}
 		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
-			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS})
+			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics})
 		if err == nil {
 			break
 		}
@@ -116,6 +123,9 @@ func (s *Server) start(listen string) {
 		s.t.Fatalf("testserver: start: %v", err)
 	}
 	s.Addr = s.d.Addr().String()
+	if a := s.d.MetricsAddr(); a != nil {
+		s.MetricsURL = "http://" + a.String()
+	}
 }
 
 // Stop stops the server (abruptly, like a crash of the network side, but
