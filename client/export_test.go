@@ -2,6 +2,7 @@ package client
 
 import (
 	"net"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -30,4 +31,16 @@ func SocketsOf(c *Client) (sockets, transports int, local net.Addr) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	return sockets, len(ps.trs), ps.active.sock.LocalAddr()
+}
+
+// AgePreparedPath makes the path prepared on c's connection look as if it
+// last answered a probe d earlier.
+func AgePreparedPath(c *Client, d time.Duration) {
+	c.mu.Lock()
+	l := c.cur
+	c.mu.Unlock()
+	ps := l.paths
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.readyAt = ps.readyAt.Add(-d)
 }

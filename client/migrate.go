@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -12,10 +12,13 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// maxTransports bounds the quic.Transports of one connection. A migration
-// reuses the transport the connection left two migrations ago, so quic-go
-// is certain to have stopped sending on it; three transports mean at most
-// six quic-go goroutines, however often the device moves.
+// maxTransports bounds the quic.Transports of one connection: the one it
+// was dialed on, which is never used again once left, and two that new
+// paths alternate between, so that three transports mean at most six
+// quic-go goroutines however often the device moves. quic-go answers a
+// server's PATH_CHALLENGE on the Transport it came in on only for the first
+// path created on that Transport, so each Transport keeps its one
+// *quic.Path for the connection's life and it is probed again on reuse.
 const maxTransports = 3
 
 // prevGrace is how long the socket of the path the connection left stays
@@ -28,33 +31,91 @@ const prevGrace = 3 * time.Second
 // acknowledgements (25 ms in quic-go).
 const settleMargin = 30 * time.Millisecond
 
-// Migrate moves the connection to a new UDP socket bound to localAddr
-// (an IP address, optionally with a port; "" means any): the device's
-// network changed. It probes the new path, switches to it and returns; every
-// stream stays open, and nothing in flight is lost (QUIC retransmits what
-// the old network swallowed). The server sees the same connection: there is
-// no new CONNECT.
+// readyFresh is how long a prepared path may be switched to without being
+// probed again: a mobile NAT keeps an idle UDP mapping for 30 s at least,
+// and a network that answered that recently most likely still works.
+const readyFresh = 20 * time.Second
+
+// Migrate moves the connection to a UDP socket bound to localAddr (an IP
+// address, optionally with a port; "" means any): the device's network
+// changed. Every stream stays open, and nothing in flight is lost (QUIC
+// retransmits what the old network swallowed). The server sees the same
+// connection: there is no new CONNECT.
 //
-// ctx bounds the probing of the new path: if the new network does not
-// answer, Migrate returns an error and the connection stays on its current
-// path. Migrate may be called any number of times; concurrent calls are
-// serialised. At most two sockets are open at any time: the socket of the
-// current path and, for a few seconds after a switch, the previous one.
-// A migration first waits until the server has left the previous path
-// (nothing received on it for two round trips plus 30 ms): closing a
-// socket the server still sends to can strand the connection, since the
-// server then switches back to that path and retires the new one.
+// If PrepareMigration prepared localAddr on this connection, and the path
+// answered less than 20 s ago, Migrate switches to it at once, without a
+// round trip. Otherwise it opens a socket, probes the new path (one round
+// trip) and switches to it; ctx bounds the probing, and if the new network
+// does not answer, Migrate returns an error and the connection stays on its
+// current path. Either way the server moves to the new path when the first
+// packet sent there reaches it, which Migrate does not wait for.
+//
+// Migrate may be called any number of times; concurrent calls, and calls
+// of PrepareMigration, are serialised. At most two sockets are open at any
+// time: the socket of the current path and either the previous one, for a
+// few seconds after a switch, or a prepared one. A migration first waits
+// until the server has left the previous path (nothing received on it for
+// two round trips plus 30 ms): closing a socket the server still sends to
+// can strand the connection, since the server then switches back to that
+// path and retires the new one. Migrating to another address than the
+// prepared one closes the prepared path.
 //
 // While the client is not connected (it is reconnecting, or in the
 // background), Migrate only records localAddr, which the next connection
 // binds to; a reconnection always uses the address given last.
 func (c *Client) Migrate(ctx context.Context, localAddr string) error {
 	c.mu.Lock()
+	if !c.closeCalled && !c.ended {
+		c.localAddr = localAddr
+	}
+	c.mu.Unlock()
+	err := c.onPaths(ctx, "migrate", func(ctx context.Context, ps *pathSet) error {
+		return ps.migrate(ctx, localAddr)
+	})
+	if err == nil {
+		c.log.Debug("migrated", "local", localAddr)
+	}
+	return err
+}
+
+// PrepareMigration readies a move to localAddr without making it: it opens
+// a socket there and probes the path from it to the server (one round
+// trip), while the connection stays on its current path. A later Migrate
+// to the same address then switches at once. A phone calls it when a second
+// network comes up while the current one still works (Android keeps
+// cellular up next to Wi-Fi, and reports a network that is about to be
+// lost; iOS reports each network's state), so that the switch costs no
+// round trip when the current network goes.
+//
+// The prepared path belongs to the current connection. It holds the
+// second socket (see Migrate), so PrepareMigration first waits until the
+// server has left the previous path; it replaces a path prepared earlier
+// for another address, and probes again one prepared for the same address.
+// A prepared path that is never switched to is closed by the next Migrate
+// or PrepareMigration to another address, or with the connection. ctx
+// bounds the waiting and the probing; on failure nothing is prepared.
+// While the client is not connected there is nothing to prepare and
+// PrepareMigration returns nil.
+func (c *Client) PrepareMigration(ctx context.Context, localAddr string) error {
+	err := c.onPaths(ctx, "prepare migration", func(ctx context.Context, ps *pathSet) error {
+		return ps.prepare(ctx, localAddr)
+	})
+	if err == nil {
+		c.log.Debug("migration prepared", "local", localAddr)
+	}
+	return err
+}
+
+// onPaths runs f on the path set of the current connection once its
+// handshake is complete (RFC 9000, section 9: a connection migrates only
+// then; a reconnection may still be in 0-RTT), with ctx cancelled if the
+// connection ends. It returns nil at once when there is no connection.
+func (c *Client) onPaths(ctx context.Context, op string, f func(context.Context, *pathSet) error) error {
+	c.mu.Lock()
 	if c.closeCalled || c.ended {
 		c.mu.Unlock()
 		return c.endErr()
 	}
-	c.localAddr = localAddr
 	l := c.cur
 	c.mu.Unlock()
 	if l == nil {
@@ -65,20 +126,17 @@ func (c *Client) Migrate(ctx context.Context, localAddr string) error {
 	defer cancel(nil)
 	stop := context.AfterFunc(l.conn.Context(), func() { cancel(ErrNotConnected) })
 	defer stop()
-	// A connection migrates only once its handshake is complete (RFC 9000,
-	// section 9); a reconnection may still be in 0-RTT.
 	select {
 	case <-l.conn.HandshakeComplete():
 	case <-ctx.Done():
-		return fmt.Errorf("qim: migrate: %w", context.Cause(ctx))
+		return fmt.Errorf("qim: %s: %w", op, context.Cause(ctx))
 	}
-	if err := l.paths.migrate(ctx, localAddr); err != nil {
+	if err := f(ctx, l.paths); err != nil {
 		if l.conn.Context().Err() != nil {
-			return fmt.Errorf("qim: migrate: %w", ErrNotConnected)
+			return fmt.Errorf("qim: %s: %w", op, ErrNotConnected)
 		}
 		return err
 	}
-	l.log.Debug("migrated", "local", localAddr)
 	return nil
 }
 
@@ -90,23 +148,26 @@ type pathSet struct {
 	listen listenFunc // Config.ListenPacket, or nil
 	conn   *quic.Conn // set by dialLink before any migration
 
-	migrating sync.Mutex // held by migrate, serialising migrations
+	changing sync.Mutex // held by prepare and migrate: one change at a time
 
 	// Guarded by mu.
 	mu         sync.Mutex
-	trs        []*pathTransport // least recently active first; at most maxTransports
+	trs        []*pathTransport // trs[0] is the dialed transport; at most maxTransports
 	active     *pathTransport   // the transport of the active path
 	prev       *pathTransport   // the transport left last, while its socket is open
-	path       *quic.Path       // the active path; nil for the one the connection was dialed on
+	ready      *pathTransport   // a prepared transport, while its socket is open
+	readyAt    time.Time        // when ready's path last answered a probe
 	timer      *time.Timer      // detaches prev's socket after prevGrace, once settled
 	switchedAt time.Time        // when the connection last switched paths
 	closed     bool
 }
 
-// pathTransport is a quic.Transport and the socket under it.
+// pathTransport is a quic.Transport, the socket under it and the one path
+// the connection has on it.
 type pathTransport struct {
 	tr   *quic.Transport
 	sock *socket
+	path *quic.Path // nil for the dialed transport, and until first probed
 }
 
 // newPathSet opens a socket on laddr for a connection to raddr, with
@@ -131,40 +192,110 @@ func newPathTransport(udp net.PacketConn) *pathTransport {
 	return &pathTransport{tr: &quic.Transport{Conn: sock}, sock: sock}
 }
 
-// migrate moves the connection to a new socket on laddr: it waits for the
-// server to leave the previous path, probes the new one, switches to it and
-// keeps the socket it left open for prevGrace at least. On failure the
-// connection stays where it was.
+// migrate moves the connection to a socket on laddr: the prepared one if it
+// is on laddr and answered within readyFresh, probing it again otherwise,
+// or else a new one, probed first. On failure the connection stays where
+// it was.
 func (ps *pathSet) migrate(ctx context.Context, laddr string) error {
-	ps.migrating.Lock()
-	defer ps.migrating.Unlock()
+	ps.changing.Lock()
+	defer ps.changing.Unlock()
 
-	if err := ps.settle(ctx); err != nil {
-		return fmt.Errorf("qim: migrate: the server still uses the previous path: %w", err)
-	}
-	udp, err := ps.listenUDP(laddr)
-	if err != nil {
-		return fmt.Errorf("qim: migrate: %w", err)
-	}
-	target, err := ps.prepare(udp)
-	if err != nil {
-		return err
-	}
-	path, err := ps.conn.AddPath(target.tr)
-	if err == nil {
-		if err = path.Probe(ctx); err == nil {
-			err = path.Switch()
-		}
-		if err != nil {
-			path.Close()
+	ps.mu.Lock()
+	target, at := ps.readyFor(laddr)
+	ps.mu.Unlock()
+	if target == nil || time.Since(at) >= readyFresh {
+		var err error
+		if target, err = ps.prepareLocked(ctx, laddr); err != nil {
+			return fmt.Errorf("qim: migrate: %w", err)
 		}
 	}
-	if err != nil {
-		target.sock.detach()
+	if err := target.path.Switch(); err != nil {
+		ps.dropReady()
 		return fmt.Errorf("qim: migrate to %q: %w", laddr, err)
 	}
-	ps.switched(target, path)
+	ps.switched(target)
 	return nil
+}
+
+// prepare opens a socket on laddr and probes the path from it, without
+// switching to it, or probes again the path prepared there already.
+func (ps *pathSet) prepare(ctx context.Context, laddr string) error {
+	ps.changing.Lock()
+	defer ps.changing.Unlock()
+	if _, err := ps.prepareLocked(ctx, laddr); err != nil {
+		return fmt.Errorf("qim: prepare migration: %w", err)
+	}
+	return nil
+}
+
+// prepareLocked makes a probed path on laddr the ready one and returns it:
+// the ready path probed again if it is on laddr, or else a new socket on a
+// spare transport, once the previous path is settled. On failure nothing is
+// ready. ps.changing must be held.
+func (ps *pathSet) prepareLocked(ctx context.Context, laddr string) (*pathTransport, error) {
+	ps.mu.Lock()
+	target, _ := ps.readyFor(laddr)
+	ps.mu.Unlock()
+	if target == nil {
+		ps.dropReady()
+		if err := ps.settle(ctx); err != nil {
+			return nil, fmt.Errorf("the server still uses the previous path: %w", err)
+		}
+		udp, err := ps.listenUDP(laddr)
+		if err != nil {
+			return nil, err
+		}
+		if target, err = ps.spare(udp); err != nil {
+			return nil, err
+		}
+	}
+	err := ps.probe(ctx, target)
+	if err != nil {
+		ps.dropReady()
+		return nil, fmt.Errorf("probe the path from %q: %w", laddr, err)
+	}
+	return target, nil
+}
+
+// probe probes target's path and records it as the ready one.
+func (ps *pathSet) probe(ctx context.Context, target *pathTransport) error {
+	if target.path == nil {
+		p, err := ps.conn.AddPath(target.tr)
+		if err != nil {
+			return err
+		}
+		target.path = p
+	}
+	if err := target.path.Probe(ctx); err != nil {
+		return err
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.ready != target {
+		return ErrNotConnected // the connection ended meanwhile
+	}
+	ps.readyAt = time.Now()
+	return nil
+}
+
+// readyFor returns the ready transport and when its path last answered, if
+// its socket is on laddr. ps.mu must be held.
+func (ps *pathSet) readyFor(laddr string) (*pathTransport, time.Time) {
+	if ps.ready == nil || !sameLocal(laddr, ps.ready.sock.LocalAddr()) {
+		return nil, time.Time{}
+	}
+	return ps.ready, ps.readyAt
+}
+
+// dropReady closes the socket of the ready path, if any. The path itself
+// stays, unused, until its transport is used again.
+func (ps *pathSet) dropReady() {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.ready != nil {
+		ps.ready.sock.detach()
+		ps.ready = nil
+	}
 }
 
 // settle waits until the server has left the previous path, then closes
@@ -219,44 +350,46 @@ func (ps *pathSet) retireLater(left *pathTransport, d time.Duration) {
 	})
 }
 
-// prepare attaches udp to the transport to migrate to: a new one, or the
-// least recently active one once there are maxTransports. The previous
-// path's socket must be closed.
-func (ps *pathSet) prepare(udp net.PacketConn) (*pathTransport, error) {
+// spare attaches udp to a transport the connection does not use and makes
+// it the ready one: the one of the two that new paths alternate between
+// that is not active, created if need be. The previous path's socket must
+// be closed, and nothing ready.
+func (ps *pathSet) spare(udp net.PacketConn) (*pathTransport, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.closed {
 		udp.Close()
-		return nil, fmt.Errorf("qim: migrate: %w", ErrNotConnected)
+		return nil, ErrNotConnected
 	}
-	if len(ps.trs) < maxTransports {
-		pt := newPathTransport(udp)
-		ps.trs = slices.Insert(ps.trs, 0, pt)
-		return pt, nil
+	var pt *pathTransport
+	for _, t := range ps.trs[1:] {
+		if t != ps.active {
+			pt = t
+			break
+		}
 	}
-	pt := ps.trs[0]
-	pt.sock.detach() // a no-op: only the active and previous sockets are open
-	pt.sock.attach(udp)
+	if pt == nil {
+		pt = newPathTransport(udp)
+		ps.trs = append(ps.trs, pt)
+	} else {
+		pt.sock.detach() // a no-op: only the active socket is open
+		pt.sock.attach(udp)
+	}
+	ps.ready = pt
 	return pt, nil
 }
 
-// switched records that the connection switched to path on target, and
-// closes the path it left. quic-go applies a switch the next time its run
-// loop wakes; closing a path wakes it, so the switch happens now. The
-// dialed path has no *quic.Path: closing a fresh, never probed one wakes
-// the loop as well and is otherwise a no-op.
-func (ps *pathSet) switched(target *pathTransport, path *quic.Path) {
+// switched records that the connection switched to target's path, and
+// wakes quic-go's run loop, which applies a switch only when it next wakes:
+// closing a fresh, never probed path wakes it and is otherwise a no-op.
+func (ps *pathSet) switched(target *pathTransport) {
 	ps.mu.Lock()
-	left, old := ps.active, ps.path
-	ps.active, ps.path, ps.prev = target, path, left
+	left := ps.active
+	ps.active, ps.prev, ps.ready = target, left, nil
 	ps.switchedAt = time.Now()
-	i := slices.Index(ps.trs, target)
-	ps.trs = append(slices.Delete(ps.trs, i, i+1), target)
 	ps.retireLater(left, prevGrace)
 	ps.mu.Unlock()
-	if old != nil {
-		old.Close()
-	} else if p, err := ps.conn.AddPath(left.tr); err == nil {
+	if p, err := ps.conn.AddPath(target.tr); err == nil {
 		p.Close()
 	}
 }
@@ -279,6 +412,7 @@ func (ps *pathSet) close() {
 	ps.mu.Lock()
 	ps.closed = true
 	ps.retireLocked()
+	ps.ready = nil
 	trs := ps.trs
 	ps.mu.Unlock()
 	for _, pt := range trs {
@@ -331,4 +465,23 @@ func (ps *pathSet) listenUDP(laddr string) (net.PacketConn, error) {
 		return nil, fmt.Errorf("qim: listen on %q: %w", laddr, err)
 	}
 	return pc, nil
+}
+
+// sameLocal reports whether a socket on have satisfies the local address
+// laddr, as Migrate takes it: the same IP address, and the same port if
+// laddr has one other than 0. "" matches any.
+func sameLocal(laddr string, have net.Addr) bool {
+	if laddr == "" {
+		return true
+	}
+	ua, ok := have.(*net.UDPAddr)
+	if !ok {
+		return false
+	}
+	host, port, err := net.SplitHostPort(laddr)
+	if err != nil {
+		host, port = strings.Trim(laddr, "[]"), "0"
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.Equal(ua.IP) && (port == "0" || port == strconv.Itoa(ua.Port))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -11,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/qim-im/qim/client"
+	"github.com/qim-im/qim/internal/testserver"
+	"github.com/qim-im/qim/internal/udprelay"
 )
 
 // migrateTo moves c to a new socket on addr and checks that the active path
@@ -192,5 +197,163 @@ func TestMigrateFailureKeepsPath(t *testing.T) {
 	alice.Close()
 	if err := alice.Migrate(ctxT(t), "127.0.0.3"); err == nil {
 		t.Fatal("Migrate after Close succeeded")
+	}
+}
+
+// sameSession checks that c kept its first connection and its session:
+// no reconnection, and the server opened only the sessions it had.
+func sameSession(t *testing.T, srv *testserver.Server, c *client.Client, conn *quic.Conn, sessions uint64) {
+	t.Helper()
+	if client.ConnOf(c) != conn || c.Reconnects() != 0 {
+		t.Fatalf("%s: connection replaced (%d reconnections)", c.User(), c.Reconnects())
+	}
+	if n := srv.Connects(); n != sessions {
+		t.Fatalf("the server opened %d sessions, want %d", n, sessions)
+	}
+}
+
+func TestPrepareMigration(t *testing.T) {
+	srv := startServer(t)
+	// A round trip of 100 ms: a probe cannot take less.
+	const delay = 50 * time.Millisecond
+	relay, err := udprelay.New(udprelay.Config{Target: srv.Addr, Delay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	cfg := config(srv, "alice", "phone")
+	cfg.Addr, cfg.LocalAddr = relay.Addr(), "127.0.0.2"
+	alice := dialConfig(t, cfg)
+	bob := dial(t, srv, "bob", "phone")
+	conn := client.ConnOf(alice)
+
+	// Prepared, not moved: two sockets, the connection still on the first.
+	if err := alice.PrepareMigration(ctxT(t), "127.0.0.3"); err != nil {
+		t.Fatal(err)
+	}
+	if sockets, _, local := client.SocketsOf(alice); sockets != 2 || local.(*net.UDPAddr).IP.String() != "127.0.0.2" {
+		t.Fatalf("after preparing: %d sockets, active path on %v", sockets, local)
+	}
+	send(t, alice, client.ToUser("bob"), "alice1")
+	collect(t, bob, "alice", 1)
+
+	// The switch needs no round trip.
+	start := time.Now()
+	migrateTo(t, alice, "127.0.0.3")
+	if d := time.Since(start); d >= delay {
+		t.Fatalf("the prepared switch took %v, half a round trip is %v", d, delay)
+	}
+	send(t, bob, client.ToUser("alice"), "bob1")
+	collect(t, alice, "bob", 1)
+
+	// A path prepared long ago is probed again before the switch.
+	if err := alice.PrepareMigration(ctxT(t), "127.0.0.2"); err != nil {
+		t.Fatal(err)
+	}
+	client.AgePreparedPath(alice, time.Minute)
+	start = time.Now()
+	migrateTo(t, alice, "127.0.0.2")
+	if d := time.Since(start); d < 2*delay {
+		t.Fatalf("the switch to a stale prepared path took %v, less than a round trip", d)
+	}
+	send(t, bob, client.ToUser("alice"), "bob2")
+	if m := recv(t, alice, 1)[0]; client.Text(m) != "bob2" {
+		t.Fatalf("alice got %q, want bob2", client.Text(m))
+	}
+	sameSession(t, srv, alice, conn, 2)
+}
+
+// TestPreparedPathsAbandoned prepares paths that are never used: replaced
+// by another, left for a migration elsewhere, and open when the client
+// closes (TestMain checks for goroutine leaks).
+func TestPreparedPathsAbandoned(t *testing.T) {
+	srv := startServer(t)
+	cfg := config(srv, "alice", "phone")
+	cfg.LocalAddr = "127.0.0.2"
+	alice := dialConfig(t, cfg)
+	bob := dial(t, srv, "bob", "phone")
+	conn := client.ConnOf(alice)
+	send(t, alice, client.ToUser("bob"), "alice1")
+	collect(t, bob, "alice", 1)
+
+	prepare := func(addr string) {
+		t.Helper()
+		if err := alice.PrepareMigration(ctxT(t), addr); err != nil {
+			t.Fatalf("prepare %s: %v", addr, err)
+		}
+		if sockets, transports, _ := client.SocketsOf(alice); sockets != 2 || transports > 3 {
+			t.Fatalf("after preparing %s: %d sockets, %d transports", addr, sockets, transports)
+		}
+	}
+	before, goroutines := openFDs(t), runtime.NumGoroutine()
+	addrs := []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
+	for i := range 12 {
+		// Three networks; the device is on addrs[i%3].
+		next, other := addrs[(i+1)%3], addrs[(i+2)%3]
+		if i%2 == 0 {
+			prepare(other)
+			migrateTo(t, alice, next) // leaves the prepared path unused
+		} else {
+			prepare(other)
+			prepare(next) // replaces it
+			migrateTo(t, alice, next)
+		}
+	}
+	if after := openFDs(t); after-before >= 3 {
+		t.Fatalf("%d open file descriptors after abandoning prepared paths, %d before", after, before)
+	}
+	if after := runtime.NumGoroutine(); after-goroutines >= 10 {
+		t.Fatalf("%d goroutines after abandoning prepared paths, %d before", after, goroutines)
+	}
+	send(t, bob, client.ToUser("alice"), "bob1")
+	collect(t, alice, "bob", 1)
+	send(t, alice, client.ToUser("bob"), "alice2")
+	if m := recv(t, bob, 1)[0]; client.Text(m) != "alice2" {
+		t.Fatalf("bob got %q, want alice2", client.Text(m))
+	}
+	sameSession(t, srv, alice, conn, 2)
+	prepare("127.0.0.4") // still prepared at Close
+}
+
+// TestMigrateAfterCuts moves the connection after its network died, five
+// times: from the third move on, it reuses transports. quic-go answers the
+// server's PATH_CHALLENGE on the transport it came in on only for the
+// first path made on that transport, and on the active path otherwise: the
+// dead network. The server then validates the new path only after its
+// challenge backoff (100 ms), which the client avoids by keeping one path
+// per transport.
+func TestMigrateAfterCuts(t *testing.T) {
+	srv := startServer(t)
+	var links udprelay.Links
+	networks := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")}
+	cfg := config(srv, "alice", "phone")
+	cfg.LocalAddr, cfg.ListenPacket = networks[0].String(), links.ListenPacket
+	alice := dialConfig(t, cfg)
+	bob := dial(t, srv, "bob", "phone")
+	fastest := time.Hour
+	for i := range 5 {
+		from, to := networks[i%2], networks[(i+1)%2]
+		links.SetDown(from, true)
+		text := fmt.Sprint("bob", i+1)
+		send(t, bob, client.ToUser("alice"), text) // stored; the push is lost
+		start := time.Now()
+		migrateTo(t, alice, to.String())
+		m := recv(t, alice, 1)[0]
+		took := time.Since(start)
+		if client.Text(m) != text {
+			t.Fatalf("alice got %q, want %q", client.Text(m), text)
+		}
+		t.Logf("move %d: the message waiting arrived %v after the switch began", i+1, took)
+		if i >= 2 {
+			fastest = min(fastest, took)
+		}
+		links.SetDown(from, false)
+		time.Sleep(50 * time.Millisecond) // the server leaves the old path: the next move need not wait
+	}
+	if fastest >= 100*time.Millisecond {
+		t.Fatalf("moves on reused transports took %v at best, want a round trip and no backoff", fastest)
+	}
+	if n := srv.Connects(); n != 2 || alice.Reconnects() != 0 {
+		t.Fatalf("the server opened %d sessions, want 2; alice reconnected %d times", n, alice.Reconnects())
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -107,6 +108,47 @@ func TestWifiToCellular(t *testing.T) {
 	})
 	if n := srv.Connects(); n != 2 {
 		t.Fatalf("server opened %d sessions, want 2 (no reconnect)", n)
+	}
+}
+
+// TestNetworkCut cuts alice's network mid-conversation, as when a phone
+// walks out of Wi-Fi, and moves her connection to her other network: one
+// prepared while both worked (no round trip at the switch), or probed
+// only after the cut. Nothing is lost or doubled, and the session stays.
+func TestNetworkCut(t *testing.T) {
+	wifi, cell := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	for _, tt := range []struct {
+		name     string
+		prepared bool
+	}{
+		{"prepared", true},
+		{"cold", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := testserver.Start(t, testserver.Options{})
+			var links udprelay.Links
+			alice := dialVia(t, srv, srv.Addr, "alice", func(c *client.Config) {
+				c.LocalAddr, c.ListenPacket = wifi.String(), links.ListenPacket
+			})
+			bob := dialVia(t, srv, srv.Addr, "bob", nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if tt.prepared {
+				if err := alice.PrepareMigration(ctx, cell.String()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			chatFlow(t, alice, bob, 150, 2*time.Millisecond, func() {
+				time.Sleep(100 * time.Millisecond)
+				links.SetDown(wifi, true)
+				if err := alice.Migrate(ctx, cell.String()); err != nil {
+					t.Errorf("move to cellular: %v", err)
+				}
+			})
+			if n := srv.Connects(); n != 2 || alice.Reconnects() != 0 {
+				t.Fatalf("server opened %d sessions, want 2; alice reconnected %d times", n, alice.Reconnects())
+			}
+		})
 	}
 }
 

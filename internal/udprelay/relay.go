@@ -7,6 +7,9 @@
 // client's datagrams to a target server from an upstream socket of its own,
 // one per client source address (a flow); replies travel back the same way.
 // Only loopback addresses ever receive traffic from a Relay.
+//
+// Links emulate the device's side: one of its networks going down while
+// another stays up, as when a phone leaves Wi-Fi.
 package udprelay
 
 import (
