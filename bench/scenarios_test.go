@@ -14,7 +14,7 @@ import (
 // and returns the bench environment aimed at it.
 func startEnv(t *testing.T) (*bench.Env, *testserver.Server) {
 	t.Helper()
-	srv := testserver.Start(t, testserver.Options{SendRate: -1, HandshakeRate: -1})
+	srv := testserver.Start(t, testserver.Options{SendRate: -1, HandshakeRate: 1e6})
 	secret, err := daemon.AppSecret(srv.DataDir, daemon.DemoOrg, daemon.DemoAppkey)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/time/rate"
 )
 
 // EchoOptions shapes an Echo load.
@@ -31,6 +32,10 @@ type EchoOptions struct {
 	// Warmup is the period before it, not measured. Zero means 500 ms; a
 	// negative Warmup means none.
 	Warmup time.Duration
+	// Rate, if positive, paces the load at Rate frames per second in all,
+	// spread evenly over the connections (open loop, Window still bounding
+	// the frames in flight), as qim bench pair --rate does.
+	Rate float64
 }
 
 // EchoResult is what an Echo load measured.
@@ -153,7 +158,11 @@ func echoStream(ctx context.Context, str *quic.Stream, opts EchoOptions, c echoC
 	writeErr := make(chan error, 1)
 	go func() {
 		var err error
-		sent, err = writeEchoes(wctx, str, opts.Size, window, c)
+		var lim *rate.Limiter
+		if opts.Rate > 0 {
+			lim = rate.NewLimiter(rate.Limit(opts.Rate/float64(opts.Conns)), 1)
+		}
+		sent, err = writeEchoes(wctx, str, opts.Size, window, lim, c)
 		writeErr <- err
 	}()
 	// fail stops the writer, wherever it waits, before returning err.
@@ -203,7 +212,7 @@ func echoStream(ctx context.Context, str *quic.Stream, opts EchoOptions, c echoC
 // writeEchoes writes the mode byte and then frames while it holds a token
 // of window, until c.to; then it finishes the stream. It flushes whenever
 // it would wait for a token, and returns how many frames it wrote.
-func writeEchoes(ctx context.Context, str *quic.Stream, size int, window chan struct{}, c echoClock) (uint64, error) {
+func writeEchoes(ctx context.Context, str *quic.Stream, size int, window chan struct{}, lim *rate.Limiter, c echoClock) (uint64, error) {
 	w := bufio.NewWriterSize(str, ioBufferSize)
 	w.WriteByte(modeEcho)
 	body := make([]byte, size)
@@ -219,6 +228,14 @@ func writeEchoes(ctx context.Context, str *quic.Stream, size int, window chan st
 			select {
 			case window <- struct{}{}:
 			case <-ctx.Done():
+				return seq, context.Cause(ctx)
+			}
+		}
+		if lim != nil {
+			if err := w.Flush(); err != nil {
+				return seq, err
+			}
+			if err := lim.Wait(ctx); err != nil {
 				return seq, context.Cause(ctx)
 			}
 		}

@@ -41,6 +41,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			e.chatCommand(),
 			e.contactsCommand(),
 			e.groupCommand(),
+			e.benchCommand(),
 		},
 		Reader:          stdin,
 		Writer:          stdout,

@@ -1,0 +1,196 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/daemon"
+)
+
+// SuiteOptions configures RunSuite.
+type SuiteOptions struct {
+	Qimd string // the qimd binary
+	Qim  string // the qim binary, which serves the baseline (qim bench quic-server)
+	Dir  string // working directory; "" means a new temporary one, removed after
+
+	// The scenarios' shapes; zero values take each scenario's defaults.
+	Pair        PairOptions
+	Fanout      []int
+	IdleDevices int
+	Connect     ConnectOptions
+	Migrate     MigrateOptions
+
+	Out      io.Writer // one Line per figure
+	Progress io.Writer // progress lines; nil means none
+}
+
+// RunSuite is `make bench`: it starts qimd and the bare quic-go baseline
+// server as two processes of their own on loopback, runs every scenario
+// against qimd and the same shape against the baseline, one after the
+// other, and writes a Line per figure to o.Out as soon as it is known.
+func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
+	if o.Dir == "" {
+		dir, err := os.MkdirTemp("", "qim-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		o.Dir = dir
+	}
+	s := &suite{o: o, progress: o.Progress}
+	defer s.stop()
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	steps := []func(context.Context) error{s.pair, s.fanout, s.idle, s.connect, s.migrate}
+	var errs []error
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			if ctx.Err() != nil {
+				return s.lines, err
+			}
+			s.progressf("error: %v", err)
+			errs = append(errs, err)
+		}
+	}
+	return s.lines, errors.Join(errs...)
+}
+
+type suite struct {
+	o        SuiteOptions
+	progress io.Writer
+	procs    []*exec.Cmd
+	lines    []Line
+
+	qim  *Env        // qimd
+	base string      // the baseline server's address
+	bTLS *tls.Config // trusts the baseline server
+	bMet string      // the baseline server's metrics endpoint
+}
+
+func (s *suite) progressf(format string, args ...any) {
+	if s.progress != nil {
+		fmt.Fprintf(s.progress, format+"\n", args...)
+	}
+}
+
+func (s *suite) emit(l Line) {
+	s.lines = append(s.lines, l)
+	if s.o.Out != nil {
+		fmt.Fprintln(s.o.Out, l)
+	}
+}
+
+// start runs qimd and the baseline server and waits until both answer.
+func (s *suite) start(ctx context.Context) error {
+	data := filepath.Join(s.o.Dir, "qimd")
+	qAddr, qMet, bAddr, bMet := freeUDP(), freeTCP(), freeUDP(), freeTCP()
+	if err := s.spawn(ctx, "qimd", s.o.Qimd, "serve", "--data", data, "--listen", qAddr, "--metrics", qMet,
+		// The bench measures the server, not its abuse limits.
+		"--send-rate", "-1", "--handshake-rate", "1e9", "--log-level", "warn"); err != nil {
+		return err
+	}
+	qMetURL := "http://" + qMet
+	if err := waitScrape(ctx, qMetURL); err != nil {
+		return fmt.Errorf("bench: qimd did not start (see %s): %w", filepath.Join(s.o.Dir, "qimd.log"), err)
+	}
+	certDir := daemon.CertsDir(data)
+	if err := s.spawn(ctx, "baseline", s.o.Qim, "bench", "quic-server", "--listen", bAddr, "--metrics", bMet,
+		"--cert", filepath.Join(certDir, certs.ServerCertFile), "--key", filepath.Join(certDir, certs.ServerKeyFile)); err != nil {
+		return err
+	}
+	s.bMet = "http://" + bMet
+	if err := waitScrape(ctx, s.bMet); err != nil {
+		return fmt.Errorf("bench: the baseline server did not start (see %s): %w", filepath.Join(s.o.Dir, "baseline.log"), err)
+	}
+	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
+	if err != nil {
+		return err
+	}
+	tlsConf, err := certs.ClientTLS(filepath.Join(certDir, certs.CACertFile), false, "localhost")
+	if err != nil {
+		return err
+	}
+	s.qim = &Env{Addr: qAddr, TLS: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey, Secret: secret,
+		Metrics: qMetURL, Progress: s.progress}
+	s.base, s.bTLS = bAddr, tlsConf.Clone()
+	return nil
+}
+
+func (s *suite) spawn(ctx context.Context, name, bin string, args ...string) error {
+	log, err := os.Create(filepath.Join(s.o.Dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("bench: start %s: %w", name, err)
+	}
+	s.procs = append(s.procs, cmd)
+	go func() { cmd.Wait(); log.Close() }()
+	return nil
+}
+
+// stop ends the servers: SIGTERM, then SIGKILL after 10 s.
+func (s *suite) stop() {
+	for _, p := range s.procs {
+		p.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, p := range s.procs {
+		for p.ProcessState == nil && time.Now().Before(deadline) {
+			if p.Process.Signal(syscall.Signal(0)) != nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.Process.Kill()
+	}
+}
+
+func waitScrape(ctx context.Context, url string) error {
+	var err error
+	for range 200 {
+		if _, err = Scrape(ctx, url, false); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// freeUDP and freeTCP return a loopback address with a port free a moment
+// ago.
+func freeUDP() string {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func freeTCP() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
