@@ -4,10 +4,12 @@
 // channel.
 //
 // It is built for phones: a session moves to a new network without a new
-// CONNECT (Client.Migrate, QUIC connection migration), survives outages by
-// reconnecting by itself, in 0-RTT when it can, with nothing lost or
-// delivered twice (Config.Reconnect), and closes its connection while the
-// app is in the background (Client.Background, Client.Foreground).
+// CONNECT (Client.Migrate, QUIC connection migration; with
+// Client.PrepareMigration beforehand, the switch itself costs no round
+// trip), survives outages by reconnecting by itself, in 0-RTT when it can,
+// with nothing lost or delivered twice (Config.Reconnect), and closes its
+// connection while the app is in the background (Client.Background,
+// Client.Foreground).
 package client
 
 import (
@@ -119,8 +121,9 @@ type Config struct {
 // requests may go out in 0-RTT with CONNECT; the others wait for the
 // handshake to complete.
 //
-// Migrate moves the connection to another network without a new CONNECT;
-// Background and Foreground close the connection while the app is in the
+// Migrate moves the connection to another network without a new CONNECT,
+// at once if PrepareMigration probed that network beforehand; Background
+// and Foreground close the connection while the app is in the
 // background and reconnect when it returns.
 type Client struct {
 	// Static after Dial.

@@ -92,8 +92,11 @@ func (c *Client) Migrate(ctx context.Context, localAddr string) error {
 // server has left the previous path; it replaces a path prepared earlier
 // for another address, and probes again one prepared for the same address.
 // A prepared path that is never switched to is closed by the next Migrate
-// or PrepareMigration to another address, or with the connection. ctx
-// bounds the waiting and the probing; on failure nothing is prepared.
+// or PrepareMigration to another address, or with the connection. A
+// quic-go server answers probes from two new addresses between switches:
+// after two prepared paths abandoned, a third new address gets no answer
+// for up to 5 s (docs/PROTOCOL.md, section 9). ctx bounds the waiting and
+// the probing; on failure nothing is prepared.
 // While the client is not connected there is nothing to prepare and
 // PrepareMigration returns nil.
 func (c *Client) PrepareMigration(ctx context.Context, localAddr string) error {
@@ -167,7 +170,9 @@ type pathSet struct {
 type pathTransport struct {
 	tr   *quic.Transport
 	sock *socket
-	path *quic.Path // nil for the dialed transport, and until first probed
+	// path is nil for the dialed transport, and until first probed. It is
+	// set and used by the holder of pathSet.changing.
+	path *quic.Path
 }
 
 // newPathSet opens a socket on laddr for a connection to raddr, with
@@ -177,7 +182,7 @@ func newPathSet(laddr string, raddr *net.UDPAddr, listen listenFunc) (*pathSet, 
 	ps := &pathSet{raddr: raddr, listen: listen}
 	udp, err := ps.listenUDP(laddr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("qim: %w", err)
 	}
 	pt := newPathTransport(udp)
 	ps.trs, ps.active = []*pathTransport{pt}, pt
@@ -462,7 +467,7 @@ func (ps *pathSet) listenUDP(laddr string) (net.PacketConn, error) {
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("qim: listen on %q: %w", laddr, err)
+		return nil, fmt.Errorf("listen on %q: %w", laddr, err)
 	}
 	return pc, nil
 }
