@@ -143,7 +143,13 @@ func TestMigrateBoundedSockets(t *testing.T) {
 	before, goroutines := openFDs(t), runtime.NumGoroutine()
 	const switches = 100
 	for i := range switches {
-		migrateTo(t, alice, []string{"127.0.0.3", "127.0.0.2"}[i%2])
+		to := []string{"127.0.0.3", "127.0.0.2"}[i%2]
+		if i%4 >= 2 { // half of the switches prepared
+			if err := alice.PrepareMigration(ctxT(t), to); err != nil {
+				t.Fatalf("prepare %s: %v", to, err)
+			}
+		}
+		migrateTo(t, alice, to)
 		if i%10 == 9 {
 			send(t, alice, client.ToUser("bob"), fmt.Sprint("alice", i/10+2))
 		}
@@ -239,9 +245,14 @@ func TestPrepareMigration(t *testing.T) {
 
 	// The switch needs no round trip.
 	start := time.Now()
-	migrateTo(t, alice, "127.0.0.3")
+	if err := alice.Migrate(ctxT(t), "127.0.0.3"); err != nil {
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d >= delay {
 		t.Fatalf("the prepared switch took %v, half a round trip is %v", d, delay)
+	}
+	if sockets, _, local := client.SocketsOf(alice); sockets != 2 || local.(*net.UDPAddr).IP.String() != "127.0.0.3" {
+		t.Fatalf("after the switch: %d sockets, active path on %v", sockets, local)
 	}
 	send(t, bob, client.ToUser("alice"), "bob1")
 	collect(t, alice, "bob", 1)
