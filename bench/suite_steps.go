@@ -110,8 +110,6 @@ func (s *suite) idle(ctx context.Context) error {
 	if n == 0 {
 		n = 2000
 	}
-	// Let both servers settle from the fan-out's connections first.
-	sleepCtx(ctx, 3*time.Second)
 	s.progressf("baseline: %d idle connections", n)
 	before, err := Scrape(ctx, s.bMet, true)
 	if err != nil {

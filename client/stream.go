@@ -32,6 +32,12 @@ type stream struct {
 	wq      chan outFrame // frames for writeLoop
 	done    chan struct{} // closed by fail
 
+	// unacked is the highest seq pushed on the stream, delivered, and not
+	// acknowledged yet. Only readLoop uses it: acknowledgements are
+	// cumulative, so it sends one for every frame it has in hand, when its
+	// buffer runs dry (PROTOCOL.md 5.3).
+	unacked uint64
+
 	// Guarded by l.c.mu.
 	key Peer // conversation the stream is registered under; zero until bound
 
@@ -384,6 +390,13 @@ func (s *stream) readLoop() {
 	fr := newFrameReader(s.qs, s.l.c.maxFrame)
 	var cmd qimpb.Command
 	for {
+		if s.unacked != 0 && fr.br.Buffered() == 0 {
+			if err := s.respond(s.unacked, qimpb.Code_OK, ""); err != nil {
+				s.fail(err)
+				return
+			}
+			s.unacked = 0
+		}
 		if err := fr.next(&cmd); err != nil {
 			if errors.Is(err, io.EOF) {
 				s.log.Debug("stream finished by server")
@@ -476,7 +489,8 @@ func (s *stream) handleRequest(req *qimpb.Request) error {
 		var isNew bool
 		if prev, isNew = c.advance(conv, m.GetSeq()); !isNew {
 			s.log.Debug("dropping duplicate", "conv", conv, "seq", m.GetSeq())
-			return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+			s.unacked = max(s.unacked, req.GetRequestId())
+			return nil
 		}
 	}
 	select {
@@ -488,10 +502,10 @@ func (s *stream) handleRequest(req *qimpb.Request) error {
 		c.unadvance(conv, m.GetSeq(), prev)
 		return s.l.lost(context.Cause(s.l.conn.Context()))
 	}
-	if m.GetSeq() == 0 {
-		return nil
+	if m.GetSeq() != 0 {
+		s.unacked = max(s.unacked, req.GetRequestId())
 	}
-	return s.respond(req.GetRequestId(), qimpb.Code_OK, "")
+	return nil
 }
 
 // respond queues a RESPONSE to one of the server's requests.

@@ -29,23 +29,45 @@ type pusher struct {
 	stopped  chan struct{} // closed by stop
 	stopOnce sync.Once
 
-	mu      sync.Mutex  // guards the fields below
-	ready   bool        // acked and sent are initialised
-	acked   uint64      // the device has every message up to here
-	sent    uint64      // written to the stream up to here
-	last    uint64      // the latest seq known to exist
-	skipped []uint64    // own messages passed over in (acked, sent], ascending
-	live    []pushItem  // known messages with seq > sent, ascending
-	ephem   []pushItem  // unstored messages waiting to be written
-	stream  *convStream // where pushes go; nil until bound or opened
-	gen     uint64      // incremented when the stream is lost
+	mu        sync.Mutex  // guards the fields below
+	ready     bool        // acked and sent are initialised
+	acked     uint64      // the device has every message up to here
+	persisted uint64      // acked as last written to the store
+	sent      uint64      // written to the stream up to here
+	last      uint64      // the latest seq known to exist
+	skipped   []uint64    // own messages passed over in (acked, sent], ascending
+	live      []pushItem  // known messages with seq > sent, ascending
+	ephem     []pushItem  // unstored messages waiting to be written
+	stream    *convStream // where pushes go; nil until bound or opened
+	gen       uint64      // incremented when the stream is lost
 }
 
 // pushItem is a message to push, with when it was read off its sender's
-// stream (zero when metrics are off or it was read back from the store).
+// stream (zero when metrics are off or it was read back from the store)
+// and, when it was routed live, its push frame shared by every device it
+// goes to.
 type pushItem struct {
+	msg   *qimpb.Message
+	read  time.Time
+	frame *pushFrame
+}
+
+// pushFrame is a message's push frame, encoded once, by the first pusher
+// that writes it, for every device the message is routed to: a group
+// message to 1,000 online members is marshalled once, not 1,000 times.
+// The frame is the same for every device (its request id is the seq).
+type pushFrame struct {
 	msg  *qimpb.Message
-	read time.Time
+	once sync.Once
+	b    []byte
+	err  error
+}
+
+func newPushFrame(m *qimpb.Message) *pushFrame { return &pushFrame{msg: m} }
+
+func (f *pushFrame) bytes() ([]byte, error) {
+	f.once.Do(func() { f.b, f.err = encodePush(f.msg) })
+	return f.b, f.err
 }
 
 func newPusher(s *Session, conv string) *pusher {
@@ -70,12 +92,13 @@ func (p *pusher) wakeup() {
 }
 
 // offer hands the pusher a message routed to the device, read off its
-// sender's stream at read. It never blocks.
-func (p *pusher) offer(m *qimpb.Message, read time.Time) {
+// sender's stream at read, with its shared frame (nil: encode it here). It
+// never blocks.
+func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
 	p.mu.Lock()
 	if m.Seq == 0 {
 		if len(p.ephem) < maxLive {
-			p.ephem = append(p.ephem, pushItem{m, read})
+			p.ephem = append(p.ephem, pushItem{m, read, frame})
 		} else {
 			p.s.hub.metrics.Dropped(metrics.QueueEphemeral)
 		}
@@ -88,7 +111,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time) {
 			switch {
 			case found:
 			case len(p.live) < maxLive:
-				p.live = slices.Insert(p.live, i, pushItem{m, read})
+				p.live = slices.Insert(p.live, i, pushItem{m, read, frame})
 			default:
 				p.s.hub.metrics.Dropped(metrics.QueueLive)
 			}
@@ -125,9 +148,12 @@ func (p *pusher) streamLost(cs *convStream) {
 	p.wakeup()
 }
 
-// ack records the device's cumulative acknowledgement of seq, persists it,
-// and lets more messages go.
-func (p *pusher) ack(ctx context.Context, seq uint64) {
+// ack records the device's cumulative acknowledgement of seq and lets more
+// messages go. The pusher's goroutine persists it (persistAcked), once for
+// all the acknowledgements that arrived meanwhile: under load a device
+// acknowledges every message, and one store write per delivery was the
+// largest cost of a group fan-out.
+func (p *pusher) ack(seq uint64) {
 	p.mu.Lock()
 	if !p.ready || seq <= p.acked || seq > p.sent {
 		p.mu.Unlock()
@@ -135,10 +161,26 @@ func (p *pusher) ack(ctx context.Context, seq uint64) {
 	}
 	p.acked = seq
 	p.advanceOverSkipped()
-	acked := p.acked
 	p.mu.Unlock()
-	p.persist(ctx, acked)
 	p.wakeup()
+}
+
+// persistAcked writes the device's cursor if it moved since it was last
+// written. Only the pusher's goroutine calls it. Cursors are written
+// without sync anyway (a device that sees a message again drops it by
+// seq), so writing them a moment later loses nothing that a power cut
+// would not.
+func (p *pusher) persistAcked(ctx context.Context) {
+	p.mu.Lock()
+	acked, dirty := p.acked, p.ready && p.acked > p.persisted
+	p.mu.Unlock()
+	if !dirty {
+		return
+	}
+	p.persist(ctx, acked)
+	p.mu.Lock()
+	p.persisted = max(p.persisted, acked)
+	p.mu.Unlock()
 }
 
 // advanceOverSkipped moves acked over own messages that directly follow it.
@@ -168,9 +210,11 @@ func (p *pusher) persist(ctx context.Context, seq uint64) {
 	}
 }
 
-// run pushes until the session ends or the pusher is stopped.
+// run pushes until the session ends or the pusher is stopped, and then
+// persists the last acknowledgement.
 func (p *pusher) run() {
 	ctx := p.s.ctx
+	defer p.persistAcked(ctx)
 	backoff := 10 * time.Millisecond
 	for {
 		select {
@@ -181,6 +225,7 @@ func (p *pusher) run() {
 			return
 		}
 		err := p.pushAll(ctx)
+		p.persistAcked(ctx)
 		switch {
 		case err == nil:
 			backoff = 10 * time.Millisecond
@@ -216,7 +261,7 @@ func (p *pusher) init(ctx context.Context) error {
 		return errRevoked
 	}
 	p.mu.Lock()
-	p.acked, p.sent = st.Acked, st.Acked
+	p.acked, p.sent, p.persisted = st.Acked, st.Acked, st.Acked
 	p.last = max(p.last, st.LastSeq)
 	p.ready = true
 	p.mu.Unlock()
@@ -298,11 +343,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 			p.sent = batch[len(batch)-1].msg.Seq
 			p.advanceOverSkipped()
 		}
-		acked := p.acked
 		p.mu.Unlock()
-		if p.isOwn(batch[len(batch)-1].msg) {
-			p.persist(ctx, acked)
-		}
 	}
 }
 
@@ -318,7 +359,13 @@ func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushI
 			if p.isOwn(it.msg) {
 				continue
 			}
-			frame, err := encodePush(it.msg)
+			var frame []byte
+			var err error
+			if it.frame != nil {
+				frame, err = it.frame.bytes()
+			} else {
+				frame, err = encodePush(it.msg)
+			}
 			if err != nil {
 				return err
 			}

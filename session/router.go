@@ -15,6 +15,10 @@ type Event struct {
 	// Read is when Msg was read off its sender's stream, for the delivery
 	// latency metric; zero when metrics are off.
 	Read time.Time
+	// frame, set by the Hub when it routes Msg, is Msg's push frame,
+	// encoded once for all its receivers. A Router that carries Events
+	// between processes leaves it nil, and each pusher encodes its own.
+	frame *pushFrame
 	// Revoke names a conversation the user lost access to (kicked from or
 	// left a group): its pushes stop at once.
 	Revoke string

@@ -179,7 +179,7 @@ func (s *Session) Receive(ev Event) {
 		}
 	case ev.Msg != nil && !s.sendOnly:
 		if p := s.pusherFor(convOf(ev.Msg)); p != nil {
-			p.offer(ev.Msg, ev.Read)
+			p.offer(ev.Msg, ev.Read, ev.frame)
 		}
 	}
 }

@@ -107,7 +107,7 @@ func (cs *convStream) readLoop() {
 				continue // an acknowledgement we cannot read: the message is sent again later
 			}
 			if p := cs.pusher.Load(); p != nil && resp.Code == int32(qimpb.Code_OK) {
-				p.ack(ctx, resp.RequestId)
+				p.ack(resp.RequestId)
 			}
 		default:
 			cs.respond(ctx, 0, errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)

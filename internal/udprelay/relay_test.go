@@ -50,7 +50,12 @@ func TestForwardsBothWays(t *testing.T) {
 	if from := srv.lastFrom(); from.String() == c.LocalAddr().String() {
 		t.Errorf("server saw the client's own address %v, want the relay's", from)
 	}
+	// The relay counts a datagram forwarded just after sending it, so the
+	// last reply can reach the client a moment before it is counted.
 	st := r.Stats()
+	for deadline := time.Now().Add(time.Second); (st.ServerToClient.Forwarded < 10 || st.ClientToServer.Forwarded < 10) && time.Now().Before(deadline); st = r.Stats() {
+		time.Sleep(time.Millisecond)
+	}
 	for _, d := range []DirectionStats{st.ClientToServer, st.ServerToClient} {
 		if d.Received != 10 || d.Forwarded != 10 || d.Dropped != 0 {
 			t.Errorf("stats %+v, want 10 received and forwarded", d)
