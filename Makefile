@@ -47,10 +47,12 @@ fuzz:
 soak:
 	QIM_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./internal/reliability/
 
-## bench: Go benchmarks of the hot paths, each beside its baseline in the same run,
-## then network switches (migration vs 1-RTT reconnect vs 0-RTT resume), 20 each.
-bench:
-	$(GO) test -run '^$$' -bench . -skip BenchmarkSwitch -benchmem -count 1 -timeout 20m ./...
+## bench: qim bench suite (qimd and a bare quic-go server in processes of their own, every scenario
+## beside its baseline, one scenario=... line each), then the Go benchmarks of the hot paths and of
+## network switches (migration vs 1-RTT reconnect vs 0-RTT resume, loopback and 50 ms RTT).
+bench: build
+	$(BIN)/qim bench suite --qimd $(BIN)/qimd
+	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./session/ ./store/pebblestore/
 	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
 
 ## proto: regenerate proto/qim.pb.go with the pinned generators.
