@@ -24,14 +24,26 @@ type SuiteOptions struct {
 	Dir  string // working directory; "" means a new temporary one, removed after
 
 	// The scenarios' shapes; zero values take each scenario's defaults.
-	Pair        PairOptions
-	Fanout      []int
-	IdleDevices int
-	Connect     ConnectOptions
-	Migrate     MigrateOptions
+	Pair           PairOptions
+	Fanout         []int
+	FanoutMessages int // messages per group; 0 means enough for about 200,000 deliveries
+	IdleDevices    int
+	Connect        ConnectOptions
+	Migrate        MigrateOptions
 
 	Out      io.Writer // one Line per figure
 	Progress io.Writer // progress lines; nil means none
+}
+
+// Quick makes every scenario small and short: a smoke test of the suite,
+// whose figures mean little.
+func (o *SuiteOptions) Quick() {
+	o.Pair = PairOptions{Pairs: 4, Window: 4, Warmup: 200 * time.Millisecond, Duration: time.Second}
+	o.Fanout = []int{10, 50}
+	o.FanoutMessages = 50
+	o.IdleDevices = 50
+	o.Connect = ConnectOptions{Concurrency: 4, Duration: time.Second}
+	o.Migrate = MigrateOptions{Switches: 3}
 }
 
 // RunSuite is `make bench`: it starts qimd and the bare quic-go baseline

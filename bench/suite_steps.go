@@ -86,13 +86,17 @@ func (s *suite) fanout(ctx context.Context) error {
 	bare := make(map[int]baseline.FanoutResult)
 	for _, n := range sizes {
 		s.progressf("baseline: fan-out to %d connections", n-1)
-		r, err := baseline.Fanout(ctx, s.base, s.bTLS, baseline.FanoutOptions{Subscribers: n - 1, Messages: fanoutMessages(n), Size: 100})
+		msgs := s.o.FanoutMessages
+		if msgs == 0 {
+			msgs = fanoutMessages(n)
+		}
+		r, err := baseline.Fanout(ctx, s.base, s.bTLS, baseline.FanoutOptions{Subscribers: n - 1, Messages: msgs, Size: 100})
 		if err != nil {
 			return fmt.Errorf("bench: baseline fan-out %d: %w", n, err)
 		}
 		bare[n] = r
 	}
-	rs, err := Fanout(ctx, s.qim, FanoutOptions{Members: sizes})
+	rs, err := Fanout(ctx, s.qim, FanoutOptions{Members: sizes, Messages: s.o.FanoutMessages})
 	for _, r := range rs {
 		b := bare[r.Members]
 		s.emit(Line{fmt.Sprintf("fanout-%d", r.Members), r.Rate(), "deliveries/s", b.Rate()})
@@ -138,7 +142,7 @@ func (s *suite) idle(ctx context.Context) error {
 
 func (s *suite) connect(ctx context.Context) error {
 	o := s.o.Connect
-	o.Concurrency = max(o.Concurrency, 32)
+	o.Concurrency = cmp.Or(o.Concurrency, 32)
 	if o.Duration == 0 {
 		o.Duration = 5 * time.Second
 	}

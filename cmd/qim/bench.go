@@ -215,11 +215,7 @@ func (e *env) benchSuite(cCtx *cli.Context) error {
 	}
 	o := bench.SuiteOptions{Qimd: cCtx.String("qimd"), Qim: self, Dir: cCtx.String("dir"), Out: e.stdout, Progress: e.stderr}
 	if cCtx.Bool("quick") {
-		o.Pair = bench.PairOptions{Pairs: 4, Window: 4, Warmup: 200 * time.Millisecond, Duration: time.Second}
-		o.Fanout = []int{10, 50}
-		o.IdleDevices = 50
-		o.Connect = bench.ConnectOptions{Concurrency: 4, Duration: time.Second}
-		o.Migrate = bench.MigrateOptions{Switches: 3}
+		o.Quick()
 	}
 	_, err = bench.RunSuite(cCtx.Context, o)
 	return err

@@ -1,0 +1,60 @@
+package bench_test
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qim-im/qim/bench"
+)
+
+// TestSuiteQuick runs `qim bench suite --quick` end to end, with real
+// binaries: qimd and the baseline server as processes, every scenario and
+// its baseline. The figures of so short a run mean little; what is checked
+// is that every scenario measured something against a baseline.
+func TestSuiteQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries and starts servers")
+	}
+	dir := t.TempDir()
+	for _, cmd := range []string{"qimd", "qim"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, cmd), "github.com/qim-im/qim/cmd/"+cmd).CombinedOutput()
+		if err != nil {
+			t.Fatalf("build %s: %v\n%s", cmd, err, out)
+		}
+	}
+	var out, progress strings.Builder
+	o := bench.SuiteOptions{Qimd: filepath.Join(dir, "qimd"), Qim: filepath.Join(dir, "qim"), Out: &out, Progress: &progress}
+	o.Quick()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lines, err := bench.RunSuite(ctx, o)
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
+	}
+	got := make(map[string]bench.Line)
+	for _, l := range lines {
+		got[l.Scenario] = l
+	}
+	for _, name := range []string{
+		"idle", "pair-ephemeral", "pair-ephemeral-p99", "pair-durable", "connect",
+		"migrate", "migrate-prepared", "migrate-reconnect", "fanout-10", "fanout-50",
+	} {
+		l, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("no %s line", name)
+		case name == "idle":
+			// 50 devices are within the heap's noise: only check it ran.
+		case l.Value <= 0 || l.Baseline <= 0:
+			t.Errorf("%s: %v", name, l)
+		}
+	}
+	if n := strings.Count(out.String(), "scenario="); n != len(lines) {
+		t.Errorf("%d lines printed, %d returned", n, len(lines))
+	}
+}
