@@ -228,11 +228,17 @@ func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 		if m.ClientMsgId != "" {
 			op.batch.Set(dedupKey(a.App, m.FromUser, m.ClientMsgId), encodeDedup(a.Conv, p.last), nil)
 		}
-		for _, u := range a.Members {
-			k := inboxKey(a.App, u, a.Conv)
-			if !inbox[string(k)] {
-				inbox[string(k)] = true
-				op.batch.Set(k, nil, nil)
+		// Inbox entries are never deleted, and a 1:1 conversation's
+		// members never change: its first message writes them, and the
+		// rest need not write them again (two of the five keys a message
+		// would otherwise cost).
+		if p.last == 1 {
+			for _, u := range a.Members {
+				k := inboxKey(a.App, u, a.Conv)
+				if !inbox[string(k)] {
+					inbox[string(k)] = true
+					op.batch.Set(k, nil, nil)
+				}
 			}
 		}
 		op.results[i] = store.AppendResult{Msg: m}

@@ -156,6 +156,11 @@ func pebbleOptions(opts Options, logger *slog.Logger) *pebble.Options {
 	if po.CacheSize == 0 {
 		po.CacheSize = 64 << 20
 	}
+	// A server writes a stream of small keys. With Pebble's default 4 MiB
+	// memtable, flushes and L0 compactions took a third of the server's CPU
+	// under `qim bench pair --offline`; 64 MiB took 15% off the CPU per
+	// message (docs/BENCHMARKS.md).
+	po.MemTableSize = 64 << 20
 	// Append looks up every ClientMsgId, and most are new: bloom filters
 	// answer those misses without reading data blocks.
 	for i := range po.Levels {
