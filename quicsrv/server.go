@@ -149,6 +149,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	if err != nil {
 		return fmt.Errorf("quicsrv: listen: %w", err)
 	}
+	logSocketBuffers(pc, s.logger())
 	if !s.trackListener(ln, true) {
 		ln.Close()
 		return ErrServerClosed
