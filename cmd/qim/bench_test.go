@@ -1,0 +1,47 @@
+package main
+
+import (
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/testserver"
+)
+
+// TestBench runs the bench scenarios from the command line against a real
+// server, with its metrics, briefly, and checks the summaries they print.
+func TestBench(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{SendRate: -1, HandshakeRate: 1e6, Metrics: "127.0.0.1:0"})
+	secret := filepath.Join(daemon.AppsDir(srv.DataDir), daemon.DemoOrg, daemon.DemoAppkey+".secret")
+	common := []string{"--secret", secret, "--metrics", srv.MetricsURL}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pair", "--pairs", "2", "--window", "2", "--warmup", "100ms", "--duration", "300ms"},
+			`(?s)pair: 2 pairs x 2 in flight, offline=false.*delivered +\d+ msgs/s.*latency +p50 .*server CPU +[\d.]+ µs/msg`},
+		{[]string{"pair", "--pairs", "2", "--offline", "--rate", "100", "--warmup", "100ms", "--duration", "300ms"},
+			`(?s)offline=true.*delivered +\d+ msgs/s`},
+		{[]string{"fanout", "--members", "3,5", "--messages", "10"},
+			`(?s)fanout-3: 10 messages, 20 deliveries in .*fanout-5: 10 messages, 40 deliveries in `},
+		{[]string{"connect", "--concurrency", "2", "--duration", "300ms"},
+			`connect: \d+ connects/s \(\d+ in [\d.]+m?s, 0 failed\)`},
+		{[]string{"idle", "--devices", "20", "--window", "200ms"},
+			`idle: 20 devices: -?[\d.]+ KiB heap and -?[\d.]+ KiB RSS per device`},
+	} {
+		r := qim(t, srv, "nobody", append(append([]string{"bench"}, tt.args...), common...)...)
+		name := strings.Join(tt.args[:1], " ")
+		if r.err != nil && !(tt.args[0] == "idle" && strings.Contains(r.err.Error(), "did not grow")) {
+			t.Errorf("bench %s: %v\nstderr: %s", name, r.err, r.stderr)
+			continue
+		}
+		if r.err == nil && !regexp.MustCompile(tt.want).MatchString(r.stdout) {
+			t.Errorf("bench %s printed:\n%s\nwant it to match %s", name, r.stdout, tt.want)
+		}
+	}
+	if r := qim(t, srv, "nobody", "bench", "pair", "--secret", filepath.Join(t.TempDir(), "none")); r.err == nil || !strings.Contains(r.err.Error(), "secret") {
+		t.Errorf("bench without a secret file: %v", r.err)
+	}
+}
