@@ -80,6 +80,111 @@ func TestReadFrameErrors(t *testing.T) {
 	}
 }
 
+// marshalFrame is the frame of a Command holding inner, its payload
+// marshalled first, as the encoders did before they wrote envelopes by hand.
+func marshalFrame(t *testing.T, ct CommandType, inner proto.Message) []byte {
+	t.Helper()
+	payload, err := proto.Marshal(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := AppendFrame(nil, &Command{Version: Version, Command: ct, Payload: payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestEncodersMatchMarshal checks that the hand-written envelopes are byte
+// for byte what proto.Marshal gives, zero values and long varints included.
+func TestEncodersMatchMarshal(t *testing.T) {
+	long := &Message{Type: MessageType_TXT, Payload: bytes.Repeat([]byte{'x'}, 300), ToUser: "bob", FromUser: "alice", Seq: 1 << 40}
+	ack := &MessageAck{Id: 1<<63 + 5, Seq: 300, Timestamp: 1795000000000, Duplicate: true}
+	big := &Message{Payload: bytes.Repeat([]byte{'y'}, 70000)}
+	for _, tt := range []struct {
+		name string
+		got  func() ([]byte, error)
+		want func(t *testing.T) []byte
+	}{
+		{"encode empty connect", func() ([]byte, error) { return EncodeFrame(CommandType_CONNECT, &Connect{}) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_CONNECT, &Connect{}) }},
+		{"encode nil", func() ([]byte, error) { return EncodeFrame(CommandType_DISCONNECT, nil) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_DISCONNECT, nil) }},
+		{"encode request", func() ([]byte, error) {
+			return EncodeFrame(CommandType_REQUEST, &Request{Type: RequestType_GROUP, RequestId: 9, Opts: []*Option{{Offline: true}}})
+		}, func(t *testing.T) []byte {
+			return marshalFrame(t, CommandType_REQUEST, &Request{Type: RequestType_GROUP, RequestId: 9, Opts: []*Option{{Offline: true}}})
+		}},
+		{"encode large", func() ([]byte, error) { return EncodeFrame(CommandType_RESPONSE, big) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_RESPONSE, big) }},
+		{"request push", func() ([]byte, error) { return AppendRequestFrame(nil, RequestType_MESSAGE, long.Seq, long) },
+			func(t *testing.T) []byte {
+				p, _ := proto.Marshal(long)
+				return marshalFrame(t, CommandType_REQUEST, &Request{RequestId: long.Seq, Payload: p})
+			}},
+		{"request empty", func() ([]byte, error) { return AppendRequestFrame(nil, RequestType_MESSAGE, 0, &Message{}) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_REQUEST, &Request{}) }},
+		{"request contact", func() ([]byte, error) {
+			return AppendRequestFrame(nil, RequestType_CONTACT, 1, &ContactRequest{Op: ContactOp_CONTACT_LIST})
+		}, func(t *testing.T) []byte {
+			p, _ := proto.Marshal(&ContactRequest{Op: ContactOp_CONTACT_LIST})
+			return marshalFrame(t, CommandType_REQUEST, &Request{Type: RequestType_CONTACT, RequestId: 1, Payload: p})
+		}},
+		{"request large", func() ([]byte, error) { return AppendRequestFrame(nil, RequestType_MESSAGE, 3, big) },
+			func(t *testing.T) []byte {
+				p, _ := proto.Marshal(big)
+				return marshalFrame(t, CommandType_REQUEST, &Request{RequestId: 3, Payload: p})
+			}},
+		{"response ok", func() ([]byte, error) { return AppendResponseFrame(nil, Code_OK, "", 0, nil) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_RESPONSE, &Response{}) }},
+		{"response ack", func() ([]byte, error) { return AppendResponseFrame(nil, Code_OK, "", 1<<35, ack) },
+			func(t *testing.T) []byte {
+				p, _ := proto.Marshal(ack)
+				return marshalFrame(t, CommandType_RESPONSE, &Response{RequestId: 1 << 35, Payload: p})
+			}},
+		{"response empty payload", func() ([]byte, error) { return AppendResponseFrame(nil, Code_OK, "", 4, &MessageAck{}) },
+			func(t *testing.T) []byte { return marshalFrame(t, CommandType_RESPONSE, &Response{RequestId: 4}) }},
+		{"response error", func() ([]byte, error) {
+			return AppendResponseFrame(nil, Code_RATE_LIMITED, "too many requests; slow down", 77, nil)
+		}, func(t *testing.T) []byte {
+			return marshalFrame(t, CommandType_RESPONSE, &Response{Code: int32(Code_RATE_LIMITED), Reason: "too many requests; slow down", RequestId: 77})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.got()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tt.want(t); !bytes.Equal(got, want) {
+				t.Fatalf("got  %x\nwant %x", got, want)
+			}
+		})
+	}
+}
+
+// TestAppendFrameKeepsPrefix checks that the Append encoders add to what
+// the buffer holds.
+func TestAppendFrameKeepsPrefix(t *testing.T) {
+	b, err := AppendRequestFrame([]byte("abc"), RequestType_MESSAGE, 1, &Message{ToUser: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = AppendResponseFrame(b, Code_OK, "", 2, &MessageAck{Seq: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b[:3]) != "abc" {
+		t.Fatalf("prefix overwritten: %q", b[:3])
+	}
+	r := bufio.NewReader(bytes.NewReader(b[3:]))
+	for _, want := range []CommandType{CommandType_REQUEST, CommandType_RESPONSE} {
+		var cmd Command
+		if _, err := ReadFrame(r, DefaultMaxFrame, nil, &cmd); err != nil || cmd.Command != want {
+			t.Fatalf("got %v, %v; want %v", cmd.Command, err, want)
+		}
+	}
+}
+
 // TestFrameTooLargeReadsNoBody checks that an oversized frame is refused
 // from its length: the reader consumed only the length bytes.
 func TestFrameTooLargeReadsNoBody(t *testing.T) {

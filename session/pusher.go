@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -407,16 +405,10 @@ func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
 	return cs, nil
 }
 
+// encodePush returns the frame that pushes m to a device: a MESSAGE
+// request whose id is m's seq.
 func encodePush(m *qimpb.Message) ([]byte, error) {
-	payload, err := proto.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	return qimpb.EncodeFrame(qimpb.CommandType_REQUEST, &qimpb.Request{
-		Type:      qimpb.RequestType_MESSAGE,
-		RequestId: m.Seq,
-		Payload:   payload,
-	})
+	return qimpb.AppendRequestFrame(nil, qimpb.RequestType_MESSAGE, m.Seq, m)
 }
 
 func cmpU64(a, b uint64) int {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/qim-im/qim/auth"
@@ -85,7 +86,7 @@ func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 		cs.respond(ctx, req.RequestId, errorf(qimpb.Code_BAD_REQUEST, "message does not decode"), nil)
 		return
 	}
-	conv, members, err := s.checkMessage(ctx, &m)
+	conv, err := s.checkMessage(ctx, &m)
 	if err != nil {
 		cs.respond(ctx, req.RequestId, err, nil)
 		return
@@ -104,8 +105,12 @@ func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 		m.Timestamp = s.hub.now().UnixMilli()
 		s.hub.metrics.MessageIn(false)
 		s.hub.route(ctx, s.app, conv, &m, read)
-		cs.respond(ctx, req.RequestId, nil, &qimpb.MessageAck{Timestamp: m.Timestamp})
+		cs.send(ctx, outFrame{sent: true, ts: m.Timestamp, reqID: req.RequestId})
 		return
+	}
+	var members []string
+	if m.ToUser != "" {
+		members = []string{s.user, m.ToUser}
 	}
 	p := &pendingAppend{app: s.app, conv: conv, members: members, msg: &m, read: read}
 	if err := s.hub.submit(ctx, p); err != nil {
@@ -117,45 +122,45 @@ func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 }
 
 // checkMessage validates a message from the session's user and returns its
-// conversation and, for 1:1, the two users whose inbox it goes in.
-func (s *Session) checkMessage(ctx context.Context, m *qimpb.Message) (conv string, members []string, err error) {
+// conversation.
+func (s *Session) checkMessage(ctx context.Context, m *qimpb.Message) (conv string, err error) {
 	if (m.ToUser == "") == (m.ToGroup == "") {
-		return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "set exactly one of to_user and to_group")
+		return "", errorf(qimpb.Code_INVALID_ARGUMENT, "set exactly one of to_user and to_group")
 	}
 	if len(m.ClientMsgId) > maxClientMsgID {
-		return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "client_msg_id longer than %d bytes", maxClientMsgID)
+		return "", errorf(qimpb.Code_INVALID_ARGUMENT, "client_msg_id longer than %d bytes", maxClientMsgID)
 	}
 	if err := checkContent(m); err != nil {
-		return "", nil, err
+		return "", err
 	}
 	if m.ToUser != "" {
 		if !auth.ValidID(m.ToUser) {
-			return "", nil, errorf(qimpb.Code_INVALID_ARGUMENT, "to_user is not a valid user id")
+			return "", errorf(qimpb.Code_INVALID_ARGUMENT, "to_user is not a valid user id")
 		}
-		return store.DirectConv(s.user, m.ToUser), []string{s.user, m.ToUser}, nil
+		return store.DirectConv(s.user, m.ToUser), nil
 	}
 	if !validGroupID(m.ToGroup) {
-		return "", nil, errorf(qimpb.Code_NOT_FOUND, "no such group")
+		return "", errorf(qimpb.Code_NOT_FOUND, "no such group")
 	}
 	g, err := s.hub.group(ctx, s.app, m.ToGroup)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	if !g.isMember(s.user) {
-		return "", nil, errorf(qimpb.Code_FORBIDDEN, "not a member of the group")
+		return "", errorf(qimpb.Code_FORBIDDEN, "not a member of the group")
 	}
-	return store.GroupConv(m.ToGroup), nil, nil
+	return store.GroupConv(m.ToGroup), nil
 }
 
 // checkContent validates a message's type and payload.
 func checkContent(m *qimpb.Message) error {
 	switch m.Type {
 	case qimpb.MessageType_TXT:
-		var t qimpb.MessageTxt
-		if err := proto.Unmarshal(m.Payload, &t); err != nil {
+		txt, ok := decodeText(m.Payload)
+		if !ok {
 			return errorf(qimpb.Code_BAD_REQUEST, "TXT payload does not decode")
 		}
-		if t.Txt == "" || len(t.Txt) > maxText || !utf8.ValidString(t.Txt) {
+		if len(txt) == 0 || len(txt) > maxText {
 			return errorf(qimpb.Code_INVALID_ARGUMENT, "text must be 1 to %d bytes of UTF-8", maxText)
 		}
 	case qimpb.MessageType_IMAGE:
@@ -174,6 +179,37 @@ func checkContent(m *qimpb.Message) error {
 		return errorf(qimpb.Code_INVALID_ARGUMENT, "unknown message type %d", m.Type)
 	}
 	return nil
+}
+
+// decodeText returns the text of an encoded MessageTxt without copying it,
+// or false for exactly the payloads that proto.Unmarshal refuses: a
+// malformed field, or a text that is not UTF-8. It is what checkContent
+// needs of a TXT message, without decoding it into a MessageTxt and a
+// string of its own.
+func decodeText(b []byte) (txt []byte, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || num > protowire.MaxValidNumber {
+			return nil, false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || !utf8.Valid(v) {
+				return nil, false
+			}
+			txt, b = v, b[n:]
+			continue
+		}
+		// Another field, or field 1 with another wire type: proto.Unmarshal
+		// keeps it as an unknown field if it is well formed.
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return nil, false
+		}
+		b = b[n:]
+	}
+	return txt, true
 }
 
 // bindTo binds the stream to conv on its first message, and refuses

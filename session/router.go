@@ -19,6 +19,9 @@ type Event struct {
 	// encoded once for all its receivers. A Router that carries Events
 	// between processes leaves it nil, and each pusher encodes its own.
 	frame *pushFrame
+	// conv, set by the Hub when it routes Msg, is Msg's conversation, so
+	// that receivers need not work it out again.
+	conv string
 	// Revoke names a conversation the user lost access to (kicked from or
 	// left a group): its pushes stop at once.
 	Revoke string

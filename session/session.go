@@ -178,7 +178,11 @@ func (s *Session) Receive(ev Event) {
 			p.stop()
 		}
 	case ev.Msg != nil && !s.sendOnly:
-		if p := s.pusherFor(convOf(ev.Msg)); p != nil {
+		conv := ev.conv
+		if conv == "" {
+			conv = convOf(ev.Msg)
+		}
+		if p := s.pusherFor(conv); p != nil {
 			p.offer(ev.Msg, ev.Read, ev.frame)
 		}
 	}

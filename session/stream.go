@@ -35,13 +35,20 @@ type convStream struct {
 	pusher atomic.Pointer[pusher]
 }
 
-// outFrame is one frame for the writer: encoded already, or the response to
-// a message still being committed.
+// outFrame is one frame for the writer: encoded already, the response to a
+// message still being committed, or the response to an unstored message.
+// The writer encodes responses straight into its buffer. The zero outFrame
+// finishes the stream.
 type outFrame struct {
 	frame []byte
 	pend  *pendingAppend // if set, the response is built when it completes
+	sent  bool           // if set, the response to an unstored message accepted at ts
+	ts    int64
 	reqID uint64
 }
+
+// fin reports whether f is the zero outFrame, which finishes the stream.
+func (f *outFrame) fin() bool { return f.frame == nil && f.pend == nil && !f.sent }
 
 func (s *Session) newConvStream(str *quic.Stream) *convStream {
 	return &convStream{
@@ -81,8 +88,14 @@ func (cs *convStream) readLoop() {
 	ctx := cs.s.ctx
 	r := bufio.NewReaderSize(cs.str, 4096)
 	var buf []byte
+	// cmd, req and resp are reused for every frame: nothing keeps them (a
+	// message is decoded into a new Message of its own).
+	var (
+		cmd  qimpb.Command
+		req  qimpb.Request
+		resp qimpb.Response
+	)
 	for {
-		var cmd qimpb.Command
 		var err error
 		buf, err = qimpb.ReadFrame(r, cs.s.hub.maxFrame, buf, &cmd)
 		if err != nil {
@@ -95,14 +108,12 @@ func (cs *convStream) readLoop() {
 		}
 		switch cmd.Command {
 		case qimpb.CommandType_REQUEST:
-			var req qimpb.Request
 			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
 				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
 				continue
 			}
 			cs.handleRequest(ctx, &req)
 		case qimpb.CommandType_RESPONSE:
-			var resp qimpb.Response
 			if err := proto.Unmarshal(cmd.Payload, &resp); err != nil {
 				continue // an acknowledgement we cannot read: the message is sent again later
 			}
@@ -176,6 +187,7 @@ func (cs *convStream) writeLoop() {
 	}()
 	ctx := cs.s.ctx
 	var wbuf []byte
+	var ack qimpb.MessageAck
 	for {
 		var f outFrame
 		select {
@@ -184,7 +196,7 @@ func (cs *convStream) writeLoop() {
 			return
 		}
 		for {
-			if f.frame == nil && f.pend == nil {
+			if f.fin() {
 				if len(wbuf) > 0 {
 					if _, err := cs.str.Write(wbuf); err != nil {
 						return
@@ -210,7 +222,9 @@ func (cs *convStream) writeLoop() {
 						return
 					}
 				}
-				wbuf = cs.appendAppendResponse(wbuf, f.reqID, f.pend)
+				wbuf = cs.appendAppendResponse(wbuf, f.reqID, f.pend, &ack)
+			} else if f.sent {
+				wbuf = cs.appendSentResponse(wbuf, f.reqID, f.ts, &ack)
 			} else {
 				wbuf = append(wbuf, f.frame...)
 			}
@@ -238,34 +252,34 @@ func (cs *convStream) writeLoop() {
 }
 
 // appendAppendResponse appends the response to a committed (or failed)
-// message.
-func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *pendingAppend) []byte {
+// message. ack is the writer's own, reused for every response.
+func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *pendingAppend, ack *qimpb.MessageAck) []byte {
 	var payload proto.Message
 	if p.err == nil {
-		payload = &qimpb.MessageAck{
-			Id:        p.res.Msg.Id,
-			Seq:       p.res.Msg.Seq,
-			Timestamp: p.res.Msg.Timestamp,
-			Duplicate: p.res.Duplicate,
-		}
+		ack.Id, ack.Seq, ack.Timestamp, ack.Duplicate = p.res.Msg.Id, p.res.Msg.Seq, p.res.Msg.Timestamp, p.res.Duplicate
+		payload = ack
 	}
 	code, reason := CodeOf(p.err)
 	cs.s.hub.metrics.Response(code)
-	frame, err := encodeResponse(reqID, code, reason, payload)
+	b, err := qimpb.AppendResponseFrame(b, code, reason, reqID, payload)
 	if err != nil {
-		return b
+		cs.s.logger.Error("encode response", "err", err)
 	}
-	return append(b, frame...)
+	return b // as it was, on error
+}
+
+// appendSentResponse appends the response to an unstored message, accepted
+// at ts. ack is the writer's own, reused for every response.
+func (cs *convStream) appendSentResponse(b []byte, reqID uint64, ts int64, ack *qimpb.MessageAck) []byte {
+	ack.Id, ack.Seq, ack.Timestamp, ack.Duplicate = 0, 0, ts, false
+	cs.s.hub.metrics.Response(qimpb.Code_OK)
+	b, err := qimpb.AppendResponseFrame(b, qimpb.Code_OK, "", reqID, ack)
+	if err != nil {
+		cs.s.logger.Error("encode response", "err", err)
+	}
+	return b // as it was, on error
 }
 
 func encodeResponse(reqID uint64, code qimpb.Code, reason string, payload proto.Message) ([]byte, error) {
-	resp := &qimpb.Response{Code: int32(code), Reason: reason, RequestId: reqID}
-	if payload != nil {
-		b, err := proto.Marshal(payload)
-		if err != nil {
-			return nil, err
-		}
-		resp.Payload = b
-	}
-	return qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, resp)
+	return qimpb.AppendResponseFrame(nil, code, reason, reqID, payload)
 }
