@@ -37,6 +37,33 @@ var ErrBadFrame = errors.New("qimpb: malformed frame")
 // io.EOF is returned only when the stream ends cleanly between frames; a
 // stream that ends inside a frame gives io.ErrUnexpectedEOF.
 func ReadFrame(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, error) {
+	buf, err := readBody(r, max, buf)
+	if err != nil {
+		return buf, err
+	}
+	if err := proto.Unmarshal(buf, cmd); err != nil {
+		return buf, fmt.Errorf("%w: %v", ErrBadFrame, err)
+	}
+	return buf, nil
+}
+
+// ReadCommand is ReadFrame for a caller that is done with the Command
+// before its next read: cmd.Payload is not copied but points into the
+// returned buffer, and cmd keeps no unknown fields. It accepts and refuses
+// exactly the frames that ReadFrame does.
+func ReadCommand(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, error) {
+	buf, err := readBody(r, max, buf)
+	if err != nil {
+		return buf, err
+	}
+	if !decodeCommand(buf, cmd) {
+		return buf, fmt.Errorf("%w: not a Command", ErrBadFrame)
+	}
+	return buf, nil
+}
+
+// readBody reads a frame's length and body, into buf if it is large enough.
+func readBody(r *bufio.Reader, max int, buf []byte) ([]byte, error) {
 	n, err := readUvarint(r)
 	if err != nil {
 		return buf, err
@@ -54,10 +81,155 @@ func ReadFrame(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, erro
 		}
 		return buf, err
 	}
-	if err := proto.Unmarshal(buf, cmd); err != nil {
-		return buf, fmt.Errorf("%w: %v", ErrBadFrame, err)
-	}
 	return buf, nil
+}
+
+// DecodeRequest decodes an encoded Request into req, for a caller that is
+// done with it before b changes: req.Payload is not copied but points into
+// b, req's options reuse the Option values it already holds, and req keeps
+// no unknown fields. It reports false for exactly the inputs that
+// proto.Unmarshal refuses.
+func DecodeRequest(b []byte, req *Request) bool {
+	opts := req.Opts[:0]
+	req.Type, req.Payload, req.Opts, req.RequestId, req.unknownFields = 0, nil, nil, 0, nil
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			req.Type, b = RequestType(int32(v)), b[n:]
+		case num == 2 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			req.Payload, b = v, b[n:]
+		case num == 3 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			b = b[n:]
+			var o *Option
+			if i := len(opts); i < cap(opts) {
+				o = opts[:i+1][i] // left by an earlier decode
+			}
+			if o == nil {
+				o = new(Option)
+			}
+			if !decodeOption(v, o) {
+				return false
+			}
+			opts = append(opts, o)
+		case num == 4 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			req.RequestId, b = v, b[n:]
+		default:
+			if n = skipField(num, typ, b); n < 0 {
+				return false
+			}
+			b = b[n:]
+		}
+	}
+	if len(opts) > 0 {
+		req.Opts = opts
+	}
+	return true
+}
+
+// decodeCommand decodes an encoded Command into cmd, as ReadCommand
+// describes.
+func decodeCommand(b []byte, cmd *Command) bool {
+	cmd.Version, cmd.Command, cmd.Payload, cmd.unknownFields = 0, 0, nil, nil
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			cmd.Version, b = int32(v), b[n:]
+		case num == 2 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			cmd.Command, b = CommandType(int32(v)), b[n:]
+		case num == 3 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return false
+			}
+			cmd.Payload, b = v, b[n:]
+		default:
+			if n = skipField(num, typ, b); n < 0 {
+				return false
+			}
+			b = b[n:]
+		}
+	}
+	return true
+}
+
+// decodeOption decodes an encoded Option into o, dropping unknown fields.
+func decodeOption(b []byte, o *Option) bool {
+	o.Offline, o.unknownFields = false, nil
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return false
+			}
+			o.Offline, b = protowire.DecodeBool(v), b[n:]
+			continue
+		}
+		if n = skipField(num, typ, b); n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// The decoders above follow proto.Unmarshal: the last value of a field
+// wins, a known field with an unexpected wire type is an unknown field,
+// and unknown fields must be well formed. Their tests compare them with
+// proto.Unmarshal.
+
+// consumeTag is protowire.ConsumeTag that also refuses field numbers above
+// protowire.MaxValidNumber, as proto.Unmarshal does.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n >= 0 && num > protowire.MaxValidNumber {
+		return 0, 0, -1
+	}
+	return num, typ, n
+}
+
+// skipField returns the length of the value of an unknown field, or a
+// negative number if it is malformed.
+func skipField(num protowire.Number, typ protowire.Type, b []byte) int {
+	return protowire.ConsumeFieldValue(num, typ, b)
 }
 
 // readUvarint reads a frame's length. Errors of the underlying reader are
