@@ -340,3 +340,50 @@ func FuzzDecoders(f *testing.F) {
 	var req Request
 	f.Fuzz(func(t *testing.T, in []byte) { checkDecoders(t, in, &cmd, &req) })
 }
+
+// TestHandEncodedFields fails when Message or MessageAck gains a field:
+// appendMessage and appendMessageAck must learn it.
+func TestHandEncodedFields(t *testing.T) {
+	for _, tt := range []struct {
+		m    proto.Message
+		want int
+	}{{&Message{}, 10}, {&MessageAck{}, 4}} {
+		if got := tt.m.ProtoReflect().Descriptor().Fields().Len(); got != tt.want {
+			t.Errorf("%T has %d fields, the hand encoder knows %d", tt.m, got, tt.want)
+		}
+	}
+}
+
+// checkHandEncoded compares the hand encoding of m with proto.Marshal.
+func checkHandEncoded(t *testing.T, m proto.Message) {
+	t.Helper()
+	want, err := proto.Marshal(m)
+	if err != nil {
+		t.Skip(err) // invalid UTF-8: the server never encodes it
+	}
+	n := sizeOf(m)
+	got, err := marshalSized(nil, m, n)
+	if err != nil || n != len(want) || !bytes.Equal(got, want) {
+		t.Fatalf("%v: got %x (size %d, %v), want %x", m, got, n, err, want)
+	}
+}
+
+// FuzzHandEncoded checks appendMessage and appendMessageAck against
+// proto.Marshal, unknown fields included.
+func FuzzHandEncoded(f *testing.F) {
+	f.Add(int32(0), []byte(nil), "", "", "", "", uint64(0), uint64(0), int64(0), "", false, []byte(nil))
+	f.Add(int32(1), []byte("payload"), "bob", "", "alice", "phone", uint64(1<<63), uint64(300), int64(-1), "c1", true, []byte{0x58, 0x01})
+	f.Add(int32(-7), bytes.Repeat([]byte{'x'}, 200), "", "g1", "a", "d", uint64(127), uint64(128), int64(1795000000000), "id", false, []byte{0xa2, 0x06, 0x01, 'z'})
+	f.Fuzz(func(t *testing.T, typ int32, payload []byte, to, group, from, dev string, id, seq uint64, ts int64, cid string, dup bool, unknown []byte) {
+		if _, _, n := protowire.ConsumeField(unknown); len(unknown) > 0 && n != len(unknown) {
+			return // unknown fields are whole fields, as proto.Unmarshal keeps them
+		}
+		m := &Message{Type: MessageType(typ), Payload: payload, ToUser: to, ToGroup: group, FromUser: from, FromDevice: dev,
+			Id: id, Seq: seq, Timestamp: ts, ClientMsgId: cid}
+		m.ProtoReflect().SetUnknown(unknown)
+		checkHandEncoded(t, m)
+		a := &MessageAck{Id: id, Seq: seq, Timestamp: ts, Duplicate: dup}
+		a.ProtoReflect().SetUnknown(unknown)
+		checkHandEncoded(t, a)
+	})
+}
