@@ -32,6 +32,7 @@ type pusher struct {
 	acked     uint64      // the device has every message up to here
 	persisted uint64      // acked as last written to the store
 	sent      uint64      // written to the stream up to here
+	queued    uint64      // handed to the stream's writer up to here; >= sent
 	last      uint64      // the latest seq known to exist
 	skipped   []uint64    // own messages passed over in (acked, sent], ascending
 	live      []pushItem  // known messages with seq > sent, ascending
@@ -138,7 +139,7 @@ func (p *pusher) streamLost(cs *convStream) {
 		p.stream = nil
 		p.gen++
 		if p.ready {
-			p.sent = p.acked
+			p.sent, p.queued = p.acked, p.acked
 			p.skipped = p.skipped[:0]
 		}
 	}
@@ -151,9 +152,13 @@ func (p *pusher) streamLost(cs *convStream) {
 // all the acknowledgements that arrived meanwhile: under load a device
 // acknowledges every message, and one store write per delivery was the
 // largest cost of a group fan-out.
+//
+// The device may acknowledge a message before run has recorded it as sent
+// (run records a batch after handing all of it to the writer): anything
+// queued counts.
 func (p *pusher) ack(seq uint64) {
 	p.mu.Lock()
-	if !p.ready || seq <= p.acked || seq > p.sent {
+	if !p.ready || seq <= p.acked || seq > max(p.sent, p.queued) {
 		p.mu.Unlock()
 		return
 	}
@@ -259,7 +264,7 @@ func (p *pusher) init(ctx context.Context) error {
 		return errRevoked
 	}
 	p.mu.Lock()
-	p.acked, p.sent, p.persisted = st.Acked, st.Acked, st.Acked
+	p.acked, p.sent, p.queued, p.persisted = st.Acked, st.Acked, st.Acked, st.Acked
 	p.last = max(p.last, st.LastSeq)
 	p.ready = true
 	p.mu.Unlock()
@@ -281,6 +286,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		p.mu.Lock()
 		ephem := p.ephem
 		p.ephem = nil
+		p.sent = max(p.sent, p.acked) // acknowledged early, then the write failed
 		room := p.s.hub.window - int(p.sent-p.acked)
 		next := p.sent + 1
 		i := 0
@@ -319,6 +325,13 @@ func (p *pusher) pushAll(ctx context.Context) error {
 			}
 			p.mu.Lock()
 			gen = p.gen
+			p.mu.Unlock()
+		}
+		if len(batch) > 0 {
+			p.mu.Lock()
+			if p.gen == gen && p.stream == cs {
+				p.queued = max(p.queued, batch[len(batch)-1].msg.Seq)
+			}
 			p.mu.Unlock()
 		}
 		if err := p.write(ctx, cs, ephem, batch); err != nil {
