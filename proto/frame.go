@@ -269,7 +269,7 @@ func AppendFrame(b []byte, cmd *Command) ([]byte, error) {
 
 // EncodeFrame returns the frame of a Command whose payload is msg.
 func EncodeFrame(ct CommandType, msg proto.Message) ([]byte, error) {
-	n := sizeOf(msg)
+	n := proto.Size(msg)
 	b, err := appendCommand(make([]byte, 0, frameSize(ct, n)), ct, msg, n)
 	if err != nil {
 		return nil, fmt.Errorf("encode %v: %w", ct, err)
@@ -283,7 +283,7 @@ func EncodeFrame(ct CommandType, msg proto.Message) ([]byte, error) {
 // extended slice; on error, it returns b as it was.
 func AppendRequestFrame(b []byte, t RequestType, reqID uint64, payload proto.Message) ([]byte, error) {
 	orig := b
-	n := sizeOf(payload)
+	n := proto.Size(payload)
 	size := requestSize(t, reqID, n)
 	b = slices.Grow(b, frameSize(CommandType_REQUEST, size))
 	b = appendCommandHead(b, CommandType_REQUEST, size)
@@ -291,7 +291,7 @@ func AppendRequestFrame(b []byte, t RequestType, reqID uint64, payload proto.Mes
 		b = protowire.AppendTag(b, 1, protowire.VarintType)
 		b = protowire.AppendVarint(b, uint64(t))
 	}
-	b, err := appendMessageField(b, 2, payload, n)
+	b, err := appendBytesField(b, 2, payload, n)
 	if err != nil {
 		return orig, err
 	}
@@ -310,7 +310,7 @@ func AppendResponseFrame(b []byte, code Code, reason string, reqID uint64, paylo
 	orig := b
 	n := 0
 	if payload != nil {
-		n = sizeOf(payload)
+		n = proto.Size(payload)
 	}
 	size := responseSize(code, reason, reqID, n)
 	b = slices.Grow(b, frameSize(CommandType_RESPONSE, size))
@@ -327,7 +327,7 @@ func AppendResponseFrame(b []byte, code Code, reason string, reqID uint64, paylo
 		b = protowire.AppendTag(b, 3, protowire.VarintType)
 		b = protowire.AppendVarint(b, reqID)
 	}
-	b, err := appendMessageField(b, 4, payload, n)
+	b, err := appendBytesField(b, 4, payload, n)
 	if err != nil {
 		return orig, err
 	}
@@ -418,9 +418,9 @@ func appendCommandHead(b []byte, ct CommandType, size int) []byte {
 	return b
 }
 
-// appendMessageField appends field num holding msg, of encoded size n,
+// appendBytesField appends field num holding msg, of encoded size n,
 // unless n is 0.
-func appendMessageField(b []byte, num protowire.Number, msg proto.Message, n int) ([]byte, error) {
+func appendBytesField(b []byte, num protowire.Number, msg proto.Message, n int) ([]byte, error) {
 	if n == 0 {
 		return b, nil
 	}
@@ -430,133 +430,19 @@ func appendMessageField(b []byte, num protowire.Number, msg proto.Message, n int
 }
 
 // marshalSized appends the encoding of msg, whose size n was just computed
-// by sizeOf (proto.Size caches it in msg, so that it is not computed
-// again).
+// by proto.Size (which cached it in msg), so that it is not computed again.
 func marshalSized(b []byte, msg proto.Message, n int) ([]byte, error) {
 	if n == 0 {
 		return b, nil
 	}
 	start := len(b)
-	switch m := msg.(type) {
-	case *Message:
-		b = appendMessage(b, m)
-	case *MessageAck:
-		b = appendMessageAck(b, m)
-	default:
-		var err error
-		if b, err = (proto.MarshalOptions{UseCachedSize: true}).MarshalAppend(b, msg); err != nil {
-			return b, fmt.Errorf("encode payload: %w", err)
-		}
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, msg)
+	if err != nil {
+		return b, fmt.Errorf("encode payload: %w", err)
 	}
 	if len(b)-start != n {
-		// msg changed between sizeOf and marshalSized: a caller's bug.
+		// msg changed between Size and Marshal: a caller's bug.
 		return b, fmt.Errorf("encode payload: %d bytes, sized %d", len(b)-start, n)
 	}
 	return b, nil
-}
-
-// sizeOf is proto.Size, computed by hand for the messages of the message
-// path (Message and MessageAck).
-func sizeOf(msg proto.Message) int {
-	switch m := msg.(type) {
-	case *Message:
-		if m != nil {
-			return messageSize(m)
-		}
-	case *MessageAck:
-		if m != nil {
-			return messageAckSize(m)
-		}
-	default:
-		return proto.Size(msg)
-	}
-	return 0
-}
-
-// Message and MessageAck, the payloads of every push and acknowledgement,
-// are encoded by hand, byte for byte as proto.Marshal would and several
-// times faster (their strings are not checked for UTF-8 again: the server
-// has checked them). TestHandEncodedFields fails when either gains a field,
-// so that these functions learn it too.
-
-func messageSize(m *Message) int {
-	return varintFieldSize(uint64(m.Type)) + bytesFieldSize(len(m.Payload)) +
-		bytesFieldSize(len(m.ToUser)) + bytesFieldSize(len(m.ToGroup)) +
-		bytesFieldSize(len(m.FromUser)) + bytesFieldSize(len(m.FromDevice)) +
-		varintFieldSize(m.Id) + varintFieldSize(m.Seq) + varintFieldSize(uint64(m.Timestamp)) +
-		bytesFieldSize(len(m.ClientMsgId)) + len(m.unknownFields)
-}
-
-func appendMessage(b []byte, m *Message) []byte {
-	b = appendVarintField(b, 1, uint64(m.Type))
-	b = appendBytesField(b, 2, m.Payload)
-	b = appendStringField(b, 3, m.ToUser)
-	b = appendStringField(b, 4, m.ToGroup)
-	b = appendStringField(b, 5, m.FromUser)
-	b = appendStringField(b, 6, m.FromDevice)
-	b = appendVarintField(b, 7, m.Id)
-	b = appendVarintField(b, 8, m.Seq)
-	b = appendVarintField(b, 9, uint64(m.Timestamp))
-	b = appendStringField(b, 10, m.ClientMsgId)
-	return append(b, m.unknownFields...)
-}
-
-func messageAckSize(a *MessageAck) int {
-	size := varintFieldSize(a.Id) + varintFieldSize(a.Seq) + varintFieldSize(uint64(a.Timestamp))
-	if a.Duplicate {
-		size += 2
-	}
-	return size + len(a.unknownFields)
-}
-
-func appendMessageAck(b []byte, a *MessageAck) []byte {
-	b = appendVarintField(b, 1, a.Id)
-	b = appendVarintField(b, 2, a.Seq)
-	b = appendVarintField(b, 3, uint64(a.Timestamp))
-	if a.Duplicate {
-		b = appendVarintField(b, 4, 1)
-	}
-	return append(b, a.unknownFields...)
-}
-
-// varintFieldSize is the size of a varint field (numbers 1 to 15) of value
-// v, 0 when v is 0 (a proto3 zero value is not encoded).
-func varintFieldSize(v uint64) int {
-	if v == 0 {
-		return 0
-	}
-	return 1 + protowire.SizeVarint(v)
-}
-
-// bytesFieldSize is the size of a bytes or string field (numbers 1 to 15)
-// of n bytes, 0 when n is 0.
-func bytesFieldSize(n int) int {
-	if n == 0 {
-		return 0
-	}
-	return 1 + protowire.SizeBytes(n)
-}
-
-func appendVarintField(b []byte, num protowire.Number, v uint64) []byte {
-	if v == 0 {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
-	if len(v) == 0 {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-func appendStringField(b []byte, num protowire.Number, v string) []byte {
-	if v == "" {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, v)
 }
