@@ -41,28 +41,17 @@ type FanoutResult struct {
 // Rate is deliveries per second.
 func (r FanoutResult) Rate() float64 { return perSecond(r.Deliveries, r.Elapsed) }
 
-// Fanout runs the fanout scenario, one group size after the other, on one
-// set of connected devices (as many as the largest group).
+// Fanout runs the fanout scenario, one group size after the other, from the
+// smallest; the devices of a group stay connected for the next, larger one.
 func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error) {
 	if len(o.Members) == 0 {
 		o.Members = []int{100, 1000, 10000}
 	}
 	o.Window = cmp.Or(o.Window, 16)
 	o.Size = max(cmp.Or(o.Size, 100), stampLen+8)
-	largest := slices.Max(o.Members)
-	if largest < 2 {
+	if slices.Min(o.Members) < 2 {
 		return nil, fmt.Errorf("bench: a fanout group needs at least 2 members")
 	}
-	e.progressf("fanout: connecting %d devices", largest)
-	users := make([]string, largest-1)
-	for i := range users {
-		users[i] = e.User("fan-r", i)
-	}
-	rx, err := dialAll(ctx, e, users, 64, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(rx)
 	sender, err := dialAll(ctx, e, []string{e.User("fan-s", 0)}, 1, nil)
 	if err != nil {
 		return nil, err
@@ -70,8 +59,24 @@ func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error
 	defer closeAll(sender)
 	s := sender[0]
 
+	// Each group size runs with just its members connected, as the bare
+	// fan-out does: devices are added as the groups grow.
+	var rx []*client.Client
+	defer func() { closeAll(rx) }()
 	var out []FanoutResult
-	for _, n := range o.Members {
+	for _, n := range slices.Sorted(slices.Values(o.Members)) {
+		if more := n - 1 - len(rx); more > 0 {
+			e.progressf("fanout-%d: connecting %d more devices", n, more)
+			users := make([]string, more)
+			for i := range users {
+				users[i] = e.User("fan-r", len(rx)+i)
+			}
+			cs, err := dialAll(ctx, e, users, 64, nil)
+			if err != nil {
+				return out, err
+			}
+			rx = append(rx, cs...)
+		}
 		r, err := fanoutOne(ctx, e, o, s, rx[:n-1])
 		if err != nil {
 			return out, err
