@@ -83,7 +83,7 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 type suite struct {
 	o        SuiteOptions
 	progress io.Writer
-	procs    []*exec.Cmd
+	procs    []proc
 	lines    []Line
 
 	qim  *Env        // qimd
@@ -152,25 +152,40 @@ func (s *suite) spawn(ctx context.Context, name, bin string, args ...string) err
 		log.Close()
 		return fmt.Errorf("bench: start %s: %w", name, err)
 	}
-	s.procs = append(s.procs, cmd)
-	go func() { cmd.Wait(); log.Close() }()
+	exited := make(chan struct{})
+	s.procs = append(s.procs, proc{cmd, exited})
+	go func() {
+		cmd.Wait()
+		log.Close()
+		close(exited)
+	}()
 	return nil
+}
+
+// proc is a server the suite started; exited is closed once it has exited.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // stop ends the servers: SIGTERM, then SIGKILL after 10 s.
 func (s *suite) stop() {
 	for _, p := range s.procs {
-		p.Process.Signal(syscall.SIGTERM)
+		p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
 	for _, p := range s.procs {
-		for p.ProcessState == nil && time.Now().Before(deadline) {
-			if p.Process.Signal(syscall.Signal(0)) != nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		select {
+		case <-p.exited:
+			continue
+		case <-deadline.C:
 		}
-		p.Process.Kill()
+		// Out of time: kill this one and every one after it still running.
+		for _, q := range s.procs {
+			q.cmd.Process.Kill()
+		}
+		<-p.exited
 	}
 }
 
