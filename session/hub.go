@@ -262,6 +262,15 @@ func (h *Hub) commitLoop() {
 		if err == nil && len(results) != len(batch) {
 			err = fmt.Errorf("store returned %d results for %d messages", len(results), len(batch))
 		}
+		if err == nil {
+			// Into the recent cache before any sender hears of its
+			// message: a GROUP_HISTORY right after the ack must see it.
+			for i, p := range batch {
+				if m := results[i].Msg; !results[i].Duplicate && m.ToGroup != "" {
+					h.recent.add(p.app, p.conv, m)
+				}
+			}
+		}
 		for i, p := range batch {
 			switch {
 			case err != nil:
@@ -303,13 +312,11 @@ func (h *Hub) failQueued() {
 
 // route delivers a message to the users of its conversation: both users of
 // a 1:1 conversation (the sender's other devices included) or every member
-// of a group. Stored group messages also go into the recent cache. read is
+// of a group. (commitLoop has put stored group messages in the recent
+// cache.) read is
 // when the message was read off its sender's stream (metrics.Now).
 func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, read time.Time) {
 	if m.ToGroup != "" {
-		if m.Seq > 0 {
-			h.recent.add(app, conv, m)
-		}
 		g, err := h.group(ctx, app, m.ToGroup)
 		if err != nil {
 			// The message is stored; members catch up on their next connect.
