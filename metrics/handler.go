@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -20,8 +21,14 @@ func (m *Metrics) Handler() http.Handler {
 	if m == nil {
 		return http.NotFoundHandler()
 	}
+	return HandlerFor(m.reg)
+}
+
+// HandlerFor is Handler for the metrics gathered by g: the same endpoint
+// for a process other than qimd (the bench's baseline server).
+func HandlerFor(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	// Registered one by one on this mux: importing net/http/pprof also
 	// registers them on http.DefaultServeMux, which qim never serves.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
