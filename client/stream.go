@@ -168,10 +168,11 @@ func (c *Client) do(ctx context.Context, key Peer, req *qimpb.Request, retry boo
 		if err == nil {
 			resp, err = s.request(ctx, req)
 		}
-		var lost *lostError
-		switch {
-		case err == nil:
+		if err == nil {
 			return resp, nil
+		}
+		var lost *lostError // escapes (errors.As): declared only on failure
+		switch {
 		case errors.Is(err, errRejected):
 			// Nothing reached the server: send it again once CONNECT
 			// has been sent again, whatever the request.

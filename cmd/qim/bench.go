@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -23,10 +24,18 @@ func (e *env) benchCommand() *cli.Command {
 		&cli.StringFlag{Name: "secret", Usage: "`FILE` holding the application's token secret, in hex (default: data/apps/ORG/APPKEY.secret); bench users get tokens minted from it", EnvVars: envVars("bench-secret")},
 		&cli.StringFlag{Name: "metrics", Usage: "`URL` of the server's metrics endpoint (qimd serve --metrics), for server CPU and memory figures", EnvVars: envVars("bench-metrics")},
 		&cli.StringFlag{Name: "prefix", Usage: "`PREFIX` of the user and group names the bench makes up (default: bench-RANDOM)"},
+		&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the load generator itself to `FILE`"},
 	}
 	withCommon := func(fs ...cli.Flag) []cli.Flag { return append(fs, common...) }
 	return &cli.Command{
-		Name:  "bench",
+		Name: "bench",
+		After: func(*cli.Context) error {
+			if e.stopProfile != nil {
+				e.stopProfile()
+				e.stopProfile = nil
+			}
+			return nil
+		},
 		Usage: "load-test a qim server (see docs/BENCHMARKS.md)",
 		Description: "Each scenario connects made-up users of one application, minting their tokens from the\n" +
 			"application's secret, runs, and prints a summary. Progress goes to standard error.\n" +
@@ -124,6 +133,13 @@ func (e *env) benchEnv(cCtx *cli.Context) (*bench.Env, error) {
 	secret, err := hex.DecodeString(strings.TrimSpace(string(b)))
 	if err != nil || len(secret) < 16 {
 		return nil, fmt.Errorf("qim: bench: %s is not a hex secret", file)
+	}
+	if f := cCtx.String("cpuprofile"); f != "" {
+		stop, err := startCPUProfile(f)
+		if err != nil {
+			return nil, err
+		}
+		e.stopProfile = stop
 	}
 	prefix := cCtx.String("prefix")
 	if prefix == "" {
@@ -267,3 +283,20 @@ func (e *env) benchMigrateCommand(withCommon func(...cli.Flag) []cli.Flag) *cli.
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// startCPUProfile profiles the load generator until stop is called (by the
+// bench command's After).
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("qim: bench: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("qim: bench: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}

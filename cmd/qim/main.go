@@ -69,4 +69,5 @@ type env struct {
 	stdout, stderr io.Writer
 	g              globals
 	local          string // --local of listen and chat: the client socket's address
+	stopProfile    func() // ends qim bench --cpuprofile; nil without
 }
