@@ -29,6 +29,9 @@ type Event struct {
 	// REPLACED unless it is Except.
 	ReplaceDevice string
 	Except        Receiver
+	// ReplaceBefore, with ReplaceDevice, is the order in which the hub
+	// opened the announcing session: only sessions it opened earlier close.
+	ReplaceBefore uint64
 }
 
 // Receiver is a connected session as the router sees it.

@@ -38,6 +38,7 @@ type Session struct {
 	user     string
 	device   string
 	sendOnly bool
+	order    uint64 // the hub's count of sessions opened, this one included
 	logger   *slog.Logger
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -61,9 +62,10 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 	if logger == nil {
 		logger = h.logger
 	}
-	h.opened.Add(1)
+	order := h.opened.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
+		order:    order,
 		hub:      h,
 		conn:     conn,
 		app:      app,
@@ -83,7 +85,7 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 	// handshake has completed.
 	s.wg.Go(func() {
 		if s.handshakeDone(s.ctx) == nil {
-			h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s})
+			h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s, ReplaceBefore: s.order})
 		}
 	})
 	if !s.sendOnly {
@@ -165,7 +167,10 @@ func (s *Session) readerDone() {
 func (s *Session) Receive(ev Event) {
 	switch {
 	case ev.ReplaceDevice != "":
-		if ev.ReplaceDevice == s.device && ev.Except != Receiver(s) {
+		// Only an older session goes: a connection that was still
+		// completing its handshake when a newer one of the same device
+		// connected must not close the newer one.
+		if ev.ReplaceDevice == s.device && ev.Except != Receiver(s) && s.order < ev.ReplaceBefore {
 			s.conn.Disconnect(qimpb.Code_REPLACED, "the same device connected again")
 		}
 	case ev.Revoke != "":

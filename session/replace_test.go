@@ -1,0 +1,88 @@
+package session
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store/pebblestore"
+)
+
+// fakeConn is a device connection whose handshake the test completes.
+type fakeConn struct {
+	handshake chan struct{}
+
+	mu           sync.Mutex
+	disconnected []qimpb.Code
+}
+
+func (c *fakeConn) OpenStreamSync(context.Context) (*quic.Stream, error) {
+	return nil, context.Canceled
+}
+
+func (c *fakeConn) Disconnect(code qimpb.Code, _ string) {
+	c.mu.Lock()
+	c.disconnected = append(c.disconnected, code)
+	c.mu.Unlock()
+}
+
+func (c *fakeConn) HandshakeComplete() <-chan struct{} { return c.handshake }
+
+func (c *fakeConn) codes() []qimpb.Code {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]qimpb.Code(nil), c.disconnected...)
+}
+
+// TestReplaceOnlyOlder opens a device's session whose handshake is still
+// completing, then a newer one of the same device, then lets the first
+// handshake complete: the newer session must stay (it once got REPLACED by
+// the older one's late announcement: client.TestReplaced failed so).
+func TestReplaceOnlyOlder(t *testing.T) {
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	h, err := NewHub(Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	connect := &qimpb.Connect{User: "alice", Device: "phone", SendOnly: true}
+
+	older := &fakeConn{handshake: make(chan struct{})}
+	s1 := h.Open("app", connect, older, nil)
+	defer s1.Close()
+	done := make(chan struct{})
+	close(done)
+	newer := &fakeConn{handshake: done}
+	s2 := h.Open("app", connect, newer, nil)
+	defer s2.Close()
+	// The newer session's announcement closes the older one.
+	waitFor(t, func() bool { return len(older.codes()) == 1 })
+	if got := older.codes(); got[0] != qimpb.Code_REPLACED {
+		t.Fatalf("older session closed with %v", got)
+	}
+	// The older one's, late, must not close the newer one.
+	close(older.handshake)
+	s1.wg.Wait() // its announcement has been delivered
+	if got := newer.codes(); len(got) != 0 {
+		t.Fatalf("newer session closed with %v by the older one's handshake", got)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
