@@ -1,8 +1,11 @@
 package main
 
 import (
+	"io"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -43,5 +46,30 @@ func TestBench(t *testing.T) {
 	}
 	if r := qim(t, srv, "nobody", "bench", "pair", "--secret", filepath.Join(t.TempDir(), "none")); r.err == nil || !strings.Contains(r.err.Error(), "secret") {
 		t.Errorf("bench without a secret file: %v", r.err)
+	}
+}
+
+// TestBenchGC checks that the load generator raises its own GOGC and the
+// baseline server, a server, does not.
+func TestBenchGC(t *testing.T) {
+	if os.Getenv("GOGC") != "" {
+		t.Skip("GOGC is set")
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	missing := filepath.Join(t.TempDir(), "missing")
+	for _, tt := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"qim", "bench", "quic-server", "--cert", missing, "--key", missing}, 100},
+		{[]string{"qim", "bench", "pair", "--secret", missing}, 400},
+	} {
+		debug.SetGCPercent(100)
+		if err := run(t.Context(), tt.args, strings.NewReader(""), io.Discard, io.Discard); err == nil {
+			t.Fatalf("%v succeeded without its files", tt.args)
+		}
+		if got := debug.SetGCPercent(100); got != tt.want {
+			t.Errorf("%v: GOGC %d, want %d", tt.args[1:3], got, tt.want)
+		}
 	}
 }
