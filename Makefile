@@ -30,7 +30,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
-FUZZ_TARGETS := ./proto:FuzzFrame ./proto:FuzzDecoders ./session:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest
+FUZZ_TARGETS := ./proto:FuzzFrame ./session:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

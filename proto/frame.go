@@ -35,33 +35,6 @@ var ErrBadFrame = errors.New("qimpb: malformed frame")
 // io.EOF is returned only when the stream ends cleanly between frames; a
 // stream that ends inside a frame gives io.ErrUnexpectedEOF.
 func ReadFrame(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, error) {
-	buf, err := readBody(r, max, buf)
-	if err != nil {
-		return buf, err
-	}
-	if err := proto.Unmarshal(buf, cmd); err != nil {
-		return buf, fmt.Errorf("%w: %v", ErrBadFrame, err)
-	}
-	return buf, nil
-}
-
-// ReadCommand is ReadFrame for a caller that is done with the Command
-// before its next read: cmd.Payload is not copied but points into the
-// returned buffer, and cmd keeps no unknown fields. It accepts and refuses
-// exactly the frames that ReadFrame does.
-func ReadCommand(r *bufio.Reader, max int, buf []byte, cmd *Command) ([]byte, error) {
-	buf, err := readBody(r, max, buf)
-	if err != nil {
-		return buf, err
-	}
-	if !decodeCommand(buf, cmd) {
-		return buf, fmt.Errorf("%w: not a Command", ErrBadFrame)
-	}
-	return buf, nil
-}
-
-// readBody reads a frame's length and body, into buf if it is large enough.
-func readBody(r *bufio.Reader, max int, buf []byte) ([]byte, error) {
 	n, err := readUvarint(r)
 	if err != nil {
 		return buf, err
@@ -78,6 +51,9 @@ func readBody(r *bufio.Reader, max int, buf []byte) ([]byte, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		return buf, err
+	}
+	if err := proto.Unmarshal(buf, cmd); err != nil {
+		return buf, fmt.Errorf("%w: %v", ErrBadFrame, err)
 	}
 	return buf, nil
 }

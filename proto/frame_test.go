@@ -7,7 +7,6 @@ import (
 	"io"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -76,10 +75,6 @@ func TestReadFrameErrors(t *testing.T) {
 			_, err := ReadFrame(bufio.NewReader(bytes.NewReader(tt.in)), tt.max, nil, &cmd)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
-			}
-			_, err = ReadCommand(bufio.NewReader(bytes.NewReader(tt.in)), tt.max, nil, &cmd)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("ReadCommand: got %v, want %v", err, tt.want)
 			}
 		})
 	}
@@ -205,15 +200,9 @@ func TestFrameTooLargeReadsNoBody(t *testing.T) {
 	}
 }
 
-// withoutUnknown returns a copy of cmd without its unknown fields.
-func withoutUnknown(cmd *Command) *Command {
-	return &Command{Version: cmd.Version, Command: cmd.Command, Payload: cmd.Payload}
-}
-
 // FuzzFrame feeds arbitrary bytes to the frame decoder: it must never
 // panic, never allocate for a body larger than the limit, and anything it
-// accepts must encode back to a frame it accepts again. ReadCommand must
-// agree with it.
+// accepts must encode back to a frame it accepts again.
 func FuzzFrame(f *testing.F) {
 	txt, _ := proto.Marshal(&MessageTxt{Txt: "hello"})
 	msg, _ := proto.Marshal(&Message{Type: MessageType_TXT, Payload: txt, ToUser: "bob", ClientMsgId: "c1"})
@@ -230,16 +219,11 @@ func FuzzFrame(f *testing.F) {
 	const max = 4096
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
-		r2 := bufio.NewReader(bytes.NewReader(in))
-		var buf, buf2 []byte
+		var buf []byte
 		for range 16 {
-			var cmd, aliased Command
-			var err, err2 error
+			var cmd Command
+			var err error
 			buf, err = ReadFrame(r, max, buf, &cmd)
-			buf2, err2 = ReadCommand(r2, max, buf2, &aliased)
-			if (err == nil) != (err2 == nil) || (err == nil && !proto.Equal(&aliased, withoutUnknown(&cmd))) {
-				t.Fatalf("ReadCommand gives %v, %v; ReadFrame %v, %v", &aliased, err2, &cmd, err)
-			}
 			if cap(buf) > max {
 				t.Fatalf("buffer of %d bytes for a limit of %d", cap(buf), max)
 			}
@@ -259,84 +243,4 @@ func FuzzFrame(f *testing.F) {
 			}
 		}
 	})
-}
-
-// checkDecoders compares decodeCommand and DecodeRequest with
-// proto.Unmarshal (unknown fields discarded), decoding into values that
-// hold an earlier decode, as the server's read loop does.
-func checkDecoders(t *testing.T, in []byte, cmd *Command, req *Request) {
-	t.Helper()
-	unmarshal := proto.UnmarshalOptions{DiscardUnknown: true}
-	var wantCmd Command
-	errCmd := unmarshal.Unmarshal(in, &wantCmd)
-	if ok := decodeCommand(in, cmd); ok != (errCmd == nil) {
-		t.Fatalf("decodeCommand(%x) = %v, proto.Unmarshal: %v", in, ok, errCmd)
-	} else if ok && !proto.Equal(cmd, &wantCmd) {
-		t.Fatalf("decodeCommand(%x) = %v, proto.Unmarshal gives %v", in, cmd, &wantCmd)
-	}
-	var wantReq Request
-	errReq := unmarshal.Unmarshal(in, &wantReq)
-	if ok := DecodeRequest(in, req); ok != (errReq == nil) {
-		t.Fatalf("DecodeRequest(%x) = %v, proto.Unmarshal: %v", in, ok, errReq)
-	} else if ok && !proto.Equal(req, &wantReq) {
-		t.Fatalf("DecodeRequest(%x) = %v, proto.Unmarshal gives %v", in, req, &wantReq)
-	}
-}
-
-func decoderSeeds() [][]byte {
-	tag := func(num protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, num, typ) }
-	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
-	req, _ := proto.Marshal(&Request{Type: RequestType_GROUP, Payload: []byte("p"), RequestId: 1 << 40,
-		Opts: []*Option{{Offline: true}, {}, {Offline: true}}})
-	cmd, _ := proto.Marshal(&Command{Version: Version, Command: CommandType_REQUEST, Payload: req})
-	opt := func(b ...byte) []byte { return protowire.AppendBytes(tag(3, protowire.BytesType), b) }
-	return [][]byte{
-		nil,
-		req,
-		cmd,
-		cat(req, req),
-		cat(cmd, protowire.AppendVarint(tag(1, protowire.VarintType), 1<<40)), // int32 truncated
-		cat(cmd, protowire.AppendVarint(tag(2, protowire.VarintType), 99)),    // open enum
-		cat(cmd, protowire.AppendBytes(tag(1, protowire.BytesType), []byte("x"))),
-		cat(req, protowire.AppendVarint(tag(3, protowire.VarintType), 1)), // opts, wrong wire type
-		opt(0x08, 0x02),             // offline = 2 is true
-		opt(0x08, 0x01, 0x10, 0x05), // an unknown field in an option
-		opt(0x08),                   // truncated option
-		opt(0x0c),                   // end group in an option
-		cat(tag(7, protowire.StartGroupType), req, tag(7, protowire.EndGroupType)),
-		cat(tag(7, protowire.StartGroupType), tag(8, protowire.EndGroupType)),
-		tag(5, protowire.EndGroupType),
-		{0x00},
-		protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3),
-		{0x1a, 0x80},
-		{0x22, 0x01},
-		{0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, // varint overflow
-	}
-}
-
-func TestDecoders(t *testing.T) {
-	var cmd Command
-	var req Request
-	for _, in := range decoderSeeds() {
-		checkDecoders(t, in, &cmd, &req)
-	}
-	// A later decode with options keeps the earlier one's values in place.
-	b, _ := proto.Marshal(&Request{Opts: []*Option{{Offline: true}, {}}})
-	DecodeRequest(b, &req)
-	first := req.Opts[0]
-	b, _ = proto.Marshal(&Request{Opts: []*Option{{}}})
-	if !DecodeRequest(b, &req) || req.Opts[0] != first || req.Opts[0].Offline || len(req.Opts) != 1 {
-		t.Fatalf("options not reused: %v", &req)
-	}
-}
-
-// FuzzDecoders checks that the hand-written decoders accept and return
-// exactly what proto.Unmarshal does.
-func FuzzDecoders(f *testing.F) {
-	for _, in := range decoderSeeds() {
-		f.Add(in)
-	}
-	var cmd Command
-	var req Request
-	f.Fuzz(func(t *testing.T, in []byte) { checkDecoders(t, in, &cmd, &req) })
 }

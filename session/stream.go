@@ -71,14 +71,6 @@ func (cs *convStream) start() {
 
 // send queues a frame for the writer.
 func (cs *convStream) send(ctx context.Context, f outFrame) error {
-	// The common case, a queue with room, takes one channel lock instead of
-	// a three-way select. A frame queued after the writer stopped is lost,
-	// as it could be with the select.
-	select {
-	case cs.out <- f:
-		return nil
-	default:
-	}
 	select {
 	case cs.out <- f:
 		return nil
@@ -96,9 +88,8 @@ func (cs *convStream) readLoop() {
 	ctx := cs.s.ctx
 	r := bufio.NewReaderSize(cs.str, 4096)
 	var buf []byte
-	// cmd, req and resp are reused for every frame, and cmd and req point
-	// into buf: nothing keeps them past the frame (a message is decoded
-	// into a new Message of its own).
+	// cmd, req and resp are reused for every frame: nothing keeps them (a
+	// message is decoded into a new Message of its own).
 	var (
 		cmd  qimpb.Command
 		req  qimpb.Request
@@ -106,7 +97,7 @@ func (cs *convStream) readLoop() {
 	)
 	for {
 		var err error
-		buf, err = qimpb.ReadCommand(r, cs.s.hub.maxFrame, buf, &cmd)
+		buf, err = qimpb.ReadFrame(r, cs.s.hub.maxFrame, buf, &cmd)
 		if err != nil {
 			cs.readFailed(err)
 			return
@@ -117,7 +108,7 @@ func (cs *convStream) readLoop() {
 		}
 		switch cmd.Command {
 		case qimpb.CommandType_REQUEST:
-			if !qimpb.DecodeRequest(cmd.Payload, &req) {
+			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
 				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
 				continue
 			}
