@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,25 +19,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const waitTime = 15 * time.Second
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // qim runs the command line as user against srv, with stdin, and returns
 // its output.
 type result struct {
@@ -49,7 +28,7 @@ type result struct {
 
 func qimIn(t *testing.T, srv *testserver.Server, user string, stdin io.Reader, args ...string) result {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testserver.Buffer
 	ctx, cancel := context.WithTimeout(t.Context(), waitTime)
 	defer cancel()
 	full := append([]string{"qim", "--server", srv.Addr, "--ca", srv.CAFile,
@@ -260,7 +239,7 @@ func TestChat(t *testing.T) {
 	ok(t, srv, "bob", "send", "--to", "alice", "are you there?")
 
 	stdinR, stdinW := io.Pipe()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testserver.Buffer
 	done := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), waitTime)
@@ -301,7 +280,7 @@ func TestChat(t *testing.T) {
 	}
 
 	// Refused sends are reported and the chat goes on; end of input ends it.
-	var errs syncBuffer
+	var errs testserver.Buffer
 	err := run(t.Context(), []string{"qim", "--server", srv.Addr, "--ca", srv.CAFile, "--user", "alice",
 		"--token", srv.Token("alice"), "chat", "--group", "nope"}, strings.NewReader("one\ntwo\n"), io.Discard, &errs)
 	if err != nil || strings.Count(errs.String(), "NOT_FOUND") != 2 {
@@ -326,7 +305,7 @@ func TestErrors(t *testing.T) {
 		{"invalid argument", []string{"--user", "alice", "--token", srv.Token("alice"), "send", "--to", "bob", "--image", "ftp://x"}, "qim: INVALID_ARGUMENT"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr testserver.Buffer
 			err := run(t.Context(), append(append([]string{}, base...), tt.args...), strings.NewReader(""), &stdout, &stderr)
 			if err == nil {
 				t.Fatalf("succeeded: %q", stdout.String())
@@ -340,7 +319,7 @@ func TestErrors(t *testing.T) {
 
 func TestInsecureWarns(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{})
-	var stdout, stderr syncBuffer
+	var stdout, stderr testserver.Buffer
 	err := run(t.Context(), []string{"qim", "--server", srv.Addr, "--ca", "/nonexistent", "--insecure",
 		"--user", "alice", "--token", srv.Token("alice"), "contacts", "list"}, strings.NewReader(""), &stdout, &stderr)
 	if err != nil {
@@ -357,7 +336,7 @@ func TestEnvVars(t *testing.T) {
 	t.Setenv("QIM_CA", srv.CAFile)
 	t.Setenv("QIM_USER", "alice")
 	t.Setenv("QIM_TOKEN", srv.Token("alice"))
-	var stdout syncBuffer
+	var stdout testserver.Buffer
 	if err := run(t.Context(), []string{"qim", "group", "create", "env"}, strings.NewReader(""), &stdout, io.Discard); err != nil {
 		t.Fatal(err)
 	}

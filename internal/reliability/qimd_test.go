@@ -1,7 +1,6 @@
 package reliability_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/client"
+	"github.com/qim-im/qim/internal/testserver"
 )
 
 // qimdProc runs cmd/qimd as a subprocess, so that it can be killed with
@@ -253,24 +253,8 @@ func (p *qimdProc) dialOnce(user, token, device string, sendOnly bool, timeout t
 	return client.Dial(ctx, cfg)
 }
 
-// lockedBuffer is an io.Writer safe for the concurrent writes of a
-// subprocess's stdout and stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// lockedBuffer is a subprocess's stdout and stderr, written concurrently.
+type lockedBuffer struct{ testserver.Buffer }
 
 func (b *lockedBuffer) tail(n int) string {
 	s := b.String()
