@@ -36,6 +36,9 @@ func TestBench(t *testing.T) {
 	} {
 		r := qim(t, srv, "nobody", append(append([]string{"bench"}, tt.args...), common...)...)
 		name := strings.Join(tt.args[:1], " ")
+		// 20 idle devices are within the server heap's noise: idle may
+		// report that the heap did not grow; its figures are checked at
+		// scale by make bench, here only its wiring.
 		if r.err != nil && !(tt.args[0] == "idle" && strings.Contains(r.err.Error(), "did not grow")) {
 			t.Errorf("bench %s: %v\nstderr: %s", name, r.err, r.stderr)
 			continue
