@@ -9,6 +9,14 @@ import (
 )
 
 func TestMigrate(t *testing.T) {
+	if raceDetector {
+		// quic-go reads the server's transport parameters in OpenStreamSync
+		// while its connection loop writes them, on a connection dialled
+		// in 0-RTT (quic-go issue #4303, open): the resumes here tripped
+		// the race detector once under load. TestSuiteQuick runs this
+		// scenario in a binary built without -race.
+		t.Skip("0-RTT resumes trip quic-go's data race #4303 under -race")
+	}
 	e, srv := startEnv(t)
 	before := srv.Connects()
 	r, err := bench.Migrate(context.Background(), e, bench.MigrateOptions{Switches: 3})

@@ -37,6 +37,7 @@ type stream struct {
 	// cumulative, so it sends one for every frame it has in hand, when its
 	// buffer runs dry (PROTOCOL.md 5.3).
 	unacked uint64
+	holding bool // ackLater keeps a delivery open until unacked is queued
 
 	// Guarded by l.c.mu.
 	key Peer // conversation the stream is registered under; zero until bound
@@ -390,13 +391,16 @@ func (s *stream) readLoop() {
 	defer s.l.wg.Done()
 	fr := newFrameReader(s.qs, s.l.c.maxFrame)
 	var cmd qimpb.Command
+	defer s.releaseAck()
 	for {
 		if s.unacked != 0 && fr.br.Buffered() == 0 {
-			if err := s.respond(s.unacked, qimpb.Code_OK, ""); err != nil {
+			err := s.respond(s.unacked, qimpb.Code_OK, "")
+			s.unacked = 0
+			s.releaseAck()
+			if err != nil {
 				s.fail(err)
 				return
 			}
-			s.unacked = 0
 		}
 		if err := fr.next(&cmd); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -483,14 +487,19 @@ func (s *stream) handleRequest(req *qimpb.Request) error {
 	if !s.l.beginDelivery() {
 		return nil
 	}
-	defer s.l.endDelivery()
+	held := false // the delivery stays open until its acknowledgement is queued
+	defer func() {
+		if !held {
+			s.l.endDelivery()
+		}
+	}()
 	s.l.bind(s, conv)
 	var prev uint64
 	if m.GetSeq() > 0 {
 		var isNew bool
 		if prev, isNew = c.advance(conv, m.GetSeq()); !isNew {
 			s.log.Debug("dropping duplicate", "conv", conv, "seq", m.GetSeq())
-			s.unacked = max(s.unacked, req.GetRequestId())
+			held = s.ackLater(req.GetRequestId())
 			return nil
 		}
 	}
@@ -504,9 +513,31 @@ func (s *stream) handleRequest(req *qimpb.Request) error {
 		return s.l.lost(context.Cause(s.l.conn.Context()))
 	}
 	if m.GetSeq() != 0 {
-		s.unacked = max(s.unacked, req.GetRequestId())
+		held = s.ackLater(req.GetRequestId())
 	}
 	return nil
+}
+
+// ackLater records that seq is to be acknowledged when readLoop's buffer
+// runs dry. The first delivery of a burst stays open (beginDelivery) until
+// then, so that Close and Background, which wait for deliveries to end,
+// find every acknowledgement queued. It reports whether it kept this
+// delivery open.
+func (s *stream) ackLater(seq uint64) bool {
+	s.unacked = max(s.unacked, seq)
+	if s.holding {
+		return false
+	}
+	s.holding = true
+	return true
+}
+
+// releaseAck ends the delivery ackLater kept open, if any.
+func (s *stream) releaseAck() {
+	if s.holding {
+		s.holding = false
+		s.l.endDelivery()
+	}
 }
 
 // respond queues a RESPONSE to one of the server's requests.

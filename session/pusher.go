@@ -148,17 +148,16 @@ func (p *pusher) streamLost(cs *convStream) {
 }
 
 // ack records the device's cumulative acknowledgement of seq and lets more
-// messages go. The pusher's goroutine persists it (persistAcked), once for
-// all the acknowledgements that arrived meanwhile: under load a device
-// acknowledges every message, and one store write per delivery was the
-// largest cost of a group fan-out.
+// messages go. The stream's reader persists it (persistAcked), once per
+// burst of acknowledgements: one store write per delivery was the largest
+// cost of a group fan-out.
 //
 // The device may acknowledge a message before run has recorded it as sent
 // (run records a batch after handing all of it to the writer): anything
 // queued counts.
 func (p *pusher) ack(seq uint64) {
 	p.mu.Lock()
-	if !p.ready || seq <= p.acked || seq > max(p.sent, p.queued) {
+	if !p.ready || seq <= p.acked || seq > p.queued {
 		p.mu.Unlock()
 		return
 	}
@@ -169,7 +168,9 @@ func (p *pusher) ack(seq uint64) {
 }
 
 // persistAcked writes the device's cursor if it moved since it was last
-// written. Only the pusher's goroutine calls it. Cursors are written
+// written: the stream's reader calls it after acknowledgements, the
+// pusher's goroutine after passing over the device's own messages. The
+// store only moves a cursor forward, so the two may race. Cursors are written
 // without sync anyway (a device that sees a message again drops it by
 // seq), so writing them a moment later loses nothing that a power cut
 // would not.

@@ -95,7 +95,22 @@ func (cs *convStream) readLoop() {
 		req  qimpb.Request
 		resp qimpb.Response
 	)
+	// Acknowledgements are recorded as they come and written to the store
+	// once per burst: when the read buffer runs dry, and when the reader
+	// ends. The reader, not the pusher, writes them, so that a device that
+	// sends DISCONNECT after its last acknowledgements (the session drains
+	// its readers) finds its cursor written when it connects again.
+	defer func() {
+		if p := cs.pusher.Load(); p != nil {
+			p.persistAcked(ctx)
+		}
+	}()
 	for {
+		if r.Buffered() == 0 {
+			if p := cs.pusher.Load(); p != nil {
+				p.persistAcked(ctx)
+			}
+		}
 		var err error
 		buf, err = qimpb.ReadFrame(r, cs.s.hub.maxFrame, buf, &cmd)
 		if err != nil {
