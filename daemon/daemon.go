@@ -53,6 +53,13 @@ type Config struct {
 	SendRate        float64
 	SendBurst       int
 	MaxGroupMembers int
+	// DeviceMemory and TotalMemory bound, in bytes, what the server buffers
+	// for one device and for all devices (session.Config); GroupCacheBytes
+	// bounds the recent group messages cache. Zero means the defaults (1 MiB,
+	// 256 MiB, 64 MiB).
+	DeviceMemory    int64
+	TotalMemory     int64
+	GroupCacheBytes int64
 	// HandshakeRate is the rate of new connections above which the server
 	// asks clients to prove their address (QUIC Retry) before it keeps any
 	// state for them. Zero means 1,000 per second; negative means always.
@@ -161,6 +168,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 		SendRate:        cfg.SendRate,
 		SendBurst:       cfg.SendBurst,
 		MaxGroupMembers: cfg.MaxGroupMembers,
+		DeviceMemory:    cfg.DeviceMemory,
+		TotalMemory:     cfg.TotalMemory,
+		GroupCacheBytes: cfg.GroupCacheBytes,
 		Metrics:         m,
 	})
 	if err != nil {

@@ -23,26 +23,48 @@ import (
 // evicted), holds a contiguous run of sequence numbers ending at the group's
 // latest stored message. Readers never fill it from the store, so it never
 // holds anything the store does not, and it never needs invalidation.
+//
+// Memory: the cache is bounded in bytes (msgCost of each message), in total
+// and per group (an eighth of the total), as well as in groups and in
+// messages per group. Going over the total evicts the least recently used
+// groups.
 type recentCache struct {
-	depth int
-	lru   *lru.Cache[convKey, *recentMsgs]
+	// Static after construction.
+	depth      int
+	maxBytes   int64 // in total
+	groupBytes int64 // per group
+	lru        *lru.Cache[convKey, *recentMsgs]
+
+	bytes atomic.Int64 // held by all entries in the cache
 }
 
 type convKey struct{ app, conv string }
 
 // recentMsgs is the cached suffix of one group's messages.
 type recentMsgs struct {
-	mu   sync.Mutex
-	msgs []*qimpb.Message // ascending, contiguous seqs; guarded by mu
+	mu    sync.Mutex
+	msgs  []*qimpb.Message // ascending, contiguous seqs; guarded by mu
+	bytes int64            // msgCost of msgs; guarded by mu
 }
 
-func newRecentCache(groups, depth int) (*recentCache, error) {
-	c, err := lru.New[convKey, *recentMsgs](groups)
+func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
+	c := &recentCache{depth: depth, maxBytes: maxBytes, groupBytes: max(maxBytes/8, 1)}
+	var err error
+	c.lru, err = lru.NewWithEvict(groups, func(_ convKey, e *recentMsgs) {
+		e.mu.Lock()
+		c.bytes.Add(-e.bytes)
+		e.bytes = 0
+		e.msgs = nil
+		e.mu.Unlock()
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &recentCache{depth: depth, lru: c}, nil
+	return c, nil
 }
+
+// Bytes returns what the cache holds, in bytes.
+func (c *recentCache) Bytes() int64 { return c.bytes.Load() }
 
 // add appends a just-committed message. Only the committer calls it.
 func (c *recentCache) add(app, conv string, m *qimpb.Message) {
@@ -52,18 +74,38 @@ func (c *recentCache) add(app, conv string, m *qimpb.Message) {
 		e = &recentMsgs{}
 		c.lru.Add(k, e)
 	}
+	cost := msgCost(m)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if n := len(e.msgs); n > 0 && e.msgs[n-1].Seq+1 != m.Seq {
 		// Not contiguous: cannot happen with one committer, but never
 		// serve a run with a hole in it.
-		e.msgs = e.msgs[:0]
+		c.bytes.Add(-e.bytes)
+		e.msgs, e.bytes = e.msgs[:0], 0
 	}
-	if len(e.msgs) == c.depth {
-		copy(e.msgs, e.msgs[1:])
-		e.msgs = e.msgs[:c.depth-1]
+	// Drop the oldest messages to make room (a message that does not fit
+	// at all leaves an empty entry: an empty entry answers nothing).
+	drop := 0
+	freed := int64(0)
+	for drop < len(e.msgs) && (len(e.msgs)-drop >= c.depth || e.bytes-freed+cost > c.groupBytes) {
+		freed += msgCost(e.msgs[drop])
+		drop++
 	}
-	e.msgs = append(e.msgs, m)
+	if drop > 0 {
+		n := copy(e.msgs, e.msgs[drop:])
+		clear(e.msgs[n:])
+		e.msgs = e.msgs[:n]
+		e.bytes -= freed
+		c.bytes.Add(-freed)
+	}
+	if cost <= c.groupBytes {
+		e.msgs = append(e.msgs, m)
+		e.bytes += cost
+		c.bytes.Add(cost)
+	}
+	e.mu.Unlock()
+	for c.bytes.Load() > c.maxBytes && c.lru.Len() > 1 {
+		c.lru.RemoveOldest()
+	}
 }
 
 // after returns up to limit messages with seq > after, if the cache can

@@ -36,11 +36,22 @@ type Config struct {
 	// flight to a device, unacknowledged. Zero means 64.
 	PushWindow int
 	// GroupCacheGroups is how many groups' recent messages the LRU cache
-	// holds. Zero means 4096.
+	// holds, and how many groups' member lists. Zero means 4096.
 	GroupCacheGroups int
 	// GroupCacheDepth is how many recent messages are cached per group.
 	// Zero means 256.
 	GroupCacheDepth int
+	// GroupCacheBytes bounds the recent-messages cache in bytes, in total;
+	// one group holds at most an eighth of it. Zero means 64 MiB.
+	GroupCacheBytes int64
+	// DeviceMemory bounds what the server buffers for one device, in bytes:
+	// messages routed to it and frames waiting for its streams' writers
+	// (see budget.go). Zero means 1 MiB.
+	DeviceMemory int64
+	// TotalMemory bounds the same for all devices together. Zero means
+	// 256 MiB. A device that holds nothing may still take one frame, so
+	// the bound is TotalMemory plus one frame per device.
+	TotalMemory int64
 	// MaxBatch is the most messages committed in one store call. Zero means 512.
 	MaxBatch int
 	// SendRate is how many requests per second one user may make, across
@@ -70,6 +81,8 @@ type Hub struct {
 	now      func() time.Time
 	recent   *recentCache
 	groups   *groupCache
+	mem      *hubMem     // what all sessions buffer
+	devMem   int64       // what one session may buffer
 	limits   *userLimits // nil: no rate limit
 	maxGroup int
 	metrics  *metrics.Metrics // nil: off
@@ -147,7 +160,19 @@ func NewHub(cfg Config) (*Hub, error) {
 	if ngroups <= 0 {
 		ngroups = 4096
 	}
-	if h.recent, err = newRecentCache(ngroups, depth); err != nil {
+	h.devMem = cfg.DeviceMemory
+	if h.devMem <= 0 {
+		h.devMem = 1 << 20
+	}
+	h.mem = &hubMem{limit: cfg.TotalMemory}
+	if h.mem.limit <= 0 {
+		h.mem.limit = 256 << 20
+	}
+	cacheBytes := cfg.GroupCacheBytes
+	if cacheBytes <= 0 {
+		cacheBytes = 64 << 20
+	}
+	if h.recent, err = newRecentCache(ngroups, depth, cacheBytes); err != nil {
 		return nil, err
 	}
 	if h.groups, err = newGroupCache(ngroups); err != nil {
@@ -160,6 +185,13 @@ func NewHub(cfg Config) (*Hub, error) {
 // SessionsOpened returns how many sessions (successful CONNECTs) the hub
 // has opened since it started.
 func (h *Hub) SessionsOpened() uint64 { return h.opened.Load() }
+
+// BufferedBytes returns what the sessions buffer for their devices, in
+// bytes, as charged to the hub's memory budget, and what the recent-messages
+// cache holds.
+func (h *Hub) BufferedBytes() (sessions, cache int64) {
+	return h.mem.Used(), h.recent.Bytes()
+}
 
 // MaxFrame returns the largest frame the hub's sessions accept.
 func (h *Hub) MaxFrame() int { return h.maxFrame }

@@ -11,9 +11,10 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 )
 
-// maxLive bounds the live messages a pusher buffers; beyond it, stored
-// messages are read back from the store (or the recent cache) when their
-// turn comes, and unstored ones are dropped (they were best-effort).
+// maxLive bounds the live messages a pusher buffers; beyond it, or beyond
+// the device's memory budget (budget.go), stored messages are read back from
+// the store (or the recent cache) when their turn comes, and unstored ones
+// are dropped (they were best-effort).
 const maxLive = 256
 
 // pusher delivers one conversation's messages to one device, in sequence
@@ -39,6 +40,10 @@ type pusher struct {
 	ephem     []pushItem  // unstored messages waiting to be written
 	stream    *convStream // where pushes go; nil until bound or opened
 	gen       uint64      // incremented when the stream is lost
+
+	// Owned by run: closed when the device has room in its budget again
+	// after a push did not fit; nil otherwise.
+	roomWait <-chan struct{}
 }
 
 // pushItem is a message to push, with when it was read off its sender's
@@ -49,6 +54,7 @@ type pushItem struct {
 	msg   *qimpb.Message
 	read  time.Time
 	frame *pushFrame
+	cost  charge // what it holds of the device's budget while buffered
 }
 
 // pushFrame is a message's push frame, encoded once, by the first pusher
@@ -57,12 +63,16 @@ type pushItem struct {
 // The frame is the same for every device (its request id is the seq).
 type pushFrame struct {
 	msg  *qimpb.Message
+	cost int64 // msgCost(msg)
 	once sync.Once
 	b    []byte
 	err  error
+
+	mu      sync.Mutex
+	holders int // devices holding it in their budgets; guarded by mu
 }
 
-func newPushFrame(m *qimpb.Message) *pushFrame { return &pushFrame{msg: m} }
+func newPushFrame(m *qimpb.Message) *pushFrame { return &pushFrame{msg: m, cost: msgCost(m)} }
 
 func (f *pushFrame) bytes() ([]byte, error) {
 	f.once.Do(func() { f.b, f.err = encodePush(f.msg) })
@@ -94,10 +104,21 @@ func (p *pusher) wakeup() {
 // sender's stream at read, with its shared frame (nil: encode it here). It
 // never blocks.
 func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
+	mem := p.s.mem
+	var n int64
+	if frame != nil {
+		n = frame.cost
+	} else {
+		n = msgCost(m)
+	}
 	p.mu.Lock()
 	if m.Seq == 0 {
-		if len(p.ephem) < maxLive {
-			p.ephem = append(p.ephem, pushItem{m, read, frame})
+		c, ok := charge{}, len(p.ephem) < maxLive
+		if ok {
+			c, ok = mem.take(n, frame, false)
+		}
+		if ok {
+			p.ephem = append(p.ephem, pushItem{m, read, frame, c})
 		} else {
 			p.s.hub.metrics.Dropped(metrics.QueueEphemeral)
 		}
@@ -107,17 +128,30 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
 			i, found := slices.BinarySearchFunc(p.live, m.Seq, func(x pushItem, seq uint64) int {
 				return cmpU64(x.msg.Seq, seq)
 			})
-			switch {
-			case found:
-			case len(p.live) < maxLive:
-				p.live = slices.Insert(p.live, i, pushItem{m, read, frame})
-			default:
-				p.s.hub.metrics.Dropped(metrics.QueueLive)
+			if !found {
+				c, ok := charge{}, len(p.live) < maxLive
+				if ok {
+					c, ok = mem.take(n, frame, false)
+				}
+				if ok {
+					p.live = slices.Insert(p.live, i, pushItem{m, read, frame, c})
+				} else {
+					// It is stored: it is read back when its turn comes.
+					p.s.hub.metrics.Dropped(metrics.QueueLive)
+				}
 			}
 		}
 	}
 	p.mu.Unlock()
 	p.wakeup()
+}
+
+// release gives back the budget of items the pusher no longer holds.
+func (p *pusher) release(items []pushItem) {
+	for i := range items {
+		p.s.mem.give(items[i].cost)
+		items[i].cost = charge{}
+	}
 }
 
 // bind makes cs the stream pushes go on, if there is none yet. It reports
@@ -215,19 +249,29 @@ func (p *pusher) persist(ctx context.Context, seq uint64) {
 }
 
 // run pushes until the session ends or the pusher is stopped, and then
-// persists the last acknowledgement.
+// persists the last acknowledgement and gives back what it held.
 func (p *pusher) run() {
 	ctx := p.s.ctx
 	defer p.persistAcked(ctx)
+	defer func() {
+		p.mu.Lock()
+		live, ephem := p.live, p.ephem
+		p.live, p.ephem = nil, nil
+		p.mu.Unlock()
+		p.release(live)
+		p.release(ephem)
+	}()
 	backoff := 10 * time.Millisecond
 	for {
 		select {
 		case <-p.wake:
+		case <-p.roomWait:
 		case <-p.stopped:
 			return
 		case <-ctx.Done():
 			return
 		}
+		p.roomWait = nil
 		err := p.pushAll(ctx)
 		p.persistAcked(ctx)
 		switch {
@@ -273,7 +317,8 @@ func (p *pusher) init(ctx context.Context) error {
 }
 
 // pushAll writes everything it can: unstored messages, then stored ones up
-// to the window.
+// to the window and the device's budget. When the budget stops it, it sets
+// roomWait and returns nil.
 func (p *pusher) pushAll(ctx context.Context) error {
 	p.mu.Lock()
 	ready := p.ready
@@ -294,6 +339,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		for i < len(p.live) && p.live[i].msg.Seq < next {
 			i++
 		}
+		p.release(p.live[:i])
 		p.live = p.live[i:]
 		var batch []pushItem
 		for room > len(batch) && len(p.live) > 0 && p.live[0].msg.Seq == next+uint64(len(batch)) {
@@ -307,6 +353,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		if fromStore {
 			ms, err := p.s.hub.messages(ctx, p.s.app, p.conv, next-1, room)
 			if err != nil {
+				p.release(ephem)
 				return err
 			}
 			for _, m := range ms {
@@ -322,6 +369,8 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		if cs == nil {
 			var err error
 			if cs, err = p.openStream(ctx); err != nil {
+				p.release(ephem)
+				p.unwrite(batch)
 				return err
 			}
 			p.mu.Lock()
@@ -335,27 +384,52 @@ func (p *pusher) pushAll(ctx context.Context) error {
 			}
 			p.mu.Unlock()
 		}
-		if err := p.write(ctx, cs, ephem, batch); err != nil {
-			return err
+		n, err := p.write(ctx, cs, ephem, batch)
+		if n < len(batch) {
+			p.unwrite(batch[n:])
 		}
-		if len(batch) == 0 {
-			continue
-		}
-		p.mu.Lock()
-		if p.gen == gen && p.stream == cs {
-			for _, it := range batch {
-				if m := it.msg; p.isOwn(m) {
-					if p.acked+1 == m.Seq {
-						p.acked = m.Seq
-					} else {
-						p.skipped = append(p.skipped, m.Seq)
+		batch = batch[:n]
+		if len(batch) > 0 {
+			p.mu.Lock()
+			if p.gen == gen && p.stream == cs {
+				for _, it := range batch {
+					if m := it.msg; p.isOwn(m) {
+						if p.acked+1 == m.Seq {
+							p.acked = m.Seq
+						} else {
+							p.skipped = append(p.skipped, m.Seq)
+						}
 					}
 				}
+				p.sent = batch[len(batch)-1].msg.Seq
+				p.advanceOverSkipped()
 			}
-			p.sent = batch[len(batch)-1].msg.Seq
-			p.advanceOverSkipped()
+			p.mu.Unlock()
 		}
-		p.mu.Unlock()
+		if err != nil || p.roomWait != nil {
+			return err
+		}
+	}
+}
+
+// unwrite puts back messages of a batch that were not written, so that
+// their turn comes again: those the pusher held in its live buffer go back
+// there, with their charges.
+func (p *pusher) unwrite(items []pushItem) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, it := range items {
+		if it.cost.n == 0 {
+			continue // read from the store: it is read again
+		}
+		i, found := slices.BinarySearchFunc(p.live, it.msg.Seq, func(x pushItem, seq uint64) int {
+			return cmpU64(x.msg.Seq, seq)
+		})
+		if found || len(p.live) >= maxLive {
+			p.s.mem.give(it.cost)
+			continue
+		}
+		p.live = slices.Insert(p.live, i, it)
 	}
 }
 
@@ -364,32 +438,68 @@ func (p *pusher) isOwn(m *qimpb.Message) bool {
 	return m.FromUser == p.s.user && m.FromDevice == p.s.device
 }
 
-// write hands the frames of messages to the stream's writer.
-func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushItem) error {
-	for _, list := range [][]pushItem{ephem, batch} {
-		for _, it := range list {
-			if p.isOwn(it.msg) {
-				continue
+// write hands the frames of messages to the stream's writer, each with its
+// charge, which the writer gives back once it has written it. Stored
+// messages read back from the store are charged here; when the device's
+// budget has no room for one, write stops there, sets roomWait, and
+// returns how many of batch it wrote. Unstored messages were charged when
+// offered. On error, what was not handed over is given back.
+func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushItem) (n int, err error) {
+	for i := range ephem {
+		if err == nil {
+			err = p.writeOne(ctx, cs, &ephem[i])
+		}
+		p.s.mem.give(ephem[i].cost) // a no-op once handed over
+	}
+	if err != nil {
+		return 0, err
+	}
+	for ; n < len(batch); n++ {
+		it := &batch[n]
+		if p.isOwn(it.msg) {
+			p.s.mem.give(it.cost)
+			it.cost = charge{}
+			continue
+		}
+		if it.cost.n == 0 {
+			c, ok, wait := p.s.mem.takeOrWait(msgCost(it.msg), nil, true)
+			if !ok {
+				p.roomWait = wait
+				return n, nil
 			}
-			var frame []byte
-			var err error
-			if it.frame != nil {
-				frame, err = it.frame.bytes()
-			} else {
-				frame, err = encodePush(it.msg)
-			}
-			if err != nil {
-				return err
-			}
-			if err := cs.send(ctx, outFrame{frame: frame}); err != nil {
-				if errors.Is(err, errStreamDone) {
-					p.streamLost(cs)
-				}
-				return err
-			}
-			p.s.hub.metrics.MessageOut(it.read)
+			it.cost = c
+		}
+		if err := p.writeOne(ctx, cs, it); err != nil {
+			return n, err
 		}
 	}
+	return n, nil
+}
+
+// writeOne hands one message's frame, and its charge, to the stream's
+// writer. On success it clears it.cost: the writer gives it back.
+func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) error {
+	if p.isOwn(it.msg) {
+		return nil
+	}
+	var frame []byte
+	var err error
+	if it.frame != nil {
+		frame, err = it.frame.bytes()
+	} else {
+		frame, err = encodePush(it.msg)
+	}
+	if err != nil {
+		return err
+	}
+	if err := cs.send(ctx, outFrame{frame: frame, cost: it.cost}); err != nil {
+		if errors.Is(err, errStreamDone) {
+			p.streamLost(cs)
+		}
+		return err
+	}
+	it.cost = charge{}
+	p.s.hub.metrics.MessageOut(it.read)
 	return nil
 }
 

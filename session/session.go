@@ -42,6 +42,7 @@ type Session struct {
 	logger   *slog.Logger
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
+	mem      *deviceMem // what the server buffers for the device
 
 	unregister func()
 	wg         sync.WaitGroup // every goroutine of the session
@@ -75,6 +76,7 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 		logger:   logger,
 		ctx:      ctx,
 		cancel:   cancel,
+		mem:      newDeviceMem(h.devMem, h.mem),
 		pushers:  make(map[string]*pusher),
 	}
 	// Register before reading the inbox, so that nothing committed in

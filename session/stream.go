@@ -45,6 +45,7 @@ type outFrame struct {
 	sent  bool           // if set, the response to an unstored message accepted at ts
 	ts    int64
 	reqID uint64
+	cost  charge // what frame holds of the device's budget; the writer gives it back
 }
 
 // fin reports whether f is the zero outFrame, which finishes the stream.
@@ -69,15 +70,36 @@ func (cs *convStream) start() {
 	})
 }
 
-// send queues a frame for the writer.
+// send queues a frame for the writer. Once the frame is queued, its charge
+// belongs to the writer, which gives it back when it has written it (or
+// drainQueued does, when the writer has stopped).
 func (cs *convStream) send(ctx context.Context, f outFrame) error {
 	select {
 	case cs.out <- f:
+		select {
+		case <-cs.done:
+			// The writer may have stopped before it took f.
+			cs.drainQueued()
+		default:
+		}
 		return nil
 	case <-cs.done:
 		return errStreamDone
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// drainQueued gives back the charges of frames left in the queue after the
+// writer stopped.
+func (cs *convStream) drainQueued() {
+	for {
+		select {
+		case f := <-cs.out:
+			cs.s.mem.give(f.cost)
+		default:
+			return
+		}
 	}
 }
 
@@ -187,15 +209,43 @@ func (cs *convStream) respond(ctx context.Context, reqID uint64, err error, payl
 		cs.s.logger.Error("encode response", "err", encErr)
 		return
 	}
-	cs.send(ctx, outFrame{frame: frame})
+	// A device that does not read its responses stops its own requests
+	// here, not the server's memory.
+	for {
+		c, ok, wait := cs.s.mem.takeOrWait(int64(len(frame)), nil, true)
+		if ok {
+			if cs.send(ctx, outFrame{frame: frame, cost: c}) != nil {
+				cs.s.mem.give(c)
+			}
+			return
+		}
+		select {
+		case <-wait:
+		case <-cs.done:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // writeLoop writes queued frames, coalescing what is ready into one write,
 // until the stream or the session ends. A zero outFrame finishes the
 // stream's send side.
 func (cs *convStream) writeLoop() {
+	// Charges of the frames in wbuf, given back once it is written (or
+	// the writer stops).
+	var held []charge
+	giveHeld := func() {
+		for _, c := range held {
+			cs.s.mem.give(c)
+		}
+		held = held[:0]
+	}
 	defer func() {
 		close(cs.done)
+		giveHeld()
+		cs.drainQueued()
 		if p := cs.pusher.Load(); p != nil {
 			p.streamLost(cs)
 		}
@@ -230,6 +280,7 @@ func (cs *convStream) writeLoop() {
 							return
 						}
 						wbuf = wbuf[:0]
+						giveHeld()
 					}
 					select {
 					case <-f.pend.done:
@@ -242,6 +293,9 @@ func (cs *convStream) writeLoop() {
 				wbuf = cs.appendSentResponse(wbuf, f.reqID, f.ts, &ack)
 			} else {
 				wbuf = append(wbuf, f.frame...)
+			}
+			if f.cost.n != 0 {
+				held = append(held, f.cost)
 			}
 			if len(wbuf) >= 32<<10 {
 				break
@@ -258,6 +312,7 @@ func (cs *convStream) writeLoop() {
 				return
 			}
 		}
+		giveHeld()
 		if cap(wbuf) > 256<<10 {
 			wbuf = nil
 		} else {

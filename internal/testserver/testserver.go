@@ -36,6 +36,11 @@ type Options struct {
 	SendBurst       int
 	MaxGroupMembers int
 	HandshakeRate   float64
+	// DeviceMemory, TotalMemory and GroupCacheBytes are the server's memory
+	// budgets (daemon.Config); zero means the defaults.
+	DeviceMemory    int64
+	TotalMemory     int64
+	GroupCacheBytes int64
 	// AuthTimeout is the server's auth timeout. Zero means the default.
 	AuthTimeout time.Duration
 	// ListenPacket, if set, makes the server's socket (tests use it to
@@ -113,7 +118,8 @@ func (s *Server) start(listen string) {
 			}
 		}
 		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
-			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics})
+			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
+			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes})
 		if err == nil {
 			break
 		}
@@ -176,6 +182,10 @@ func (s *Server) Connects() uint64 { return s.d.Hub().SessionsOpened() }
 // Retries returns how many connection attempts the running server asked
 // to validate their address (QUIC Retry).
 func (s *Server) Retries() uint64 { return s.d.Retries() }
+
+// Buffered returns what the server buffers for devices and what its recent
+// group messages cache holds, in bytes (session.Hub.BufferedBytes).
+func (s *Server) Buffered() (sessions, cache int64) { return s.d.Hub().BufferedBytes() }
 
 // ClientTLS returns a client TLS configuration that trusts the server.
 func (s *Server) ClientTLS() *tls.Config {
