@@ -329,15 +329,6 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 		if err := h.leaveGroup(ctx, s.app, r.GroupId, s.user); err != nil {
 			return nil, err
 		}
-		info, err := st.GetGroup(ctx, s.app, r.GroupId)
-		if errors.Is(err, store.ErrNotFound) {
-			// The last member left and the group closed.
-			return &qimpb.GroupResult{Group: groupInfo(g.info)}, nil
-		}
-		if err != nil {
-			return nil, storeErr("get group", err)
-		}
-		return &qimpb.GroupResult{Group: groupInfo(info)}, nil
 	case qimpb.GroupOp_GROUP_KICK:
 		if !auth.ValidID(r.User) {
 			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
@@ -385,6 +376,11 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown group op %d", r.Op)
 	}
 	info, err := st.GetGroup(ctx, s.app, r.GroupId)
+	if errors.Is(err, store.ErrNotFound) {
+		// The request was done, and the group closed since: its last
+		// member left (this one, for a LEAVE).
+		return &qimpb.GroupResult{Group: groupInfo(g.info)}, nil
+	}
 	if err != nil {
 		return nil, storeErr("get group", err)
 	}

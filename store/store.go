@@ -150,7 +150,7 @@ type Store interface {
 	// JoinGroup makes user a member of a group, joining at the group's
 	// current LastSeq. It returns ErrBanned if user was kicked and not
 	// invited back by the owner since, and ErrFull if the group has
-	// maxMembers members already. Joining again is not an error, changes
+	// maxMembers members already (0 or less: no limit). Joining again is not an error, changes
 	// nothing (the original join point stays) and returns added false.
 	JoinGroup(ctx context.Context, app, id, user string, maxMembers int) (added bool, err error)
 	// InviteMember makes user a member of a group on behalf of by, who must
