@@ -53,6 +53,9 @@ type Config struct {
 	SendRate        float64
 	SendBurst       int
 	MaxGroupMembers int
+	// InvitesPerHour limits invitations from non-contacts per invitee
+	// (session.Config); zero means 50, negative no limit.
+	InvitesPerHour int
 	// DeviceMemory and TotalMemory bound, in bytes, what the server buffers
 	// for one device and for all devices (session.Config); GroupCacheBytes
 	// bounds the recent group messages cache. Zero means the defaults (1 MiB,
@@ -168,6 +171,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		SendRate:        cfg.SendRate,
 		SendBurst:       cfg.SendBurst,
 		MaxGroupMembers: cfg.MaxGroupMembers,
+		InvitesPerHour:  cfg.InvitesPerHour,
 		DeviceMemory:    cfg.DeviceMemory,
 		TotalMemory:     cfg.TotalMemory,
 		GroupCacheBytes: cfg.GroupCacheBytes,

@@ -62,6 +62,12 @@ type Config struct {
 	SendBurst int
 	// MaxGroupMembers is the largest a group may grow. Zero means 10,000.
 	MaxGroupMembers int
+	// InvitesPerHour is how many groups one user may be added to per hour
+	// by GROUP_INVITE from users who are not in their contacts (a token
+	// bucket of that size, refilled over the hour); beyond it, such
+	// invitations are answered LIMIT_EXCEEDED. Zero means 50; a negative
+	// value means no limit.
+	InvitesPerHour int
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Metrics records what the hub's sessions do. Nil records nothing.
@@ -81,9 +87,10 @@ type Hub struct {
 	now      func() time.Time
 	recent   *recentCache
 	groups   *groupCache
-	mem      *hubMem     // what all sessions buffer
-	devMem   int64       // what one session may buffer
-	limits   *userLimits // nil: no rate limit
+	mem      *hubMem       // what all sessions buffer
+	devMem   int64         // what one session may buffer
+	limits   *userLimits   // nil: no rate limit
+	invites  *inviteLimits // nil: no invitation limit
 	maxGroup int
 	metrics  *metrics.Metrics // nil: off
 
@@ -149,6 +156,15 @@ func NewHub(cfg Config) (*Hub, error) {
 			burst = max(1, int(2*rate))
 		}
 		if h.limits, err = newUserLimits(rate, burst); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.InvitesPerHour >= 0 {
+		perHour := cfg.InvitesPerHour
+		if perHour == 0 {
+			perHour = 50
+		}
+		if h.invites, err = newInviteLimits(perHour); err != nil {
 			return nil, err
 		}
 	}

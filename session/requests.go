@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -310,17 +312,8 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 	member := g.isMember(s.user)
 	switch r.Op {
 	case qimpb.GroupOp_GROUP_JOIN:
-		if !member {
-			banned, err := st.Banned(ctx, s.app, r.GroupId, s.user)
-			if err != nil {
-				return nil, storeErr("check ban", err)
-			}
-			if banned {
-				return nil, errorf(qimpb.Code_FORBIDDEN, "removed from the group by its owner")
-			}
-			if err := h.addMember(ctx, s.app, r.GroupId, s.user); err != nil {
-				return nil, err
-			}
+		if err := h.joinGroup(ctx, s.app, r.GroupId, s.user); err != nil {
+			return nil, err
 		}
 	case qimpb.GroupOp_GROUP_INVITE:
 		if !member {
@@ -329,42 +322,21 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 		if !auth.ValidID(r.User) {
 			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
 		}
-		if !g.isMember(r.User) {
-			banned, err := st.Banned(ctx, s.app, r.GroupId, r.User)
-			if err != nil {
-				return nil, storeErr("check ban", err)
-			}
-			if banned && g.info.Owner != s.user {
-				return nil, errorf(qimpb.Code_FORBIDDEN, "only the owner may invite a removed user")
-			}
-			if err := h.addMember(ctx, s.app, r.GroupId, r.User); err != nil {
-				return nil, err
-			}
+		if err := h.inviteMember(ctx, s.app, g, s.user, r.User); err != nil {
+			return nil, err
 		}
 	case qimpb.GroupOp_GROUP_LEAVE:
-		if !member {
-			return nil, errNotMember
-		}
-		if err := h.removeMember(ctx, s.app, g, s.user, false); err != nil {
+		if err := h.leaveGroup(ctx, s.app, r.GroupId, s.user); err != nil {
 			return nil, err
 		}
 	case qimpb.GroupOp_GROUP_KICK:
-		if g.info.Owner != s.user {
-			if !member {
-				return nil, errNotMember
-			}
-			return nil, errorf(qimpb.Code_FORBIDDEN, "only the owner may remove members")
+		if !auth.ValidID(r.User) {
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
 		}
 		if r.User == s.user {
-			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "the owner leaves with GROUP_LEAVE")
+			return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "leave with GROUP_LEAVE")
 		}
-		if !g.isMember(r.User) {
-			// Ban a non-member too, so that they cannot join.
-			if !auth.ValidID(r.User) {
-				return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "user is not a valid user id")
-			}
-		}
-		if err := h.removeMember(ctx, s.app, g, r.User, true); err != nil {
+		if err := h.kickMember(ctx, s.app, r.GroupId, s.user, r.User); err != nil {
 			return nil, err
 		}
 	case qimpb.GroupOp_GROUP_MEMBERS:
@@ -404,54 +376,109 @@ func (s *Session) groupRequest(ctx context.Context, r *qimpb.GroupRequest) (*qim
 		return nil, errorf(qimpb.Code_INVALID_ARGUMENT, "unknown group op %d", r.Op)
 	}
 	info, err := st.GetGroup(ctx, s.app, r.GroupId)
+	if errors.Is(err, store.ErrNotFound) {
+		// The request was done, and the group closed since: its last
+		// member left (this one, for a LEAVE).
+		return &qimpb.GroupResult{Group: groupInfo(g.info)}, nil
+	}
 	if err != nil {
 		return nil, storeErr("get group", err)
 	}
 	return &qimpb.GroupResult{Group: groupInfo(info)}, nil
 }
 
-// addMember adds user to a group, unless it is full, and refreshes the
-// cached member list.
-func (h *Hub) addMember(ctx context.Context, app, id, user string) error {
-	g, err := h.group(ctx, app, id)
-	if err != nil {
-		return err
+// joinGroup makes user a member of a group, unless they are banned or it
+// is full, and drops the cached snapshot if they joined. The store decides
+// both rules atomically with the write.
+func (h *Hub) joinGroup(ctx context.Context, app, id, user string) error {
+	added, err := h.store.JoinGroup(ctx, app, id, user, h.maxGroup)
+	if added {
+		h.forgetGroup(app, id)
 	}
-	if len(g.members) >= h.maxGroup {
-		return errorf(qimpb.Code_LIMIT_EXCEEDED, "the group is full (%d members)", h.maxGroup)
-	}
-	err = h.store.AddMember(ctx, app, id, user)
-	h.forgetGroup(app, id)
-	if err != nil {
-		return storeErr("add member", err)
-	}
-	return nil
+	return h.groupErr("join group", err, "removed from the group by its owner")
 }
 
-// removeMember removes user from a group (banning them when kicked), hands
-// ownership on when the owner leaves, and stops pushes to user's devices at
-// once.
-func (h *Hub) removeMember(ctx context.Context, app string, g *groupState, user string, ban bool) error {
+// inviteMember adds user to group g on behalf of by. An invitation that
+// would add user from someone not in user's contacts takes one of user's
+// invitations (inviteLimits) first, and gives it back if user was not
+// added after all. The store decides membership, bans and the size limit.
+func (h *Hub) inviteMember(ctx context.Context, app string, g *groupState, by, user string) error {
 	id := g.info.ID
-	err := h.store.RemoveMember(ctx, app, id, user, ban)
-	if err == nil && g.info.Owner == user {
-		var next string
-		for _, m := range g.members {
-			if m != user {
-				next = m
-				break
-			}
+	if h.invites != nil && !g.isMember(user) {
+		contacts, err := h.store.Contacts(ctx, app, user)
+		if err != nil {
+			return storeErr("contacts", err)
 		}
-		if next != "" {
-			err = h.store.SetGroupOwner(ctx, app, id, next)
+		if !slices.Contains(contacts, by) {
+			now := h.now()
+			r, ok := h.invites.reserve(app, user, now)
+			if !ok {
+				return errorf(qimpb.Code_LIMIT_EXCEEDED, "%s was invited into too many groups by non-contacts within the hour; they may join by id", user)
+			}
+			added, err := h.store.InviteMember(ctx, app, id, by, user, h.maxGroup)
+			if !added {
+				r.CancelAt(now)
+			}
+			return h.invited(app, id, added, err)
 		}
 	}
+	added, err := h.store.InviteMember(ctx, app, id, by, user, h.maxGroup)
+	return h.invited(app, id, added, err)
+}
+
+// invited finishes an invitation: it drops the cached snapshot if a member
+// was added, and maps the store's refusal to a code.
+func (h *Hub) invited(app, id string, added bool, err error) error {
+	if added {
+		h.forgetGroup(app, id)
+	}
+	return h.groupErr("invite", err, "only the owner may invite a removed user")
+}
+
+// leaveGroup removes user from a group (the store hands ownership on, or
+// closes the group, in the same write), and stops pushes to user's devices
+// at once.
+func (h *Hub) leaveGroup(ctx context.Context, app, id, user string) error {
+	_, err := h.store.LeaveGroup(ctx, app, id, user)
 	h.forgetGroup(app, id)
 	if err != nil {
-		return storeErr("remove member", err)
+		return h.groupErr("leave group", err, "")
 	}
 	h.router.Deliver(app, []string{user}, Event{Revoke: store.GroupConv(id)})
 	return nil
+}
+
+// kickMember has the owner by remove user from a group and ban them, in
+// one store write, and stops pushes to user's devices at once.
+func (h *Hub) kickMember(ctx context.Context, app, id, by, user string) error {
+	err := h.store.KickMember(ctx, app, id, by, user)
+	h.forgetGroup(app, id)
+	if err != nil {
+		return h.groupErr("kick", err, "")
+	}
+	h.router.Deliver(app, []string{user}, Event{Revoke: store.GroupConv(id)})
+	return nil
+}
+
+// groupErr maps the refusals of the store's group writes to codes; banned
+// is the reason given for store.ErrBanned. Other errors are store failures.
+func (h *Hub) groupErr(op string, err error, banned string) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		return errorf(qimpb.Code_NOT_FOUND, "no such group")
+	case errors.Is(err, store.ErrNotMember):
+		return errNotMember
+	case errors.Is(err, store.ErrNotOwner):
+		return errorf(qimpb.Code_FORBIDDEN, "only the owner may remove members")
+	case errors.Is(err, store.ErrBanned):
+		return errorf(qimpb.Code_FORBIDDEN, "%s", banned)
+	case errors.Is(err, store.ErrFull):
+		return errorf(qimpb.Code_LIMIT_EXCEEDED, "the group is full (%d members)", h.maxGroup)
+	default:
+		return storeErr(op, err)
+	}
 }
 
 func groupInfo(g store.Group) *qimpb.GroupInfo {

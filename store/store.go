@@ -20,6 +20,13 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	ErrExists   = errors.New("store: already exists")
 	ErrClosed   = errors.New("store: closed")
+
+	// Refusals of the group write methods: the rule was checked and applied
+	// in the same atomic step as the write it guards.
+	ErrBanned    = errors.New("store: banned from the group")
+	ErrFull      = errors.New("store: group is full")
+	ErrNotMember = errors.New("store: not a member of the group")
+	ErrNotOwner  = errors.New("store: not the owner of the group")
 )
 
 // App is a tenant: an org and an appkey, with the secret that signs its tokens.
@@ -125,24 +132,45 @@ type Store interface {
 	RemoveContact(ctx context.Context, app, user, contact string) error
 	Contacts(ctx context.Context, app, user string) ([]string, error)
 
+	// Groups. Every rule about membership, bans, the size limit and the
+	// owner is decided by the write method itself, atomically with its
+	// write: two concurrent calls on one group behave as if one ran after
+	// the other. A group whose last member left is closed: every method
+	// below but CreateGroup treats it as missing (ErrNotFound), CreateGroup
+	// still reports its id taken (ErrExists), and its messages stay.
+	// Members remember the order in which they joined; the earliest
+	// remaining joiner (ties broken by user id) takes over from an owner
+	// who leaves.
+
 	// CreateGroup stores a new group with its owner as first member. It
 	// returns ErrExists if the id is taken.
 	CreateGroup(ctx context.Context, app string, g Group) error
 	// GetGroup returns a group (with its current LastSeq) or ErrNotFound.
 	GetGroup(ctx context.Context, app, id string) (Group, error)
-	// SetGroupOwner changes a group's owner.
-	SetGroupOwner(ctx context.Context, app, id, owner string) error
-	// AddMember makes user a member of a group (joining at the group's
-	// current LastSeq) and lifts any ban. Adding a member again is not an
-	// error and keeps the original join point.
-	AddMember(ctx context.Context, app, id, user string) error
-	// RemoveMember removes user from a group; with ban, the user may not
-	// join again until invited by the owner.
-	RemoveMember(ctx context.Context, app, id, user string, ban bool) error
+	// JoinGroup makes user a member of a group, joining at the group's
+	// current LastSeq. It returns ErrBanned if user was kicked and not
+	// invited back by the owner since, and ErrFull if the group has
+	// maxMembers members already (0 or less: no limit). Joining again is not an error, changes
+	// nothing (the original join point stays) and returns added false.
+	JoinGroup(ctx context.Context, app, id, user string, maxMembers int) (added bool, err error)
+	// InviteMember makes user a member of a group on behalf of by, who must
+	// be a member (ErrNotMember). Inviting a banned user is allowed to the
+	// owner only, and lifts the ban; anyone else gets ErrBanned. It returns
+	// ErrFull as JoinGroup does; inviting a member again is not an error and
+	// returns added false.
+	InviteMember(ctx context.Context, app, id, by, user string, maxMembers int) (added bool, err error)
+	// LeaveGroup removes user, who must be a member (ErrNotMember), from a
+	// group. When the owner leaves, the earliest remaining joiner becomes
+	// owner in the same write, and is returned as newOwner. When the last
+	// member leaves, the group is closed.
+	LeaveGroup(ctx context.Context, app, id, user string) (newOwner string, err error)
+	// KickMember removes user from a group, if a member, and bans them
+	// from joining again, in one write; only the owner's InviteMember lifts
+	// the ban. by must be the owner (ErrNotOwner, or ErrNotMember if by is
+	// not a member either), and user must not be by.
+	KickMember(ctx context.Context, app, id, by, user string) error
 	// Members returns a group's members, sorted.
 	Members(ctx context.Context, app, id string) ([]string, error)
-	// Banned reports whether user is banned from a group.
-	Banned(ctx context.Context, app, id, user string) (bool, error)
 	// UserGroups returns the groups user is a member of, sorted by id.
 	UserGroups(ctx context.Context, app, user string) ([]Group, error)
 

@@ -68,7 +68,7 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 		if err != nil {
 			return nil, err
 		}
-		joinSeq, err := decodeU64(join)
+		joinSeq, _, err := decodeMember(join)
 		if err != nil {
 			return nil, err
 		}

@@ -21,7 +21,7 @@ package pebblestore
 //	P "k" 0 <user> 0 <device> 0 <conv>       -> acked seq (cursor)
 //	P "n" 0 <user> 0 <contact>               -> "" (contact list)
 //	P "g" 0 <group>                          -> group record (encodeGroup)
-//	P "gm" 0 <group> 0 <user>                -> join seq (group member)
+//	P "gm" 0 <group> 0 <user>                -> join seq, join number (encodeMember)
 //	P "gb" 0 <group> 0 <user>                -> "" (banned from group)
 //	P "ug" 0 <user> 0 <group>                -> "" (groups of user)
 //
@@ -109,7 +109,9 @@ func memberPrefix(app, id string) keyBuf { return tenant(app).add("gm", id).sep(
 
 func memberKey(app, id, user string) []byte { return memberPrefix(app, id).add(user) }
 
-func banKey(app, id, user string) []byte { return tenant(app).add("gb", id, user) }
+func banPrefix(app, id string) keyBuf { return tenant(app).add("gb", id).sep() }
+
+func banKey(app, id, user string) []byte { return banPrefix(app, id).add(user) }
 
 func userGroupPrefix(app, user string) keyBuf { return tenant(app).add("ug", user).sep() }
 
@@ -178,20 +180,68 @@ func decodeApp(b []byte) (store.App, error) {
 }
 
 // encodeGroup encodes a group without LastSeq, which is kept with the
-// group's conversation.
-func encodeGroup(g store.Group) []byte {
-	b := []byte{recordV1}
+// group's conversation. Version 2 of the record adds the join counter and
+// the member count after version 1's fields; a version 1 record (written
+// before members had join numbers) still decodes, with counted false.
+func encodeGroup(g groupRecord) []byte {
+	b := []byte{groupRecordV2}
 	b = appendString(b, g.ID)
 	b = appendString(b, g.Name)
 	b = appendString(b, g.Owner)
-	return binary.AppendVarint(b, g.Created)
+	b = binary.AppendVarint(b, g.Created)
+	b = binary.AppendUvarint(b, g.joins)
+	return binary.AppendUvarint(b, g.members)
 }
 
-func decodeGroup(b []byte) (store.Group, error) {
+func decodeGroup(b []byte) (g groupRecord, counted bool, err error) {
+	v2 := len(b) > 0 && b[0] == groupRecordV2
 	d := decoder{b: b}
-	d.version()
-	g := store.Group{ID: d.string(), Name: d.string(), Owner: d.string(), Created: d.varint()}
-	return g, d.done("group")
+	if v2 {
+		d.b = d.b[1:]
+	} else {
+		d.version()
+	}
+	g.Group = store.Group{ID: d.string(), Name: d.string(), Owner: d.string(), Created: d.varint()}
+	if v2 {
+		g.joins, g.members = d.uvarint(), d.uvarint()
+	}
+	return g, v2, d.done("group")
+}
+
+// groupRecordV2 is the version byte of a group record with its counters.
+const groupRecordV2 = 2
+
+// groupRecord is a group as stored: its description and two counters that
+// the group write methods keep, under groupMu, in the batch of every
+// membership change.
+type groupRecord struct {
+	store.Group
+	// joins is how many join numbers were given out; the next member gets
+	// joins as their join number.
+	joins uint64
+	// members is the number of members; 0 means the group is closed.
+	members uint64
+}
+
+// encodeMember encodes a member's value: the group's last seq when they
+// joined, and their join number (the order of joining).
+func encodeMember(joinSeq, joinNum uint64) []byte {
+	return binary.BigEndian.AppendUint64(encodeU64(joinSeq), joinNum)
+}
+
+// decodeMember decodes a member's value. A value written before members
+// had join numbers is only the 8-byte join seq; its join number is 0, so
+// such members rank before every later joiner, by user id among
+// themselves.
+func decodeMember(b []byte) (joinSeq, joinNum uint64, err error) {
+	switch len(b) {
+	case 8:
+		return binary.BigEndian.Uint64(b), 0, nil
+	case 16:
+		return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
+	default:
+		return 0, 0, fmt.Errorf("pebblestore: corrupt member value (%d bytes)", len(b))
+	}
 }
 
 func appendString(b []byte, s string) []byte {
@@ -226,6 +276,16 @@ func (d *decoder) string() string {
 
 func (d *decoder) varint() int64 {
 	v, k := binary.Varint(d.b)
+	if d.bad || k <= 0 {
+		d.bad = true
+		return 0
+	}
+	d.b = d.b[k:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, k := binary.Uvarint(d.b)
 	if d.bad || k <= 0 {
 		d.bad = true
 		return 0

@@ -106,17 +106,21 @@ func testGroups(t *testing.T, s store.Store) {
 		t.Errorf("UserGroups = %+v, want g1 with LastSeq 2", gs)
 	}
 
-	if err := s.SetGroupOwner(ctx, appA, "g1", "bob"); err != nil {
-		t.Fatalf("SetGroupOwner: %v", err)
+	// The owner leaves: the other member takes over, and nothing else
+	// of the group changes.
+	mustJoin(t, s, appA, "g1", "bob")
+	if newOwner, err := s.LeaveGroup(ctx, appA, "g1", "alice"); err != nil || newOwner != "bob" {
+		t.Fatalf("LeaveGroup(owner) = %q, %v; want bob", newOwner, err)
 	}
 	if got, _ := s.GetGroup(ctx, appA, "g1"); got.Owner != "bob" || got.Name != want.Name || got.Created != want.Created {
-		t.Errorf("after SetGroupOwner: %+v, want owner bob", got)
+		t.Errorf("after the owner left: %+v, want owner bob", got)
 	}
 
 	// UserGroups is sorted by id.
+	mustJoin(t, s, appA, "g1", "alice")
 	for _, id := range []string{"g2", "a1", "g10"} {
 		mustCreateGroup(t, s, appA, id, "carol")
-		mustAddMember(t, s, appA, id, "alice")
+		mustJoin(t, s, appA, id, "alice")
 	}
 	if got, want := groupIDs(mustUserGroups(t, s, appA, "alice")), []string{"a1", "g1", "g10", "g2"}; !slices.Equal(got, want) {
 		t.Errorf("UserGroups = %v, want %v", got, want)
@@ -126,61 +130,195 @@ func testGroups(t *testing.T, s store.Store) {
 func testGroupMembership(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	mustCreateGroup(t, s, appA, "g1", "mallory")
-	for _, u := range []string{"zed", "bob", "alice", "bob"} {
-		mustAddMember(t, s, appA, "g1", u)
+	for _, u := range []string{"zed", "bob", "alice"} {
+		mustJoin(t, s, appA, "g1", u)
+	}
+	// Joining again is not an error and adds nothing.
+	if added, err := s.JoinGroup(ctx, appA, "g1", "bob", 0); err != nil || added {
+		t.Errorf("JoinGroup of a member = %t, %v; want false, nil", added, err)
 	}
 	if got, want := mustMembers(t, s, appA, "g1"), []string{"alice", "bob", "mallory", "zed"}; !slices.Equal(got, want) {
 		t.Errorf("Members = %v, want %v", got, want)
 	}
 
-	// Removing without a ban.
-	if err := s.RemoveMember(ctx, appA, "g1", "bob", false); err != nil {
-		t.Fatalf("RemoveMember: %v", err)
+	// Leaving.
+	if newOwner, err := s.LeaveGroup(ctx, appA, "g1", "bob"); err != nil || newOwner != "" {
+		t.Fatalf("LeaveGroup = %q, %v; want no new owner", newOwner, err)
+	}
+	if _, err := s.LeaveGroup(ctx, appA, "g1", "bob"); !errors.Is(err, store.ErrNotMember) {
+		t.Errorf("LeaveGroup of a non-member: %v, want ErrNotMember", err)
 	}
 	if got, want := mustMembers(t, s, appA, "g1"), []string{"alice", "mallory", "zed"}; !slices.Equal(got, want) {
-		t.Errorf("Members after removing bob = %v, want %v", got, want)
-	}
-	if mustBanned(t, s, appA, "g1", "bob") {
-		t.Error("bob banned after RemoveMember without ban")
+		t.Errorf("Members after bob left = %v, want %v", got, want)
 	}
 	if got := mustUserGroups(t, s, appA, "bob"); len(got) != 0 {
-		t.Errorf("UserGroups(bob) after removal = %v", groupIDs(got))
+		t.Errorf("UserGroups(bob) after leaving = %v", groupIDs(got))
+	}
+	mustJoin(t, s, appA, "g1", "bob") // leaving does not ban
+
+	// Inviting: by a member only; idempotent.
+	if _, err := s.InviteMember(ctx, appA, "g1", "eve", "carol", 0); !errors.Is(err, store.ErrNotMember) {
+		t.Errorf("InviteMember by a non-member: %v, want ErrNotMember", err)
+	}
+	if slices.Contains(mustMembers(t, s, appA, "g1"), "carol") {
+		t.Error("a non-member's invitation added carol")
+	}
+	if added, err := s.InviteMember(ctx, appA, "g1", "bob", "carol", 0); err != nil || !added {
+		t.Errorf("InviteMember by a member = %t, %v; want true, nil", added, err)
+	}
+	if added, err := s.InviteMember(ctx, appA, "g1", "zed", "carol", 0); err != nil || added {
+		t.Errorf("InviteMember of a member = %t, %v; want false, nil", added, err)
+	}
+	if got := groupIDs(mustUserGroups(t, s, appA, "carol")); !slices.Equal(got, []string{"g1"}) {
+		t.Errorf("UserGroups(carol) = %v, want [g1]", got)
 	}
 
-	// Removing with a ban, then adding again lifts the ban.
-	if err := s.RemoveMember(ctx, appA, "g1", "zed", true); err != nil {
-		t.Fatalf("RemoveMember with ban: %v", err)
+	// Kicking: by the owner only; removes and bans.
+	if err := s.KickMember(ctx, appA, "g1", "bob", "zed"); !errors.Is(err, store.ErrNotOwner) {
+		t.Errorf("KickMember by a member: %v, want ErrNotOwner", err)
 	}
-	if !mustBanned(t, s, appA, "g1", "zed") {
-		t.Error("zed not banned after RemoveMember with ban")
+	if err := s.KickMember(ctx, appA, "g1", "eve", "zed"); !errors.Is(err, store.ErrNotMember) {
+		t.Errorf("KickMember by a non-member: %v, want ErrNotMember", err)
+	}
+	if err := s.KickMember(ctx, appA, "g1", "mallory", "mallory"); err == nil {
+		t.Error("the owner kicked themself")
+	}
+	if err := s.KickMember(ctx, appA, "g1", "mallory", "zed"); err != nil {
+		t.Fatalf("KickMember: %v", err)
 	}
 	if slices.Contains(mustMembers(t, s, appA, "g1"), "zed") {
-		t.Error("banned zed still a member")
+		t.Error("kicked zed still a member")
 	}
 	if got := mustUserGroups(t, s, appA, "zed"); len(got) != 0 {
-		t.Errorf("UserGroups(zed) after ban = %v", groupIDs(got))
+		t.Errorf("UserGroups(zed) after the kick = %v", groupIDs(got))
 	}
-	if mustBanned(t, s, appA, "g1", "alice") {
-		t.Error("alice banned")
+	if _, err := s.JoinGroup(ctx, appA, "g1", "zed", 0); !errors.Is(err, store.ErrBanned) {
+		t.Errorf("JoinGroup after a kick: %v, want ErrBanned", err)
 	}
-	mustAddMember(t, s, appA, "g1", "zed")
-	if mustBanned(t, s, appA, "g1", "zed") {
-		t.Error("zed still banned after AddMember")
+	// Only the owner's invitation lifts the ban.
+	if _, err := s.InviteMember(ctx, appA, "g1", "bob", "zed", 0); !errors.Is(err, store.ErrBanned) {
+		t.Errorf("a member invites a kicked user: %v, want ErrBanned", err)
+	}
+	if added, err := s.InviteMember(ctx, appA, "g1", "mallory", "zed", 0); err != nil || !added {
+		t.Fatalf("the owner invites a kicked user = %t, %v; want true, nil", added, err)
 	}
 	if !slices.Contains(mustMembers(t, s, appA, "g1"), "zed") {
-		t.Error("zed not a member after AddMember")
+		t.Error("zed not a member after the owner's invitation")
 	}
-	if got := groupIDs(mustUserGroups(t, s, appA, "zed")); !slices.Equal(got, []string{"g1"}) {
-		t.Errorf("UserGroups(zed) = %v, want [g1]", got)
+	if _, err := s.LeaveGroup(ctx, appA, "g1", "zed"); err != nil {
+		t.Fatalf("LeaveGroup: %v", err)
 	}
+	mustJoin(t, s, appA, "g1", "zed") // the ban was lifted
 
-	// Bans are per group.
-	mustCreateGroup(t, s, appA, "g2", "mallory")
-	if err := s.RemoveMember(ctx, appA, "g2", "alice", true); err != nil {
-		t.Fatalf("RemoveMember: %v", err)
+	// A non-member can be banned ahead; bans are per group.
+	if err := s.KickMember(ctx, appA, "g1", "mallory", "trudy"); err != nil {
+		t.Fatalf("KickMember of a non-member: %v", err)
 	}
-	if mustBanned(t, s, appA, "g1", "alice") || !mustBanned(t, s, appA, "g2", "alice") {
-		t.Error("a ban in g2 leaked to g1, or was not recorded")
+	if _, err := s.JoinGroup(ctx, appA, "g1", "trudy", 0); !errors.Is(err, store.ErrBanned) {
+		t.Errorf("JoinGroup after a ban ahead: %v, want ErrBanned", err)
+	}
+	mustCreateGroup(t, s, appA, "g2", "mallory")
+	mustJoin(t, s, appA, "g2", "trudy")
+}
+
+// testGroupLimit checks maxMembers on JoinGroup and InviteMember.
+func testGroupLimit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreateGroup(t, s, appA, "g1", "alice")
+	for _, u := range []string{"bob", "carol"} {
+		if _, err := s.JoinGroup(ctx, appA, "g1", u, 3); err != nil {
+			t.Fatalf("JoinGroup(%s) below the limit: %v", u, err)
+		}
+	}
+	if _, err := s.JoinGroup(ctx, appA, "g1", "dave", 3); !errors.Is(err, store.ErrFull) {
+		t.Errorf("JoinGroup of a full group: %v, want ErrFull", err)
+	}
+	if _, err := s.InviteMember(ctx, appA, "g1", "alice", "dave", 3); !errors.Is(err, store.ErrFull) {
+		t.Errorf("InviteMember to a full group: %v, want ErrFull", err)
+	}
+	if added, err := s.JoinGroup(ctx, appA, "g1", "bob", 3); err != nil || added {
+		t.Errorf("a member joins a full group again = %t, %v; want false, nil", added, err)
+	}
+	if got := mustMembers(t, s, appA, "g1"); len(got) != 3 {
+		t.Errorf("Members = %v, want 3", got)
+	}
+	if _, err := s.LeaveGroup(ctx, appA, "g1", "carol"); err != nil {
+		t.Fatalf("LeaveGroup: %v", err)
+	}
+	if _, err := s.InviteMember(ctx, appA, "g1", "alice", "dave", 3); err != nil {
+		t.Errorf("InviteMember after a member left: %v", err)
+	}
+}
+
+// testGroupOwnerHandOff checks that an owner who leaves is followed by the
+// earliest remaining joiner, not the smallest user id.
+func testGroupOwnerHandOff(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreateGroup(t, s, appA, "g1", "olga")
+	mustJoin(t, s, appA, "g1", "zed")
+	if _, err := s.InviteMember(ctx, appA, "g1", "zed", "carol", 0); err != nil {
+		t.Fatalf("InviteMember: %v", err)
+	}
+	mustJoin(t, s, appA, "g1", "bob")
+	mustJoin(t, s, appA, "g1", "alice")
+	// alice leaves and joins again: she is now the latest joiner.
+	if _, err := s.LeaveGroup(ctx, appA, "g1", "alice"); err != nil {
+		t.Fatalf("LeaveGroup: %v", err)
+	}
+	mustJoin(t, s, appA, "g1", "alice")
+	for _, want := range []string{"zed", "carol", "bob", "alice", ""} {
+		owner := mustGetGroup(t, s, appA, "g1").Owner
+		newOwner, err := s.LeaveGroup(ctx, appA, "g1", owner)
+		if err != nil || newOwner != want {
+			t.Fatalf("%s leaves: new owner %q, %v; want %q", owner, newOwner, err, want)
+		}
+		if want != "" && mustGetGroup(t, s, appA, "g1").Owner != want {
+			t.Fatalf("GetGroup after %s left: owner %q, want %q", owner, mustGetGroup(t, s, appA, "g1").Owner, want)
+		}
+	}
+}
+
+// testGroupClosed checks that a group closes when its last member leaves:
+// it is not found any more, its id stays taken, its messages stay.
+func testGroupClosed(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustCreateGroup(t, s, appA, "g1", "alice")
+	mustJoin(t, s, appA, "g1", "bob")
+	if err := s.KickMember(ctx, appA, "g1", "alice", "carol"); err != nil {
+		t.Fatalf("KickMember: %v", err)
+	}
+	mustAppend(t, s, group(appA, "alice", "g1", "", "1"), group(appA, "bob", "g1", "", "2"))
+	for _, u := range []string{"alice", "bob"} {
+		if _, err := s.LeaveGroup(ctx, appA, "g1", u); err != nil {
+			t.Fatalf("LeaveGroup(%s): %v", u, err)
+		}
+	}
+	for name, err := range map[string]error{
+		"GetGroup":                second(s.GetGroup(ctx, appA, "g1")),
+		"JoinGroup":               second(s.JoinGroup(ctx, appA, "g1", "alice", 0)),
+		"JoinGroup of the banned": second(s.JoinGroup(ctx, appA, "g1", "carol", 0)),
+		"InviteMember":            second(s.InviteMember(ctx, appA, "g1", "alice", "bob", 0)),
+		"LeaveGroup":              second(s.LeaveGroup(ctx, appA, "g1", "alice")),
+		"KickMember":              s.KickMember(ctx, appA, "g1", "alice", "bob"),
+		"Members":                 second(s.Members(ctx, appA, "g1")),
+	} {
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s of a closed group: %v, want ErrNotFound", name, err)
+		}
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if got := mustUserGroups(t, s, appA, u); len(got) != 0 {
+			t.Errorf("UserGroups(%s) = %v, want none", u, groupIDs(got))
+		}
+		if inInbox(t, s, appA, u, "phone", store.GroupConv("g1")) {
+			t.Errorf("Inbox(%s) lists the closed group", u)
+		}
+	}
+	if err := s.CreateGroup(ctx, appA, store.Group{ID: "g1", Name: "again", Owner: "mallory"}); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateGroup with a closed group's id: %v, want ErrExists", err)
+	}
+	if got := mustMessages(t, s, appA, store.GroupConv("g1"), 0, 10); len(got) != 2 {
+		t.Errorf("a closed group's messages: %d, want 2", len(got))
 	}
 }
 
@@ -189,11 +327,11 @@ func testGroupMembership(t *testing.T, s store.Store) {
 func testGroupNotFound(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	for name, err := range map[string]error{
-		"SetGroupOwner": s.SetGroupOwner(ctx, appA, "nope", "alice"),
-		"AddMember":     s.AddMember(ctx, appA, "nope", "alice"),
-		"RemoveMember":  s.RemoveMember(ctx, appA, "nope", "alice", true),
-		"Members":       second(s.Members(ctx, appA, "nope")),
-		"Banned":        second(s.Banned(ctx, appA, "nope", "alice")),
+		"JoinGroup":    second(s.JoinGroup(ctx, appA, "nope", "alice", 0)),
+		"InviteMember": second(s.InviteMember(ctx, appA, "nope", "alice", "bob", 0)),
+		"LeaveGroup":   second(s.LeaveGroup(ctx, appA, "nope", "alice")),
+		"KickMember":   s.KickMember(ctx, appA, "nope", "alice", "bob"),
+		"Members":      second(s.Members(ctx, appA, "nope")),
 	} {
 		if !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s of a missing group: %v, want ErrNotFound", name, err)

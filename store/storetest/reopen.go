@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"testing"
 
@@ -33,8 +34,12 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		direct(appA, "alice", "bob", "c4", "third"),
 		group(appA, "bob", "g1", "c5", "second"),
 	)
-	if err := s.SetGroupOwner(ctx, appA, "g1", "bob"); err != nil {
-		t.Fatalf("SetGroupOwner: %v", err)
+	// zed joins before dave; alice hands the group to bob, the earliest
+	// joiner after her.
+	mustJoin(t, s, appA, "g1", "zed")
+	mustJoin(t, s, appA, "g1", "dave")
+	if _, err := s.LeaveGroup(ctx, appA, "g1", "alice"); err != nil {
+		t.Fatalf("LeaveGroup: %v", err)
 	}
 	mustSetAcked(t, s, appA, "alice", "laptop", direct1, 3)
 	wantDirect := mustMessages(t, s, appA, direct1, 0, 100)
@@ -96,14 +101,18 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	if got, err := s.GetGroup(ctx, appA, "g1"); err != nil || got != wantG {
 		t.Errorf("GetGroup after reopen = %+v, %v; want %+v", got, err, wantG)
 	}
-	if got := mustMembers(t, s, appA, "g1"); !slices.Equal(got, []string{"alice", "bob"}) {
+	if got := mustMembers(t, s, appA, "g1"); !slices.Equal(got, []string{"bob", "dave", "zed"}) {
 		t.Errorf("Members after reopen = %v", got)
 	}
-	if !mustBanned(t, s, appA, "g1", "carol") {
-		t.Error("ban lost on reopen")
+	if _, err := s.JoinGroup(ctx, appA, "g1", "carol", 0); !errors.Is(err, store.ErrBanned) {
+		t.Errorf("JoinGroup of the banned carol after reopen: %v, want ErrBanned (ban lost?)", err)
 	}
 	if got := groupIDs(mustUserGroups(t, s, appA, "bob")); !slices.Equal(got, []string{"g1"}) {
 		t.Errorf("UserGroups(bob) after reopen = %v", got)
+	}
+	// The join order survives: zed joined before dave.
+	if newOwner, err := s.LeaveGroup(ctx, appA, "g1", "bob"); err != nil || newOwner != "zed" {
+		t.Errorf("the owner leaves after reopen: new owner %q, %v; want zed", newOwner, err)
 	}
 
 	// Deduplication survives the restart; seqs and ids continue.

@@ -44,7 +44,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Contacts", testContacts},
 		{"Groups", testGroups},
 		{"GroupMembership", testGroupMembership},
+		{"GroupLimit", testGroupLimit},
+		{"GroupOwnerHandOff", testGroupOwnerHandOff},
+		{"GroupClosed", testGroupClosed},
 		{"GroupNotFound", testGroupNotFound},
+		{"GroupConcurrentJoins", testGroupConcurrentJoins},
+		{"GroupKickRaces", testGroupKickRaces},
+		{"GroupConcurrentLeaves", testGroupConcurrentLeaves},
 		{"TenantIsolation", testTenantIsolation},
 		{"KeyPrefixes", testKeyPrefixes},
 		{"Closed", testClosed},
@@ -216,11 +222,21 @@ func mustCreateGroup(t *testing.T, s store.Store, app, id, owner string) store.G
 	return g
 }
 
-func mustAddMember(t *testing.T, s store.Store, app, id, user string) {
+// mustJoin makes user join a group, with no size limit.
+func mustJoin(t *testing.T, s store.Store, app, id, user string) {
 	t.Helper()
-	if err := s.AddMember(t.Context(), app, id, user); err != nil {
-		t.Fatalf("AddMember(%s, %s, %s): %v", app, id, user, err)
+	if _, err := s.JoinGroup(t.Context(), app, id, user, 0); err != nil {
+		t.Fatalf("JoinGroup(%s, %s, %s): %v", app, id, user, err)
 	}
+}
+
+func mustGetGroup(t *testing.T, s store.Store, app, id string) store.Group {
+	t.Helper()
+	g, err := s.GetGroup(t.Context(), app, id)
+	if err != nil {
+		t.Fatalf("GetGroup(%s, %s): %v", app, id, err)
+	}
+	return g
 }
 
 func mustMembers(t *testing.T, s store.Store, app, id string) []string {
@@ -230,15 +246,6 @@ func mustMembers(t *testing.T, s store.Store, app, id string) []string {
 		t.Fatalf("Members(%s, %s): %v", app, id, err)
 	}
 	return m
-}
-
-func mustBanned(t *testing.T, s store.Store, app, id, user string) bool {
-	t.Helper()
-	b, err := s.Banned(t.Context(), app, id, user)
-	if err != nil {
-		t.Fatalf("Banned(%s, %s, %s): %v", app, id, user, err)
-	}
-	return b
 }
 
 func mustUserGroups(t *testing.T, s store.Store, app, user string) []store.Group {
