@@ -228,9 +228,11 @@ func (d *Daemon) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("daemon: listen address: %w", err)
 		}
-		if d.pc, err = net.ListenUDP("udp", udpAddr); err != nil {
+		uc, err := net.ListenUDP("udp", udpAddr)
+		if err != nil {
 			return fmt.Errorf("daemon: listen: %w", err)
 		}
+		d.pc = uc // not assigned on error: a nil *UDPConn in d.pc is not nil
 	}
 	if err := d.listenAdmin(); err != nil {
 		logger.Warn("no admin socket: `qimd logout` will not reach this server", "path", AdminSocket(cfg.DataDir), "err", err)
