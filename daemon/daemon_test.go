@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"go.uber.org/goleak"
 
+	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/internal/testserver"
@@ -178,6 +179,7 @@ func TestAppRevocation(t *testing.T) {
 			c := testserver.Dial(t, cfg)
 			other := testserver.Dial(t, srv.ClientConfig("bob", "phone")) // of the demo app
 
+			changed := time.Now()
 			if err := tt.change(srv.DataDir); err != nil {
 				t.Fatal(err)
 			}
@@ -190,6 +192,7 @@ func TestAppRevocation(t *testing.T) {
 				within = time.Second
 			}
 			endedWith(t, c, qimpb.Code_UNAUTHENTICATED, within)
+			t.Logf("session ended %v after the change", time.Since(changed).Round(time.Millisecond))
 			if _, err := other.Send(t.Context(), client.Peer{User: "carol"}, client.Outgoing{Text: "still here"}); err != nil {
 				t.Errorf("a session of another application: %v", err)
 			}
@@ -229,6 +232,8 @@ func TestTokenExpiry(t *testing.T) {
 	r := testserver.Dial(t, refreshing)
 
 	endedWith(t, c, qimpb.Code_TOKEN_EXPIRED, 5*time.Second)
+	exp, _ := auth.Expiry(cfg.Token)
+	t.Logf("session ended %v after the token's expiry", time.Since(exp).Round(time.Millisecond))
 	if _, err := c.Send(t.Context(), client.Peer{User: "bob"}, client.Outgoing{Text: "after expiry"}); err == nil {
 		t.Error("a send after the token's expiry succeeded")
 	}
