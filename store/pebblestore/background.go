@@ -33,13 +33,14 @@ type backgroundErrors struct {
 	closing chan struct{} // closed when the Store closes
 	failed  chan struct{} // closed by the first error while opening
 
+	closeOnce sync.Once // closes closing
+
 	mu          sync.Mutex
 	opened      bool      // Open has returned the database; guarded by mu
 	openErr     error     // the error that closed failed; guarded by mu
 	consecutive int       // errors since the last success; guarded by mu
 	lastLog     time.Time // guarded by mu
 	unlogged    int       // errors since lastLog not logged; guarded by mu
-	closeOnce   sync.Once
 }
 
 // backgroundLogEvery is how often a run of background errors is logged.
