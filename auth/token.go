@@ -114,6 +114,17 @@ func Verify(secret []byte, org, appkey, user, token string, now time.Time) error
 	return nil
 }
 
+// Expiry returns the expiry written in token, without checking its tag: call
+// it only on a token Verify accepted. It returns ErrMalformed for anything
+// that is not the v1 format.
+func Expiry(token string) (time.Time, error) {
+	_, _, exp, ok := parseToken(token)
+	if !ok {
+		return time.Time{}, ErrMalformed
+	}
+	return time.Unix(exp, 0), nil
+}
+
 // NewSecret returns SecretSize bytes from crypto/rand, suitable as the
 // secret for Mint and Verify.
 func NewSecret() ([]byte, error) {

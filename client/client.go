@@ -69,6 +69,16 @@ type Config struct {
 	Org, Appkey, User, Token string
 	Device                   string // "" means "default"
 
+	// TokenFunc, if set, returns a fresh token for User. With Reconnect,
+	// when the server ends the session or refuses a reconnection with
+	// TOKEN_EXPIRED (the token's expiry passed: the server ends sessions
+	// then) or UNAUTHENTICATED (the application's secret was rotated, or an
+	// operator ended the user's sessions), the client calls it and
+	// reconnects with the new token, up to 3 times in a row before giving
+	// up. If it returns an error, the session ends with the server's code.
+	// Nil means such an end is final.
+	TokenFunc func(ctx context.Context) (string, error)
+
 	// SendOnly opens a session that only sends requests: the server pushes
 	// nothing to it (Connect.send_only).
 	SendOnly bool
@@ -131,7 +141,7 @@ type Client struct {
 	tlsConf    *tls.Config
 	quicConf   *quic.Config
 	raddr      *net.UDPAddr
-	connectMsg *qimpb.Connect
+	connectMsg *qimpb.Connect // Token guarded by mu (TokenFunc changes it)
 	log        *slog.Logger
 	me         string // the authenticated user
 	device     string // the session's device

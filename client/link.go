@@ -143,7 +143,9 @@ func (l *link) connect(ctx context.Context, early bool) (*frameReader, error) {
 
 func (l *link) handshake(ctx context.Context, early bool) (*frameReader, error) {
 	c := l.c
+	c.mu.Lock() // TokenFunc may have changed the token
 	frame, err := qimpb.EncodeFrame(qimpb.CommandType_CONNECT, c.connectMsg)
+	c.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("qim: %w", err)
 	}

@@ -157,10 +157,22 @@ func (c *Client) supervise(l *link) {
 // of the session, whose reason it records. It returns the new connection,
 // or nil when the session ends. It is called by supervise.
 func (c *Client) resume(reason error, aborted bool) *link {
-	for failures := 0; ; {
+	for failures, refreshes := 0, 0; ; {
 		c.mu.Lock()
 		closing, bg, want := c.closeCalled, c.background, c.wantDial
 		switch {
+		case !aborted && !closing && c.cfg.Reconnect && c.cfg.TokenFunc != nil && isTokenRefusal(reason) && refreshes < maxTokenRefreshes:
+			c.mu.Unlock()
+			refreshes++
+			if err := c.refreshToken(); err != nil {
+				c.log.Debug("token refresh failed", "err", err)
+				c.mu.Lock()
+				c.reason = reason
+				c.mu.Unlock()
+				return nil
+			}
+			reason = nil // reconnect, after the backoff
+			continue
 		case aborted || isTerminal(reason):
 			c.reason = reason
 			c.mu.Unlock()
@@ -397,6 +409,39 @@ func (c *Client) setLinkLocked(l *link) {
 func (c *Client) notifyLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// maxTokenRefreshes is how many fresh tokens in a row Config.TokenFunc may
+// give that the server refuses before the session ends.
+const maxTokenRefreshes = 3
+
+// isTokenRefusal reports whether the server ended a session or refused a
+// CONNECT because of its token, which Config.TokenFunc may replace.
+func isTokenRefusal(err error) bool {
+	var qe *Error
+	return errors.As(err, &qe) && (qe.Code == qimpb.Code_TOKEN_EXPIRED || qe.Code == qimpb.Code_UNAUTHENTICATED)
+}
+
+// refreshToken gets a fresh token from Config.TokenFunc for the next
+// CONNECT.
+func (c *Client) refreshToken() error {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	token, err := c.cfg.TokenFunc(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.connectMsg.Token = token
+	c.mu.Unlock()
+	return nil
 }
 
 // isTerminal reports whether a connection that ended with err must not be

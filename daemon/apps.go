@@ -1,7 +1,7 @@
 package daemon
 
 import (
-	"context"
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/store"
@@ -16,9 +17,9 @@ import (
 
 // Applications live in the data directory, one secret file each:
 // DataDir/apps/ORG/APPKEY.secret, holding the hex-encoded secret (mode
-// 0600). The server loads them into the store when it starts; `qimd token`
-// reads them to mint tokens while the server runs (the store itself is
-// locked by the server).
+// 0600). They are the only copy: the server reads them into an in-memory
+// KeyRing when it starts and again every Config.AppsPoll, and never writes
+// a secret into the store. `qimd token` reads them to mint tokens.
 
 // DemoOrg and DemoAppkey name the development application created on first
 // start.
@@ -79,29 +80,163 @@ func AppSecret(dataDir, org, appkey string) ([]byte, error) {
 	return secret, nil
 }
 
-// LoadApps creates the demo application if the data directory has no
-// applications, then puts every application into st. It returns what it
-// created.
-func LoadApps(ctx context.Context, dataDir string, st store.Store) (created []string, err error) {
-	dir := AppsDir(dataDir)
-	matches, _ := filepath.Glob(filepath.Join(dir, "*", "*.secret"))
+// RemoveApp deletes an application's secret file. A running server notices
+// within Config.AppsPoll (at once through `qimd app remove`, which also asks
+// it over the admin socket) and ends the application's sessions.
+func RemoveApp(dataDir, org, appkey string) error {
+	if !auth.ValidID(org) || !auth.ValidID(appkey) {
+		return errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	}
+	p := secretPath(dataDir, org, appkey)
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("daemon: remove app: %w", err)
+	}
+	os.Remove(filepath.Dir(p)) // the org's directory, if now empty
+	return nil
+}
+
+// RotateApp replaces an existing application's secret with a new random
+// one, atomically, and returns it. Tokens signed with the old secret stop
+// verifying; a running server ends their sessions as for RemoveApp.
+func RotateApp(dataDir, org, appkey string) ([]byte, error) {
+	if !auth.ValidID(org) || !auth.ValidID(appkey) {
+		return nil, errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	}
+	if _, err := os.Stat(secretPath(dataDir, org, appkey)); err != nil {
+		return nil, fmt.Errorf("daemon: rotate app: %w", err)
+	}
+	secret, err := auth.NewSecret()
+	if err != nil {
+		return nil, err
+	}
+	p := secretPath(dataDir, org, appkey)
+	f, err := os.CreateTemp(filepath.Dir(p), ".rotate-*") // mode 0600
+	if err != nil {
+		return nil, fmt.Errorf("daemon: rotate app: %w", err)
+	}
+	_, err = f.WriteString(hex.EncodeToString(secret) + "\n")
+	if serr := f.Sync(); err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("daemon: rotate app: %w", err)
+	}
+	return secret, nil
+}
+
+// KeyRing holds the applications' secrets in memory, read from the secret
+// files of a data directory, which are their only source of truth (nothing
+// is copied into the store). It implements session.AppKeys. All methods are
+// safe for concurrent use.
+type KeyRing struct {
+	// Static after construction.
+	dataDir string
+
+	mu      sync.RWMutex
+	secrets map[string][]byte // by store.AppID; guarded by mu
+}
+
+// LoadKeyRing creates the demo application if the data directory has no
+// applications, then reads every application's secret. Any secret it
+// cannot read is an error. It returns what it created.
+func LoadKeyRing(dataDir string) (k *KeyRing, created []string, err error) {
+	matches, err := secretFiles(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(matches) == 0 {
 		if _, err := CreateApp(dataDir, DemoOrg, DemoAppkey); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, err
+			return nil, nil, err
 		}
 		created = append(created, "development application demo/demo (secret in "+secretPath(dataDir, DemoOrg, DemoAppkey)+")")
-		matches = []string{secretPath(dataDir, DemoOrg, DemoAppkey)}
 	}
+	k = &KeyRing{dataDir: dataDir, secrets: make(map[string][]byte)}
+	if _, err := k.reload(true); err != nil {
+		return nil, nil, err
+	}
+	return k, created, nil
+}
+
+// AppSecret implements session.AppKeys.
+func (k *KeyRing) AppSecret(org, appkey string) ([]byte, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	s, ok := k.secrets[store.AppID(org, appkey)]
+	return s, ok
+}
+
+// AppChange names an application whose secret changed or went away.
+type AppChange struct {
+	Org, Appkey string
+	Removed     bool
+}
+
+// Reload reads the secret files again and returns the applications whose
+// secret changed or whose file is gone. A secret file that exists but
+// cannot be read keeps the secret it had (the error is returned, joined
+// with any other), so that a passing fault does not end sessions.
+func (k *KeyRing) Reload() ([]AppChange, error) { return k.reload(false) }
+
+func (k *KeyRing) reload(strict bool) ([]AppChange, error) {
+	matches, err := secretFiles(k.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	next := make(map[string][]byte, len(matches))
+	names := make(map[string][2]string, len(matches))
+	var errs []error
+	k.mu.RLock()
 	for _, m := range matches {
 		org := filepath.Base(filepath.Dir(m))
 		appkey := strings.TrimSuffix(filepath.Base(m), ".secret")
-		secret, err := AppSecret(dataDir, org, appkey)
+		id := store.AppID(org, appkey)
+		names[id] = [2]string{org, appkey}
+		secret, err := AppSecret(k.dataDir, org, appkey)
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed between the listing and the read
+			}
+			if old, ok := k.secrets[id]; ok {
+				next[id] = old
+			}
+			continue
 		}
-		if err := st.PutApp(ctx, store.App{Org: org, Appkey: appkey, Secret: secret}); err != nil {
-			return nil, fmt.Errorf("daemon: load application %s/%s: %w", org, appkey, err)
+		next[id] = secret
+	}
+	var changes []AppChange
+	for id, old := range k.secrets {
+		if s, ok := next[id]; !ok || !bytes.Equal(s, old) {
+			org, appkey, _ := strings.Cut(id, "/")
+			changes = append(changes, AppChange{Org: org, Appkey: appkey, Removed: !ok})
 		}
 	}
-	return created, nil
+	k.mu.RUnlock()
+	if strict && len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	k.mu.Lock()
+	k.secrets = next
+	k.mu.Unlock()
+	return changes, errors.Join(errs...)
+}
+
+// secretFiles lists a data directory's application secret files.
+func secretFiles(dataDir string) ([]string, error) {
+	dir := AppsDir(dataDir)
+	if _, err := os.Stat(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("daemon: applications: %w", err)
+	}
+	matches, err := filepath.Glob(filepath.Join(dir, "*", "*.secret"))
+	if err != nil {
+		return nil, fmt.Errorf("daemon: applications: %w", err)
+	}
+	return matches, nil
 }

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -74,6 +76,11 @@ type Config struct {
 	// operating system's. Tests pass one that injects faults (see
 	// pebblestore.Options.FS).
 	StoreFS vfs.FS
+	// AppsPoll is how often the server reads the application secret files
+	// again, to notice applications removed or rotated (`qimd app remove`
+	// and `rotate` also tell it at once, over the admin socket). Zero means
+	// every 2 seconds; negative means never.
+	AppsPoll time.Duration
 	// Metrics, if set, is the TCP address of an HTTP endpoint that serves
 	// Prometheus metrics at /metrics and the runtime's profiles at
 	// /debug/pprof/ (see metrics.Handler). Empty means none. Profiles
@@ -91,6 +98,7 @@ type Daemon struct {
 	logger *slog.Logger
 	pc     net.PacketConn
 	store  *pebblestore.Store
+	apps   *KeyRing
 	hub    *session.Hub
 	srv    *quicsrv.Server
 	// The metrics endpoint; nil when Config.Metrics is empty.
@@ -102,58 +110,106 @@ type Daemon struct {
 	Created []string
 
 	serveErr chan error
+
+	// The admin socket (admin.go); nil if it could not be opened.
+	adminLn   net.Listener
+	adminDone chan struct{} // closed when serveAdmin returns
+
+	// The poller of the application secrets; nil when AppsPoll < 0.
+	pollStop chan struct{}
+	pollDone chan struct{}
+	reloadMu sync.Mutex // serializes reloadApps
 }
 
 // Start opens the data directory and starts serving. Stop it with Shutdown
-// or Close.
-func Start(cfg Config) (d *Daemon, err error) {
+// or Close. It is StartContext without a way to give up.
+func Start(cfg Config) (*Daemon, error) {
+	return StartContext(context.Background(), cfg)
+}
+
+// StartContext opens the data directory and starts serving. Stop it with
+// Shutdown or Close. If ctx ends while the store is opening (a slow log
+// replay), it gives up with ctx's error; see pebblestore.OpenContext.
+//
+// Every file and directory Start creates in the data directory is
+// readable by its owner only, and it tightens any that are not (with a
+// warning). A start that fails returns an error that says what failed in
+// one line, and has closed what it had opened.
+func StartContext(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:4433"
 	}
 	if cfg.DataDir == "" {
 		cfg.DataDir = "data"
 	}
+	if cfg.AppsPoll == 0 {
+		cfg.AppsPoll = 2 * time.Second
+	}
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	d = &Daemon{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
-	defer func() {
-		if err != nil {
-			d.closeParts()
-		}
-	}()
+	d := &Daemon{cfg: cfg, logger: logger, serveErr: make(chan error, 1)}
+	if err := d.start(ctx); err != nil {
+		d.closeParts()
+		return nil, err
+	}
+	return d, nil
+}
 
+// start does the work of StartContext; on error, the caller closes what
+// it opened.
+func (d *Daemon) start(ctx context.Context) error {
+	cfg, logger := d.cfg, d.logger
+	if err := prepareDataDir(cfg.DataDir, logger); err != nil {
+		return err
+	}
 	certFile, keyFile := cfg.CertFile, cfg.KeyFile
 	if certFile == "" && keyFile == "" {
 		var created bool
+		var err error
 		certFile, keyFile, created, err = certs.EnsureServer(CertsDir(cfg.DataDir), cfg.Hosts)
 		if err != nil {
-			return nil, fmt.Errorf("daemon: certificates: %w", err)
+			return fmt.Errorf("daemon: certificates: %w", err)
 		}
 		if created {
+			// The certificates are public, but nothing in the data
+			// directory is for other users.
+			tighten(CertsDir(cfg.DataDir))
 			d.Created = append(d.Created, "development CA and server certificate in "+CertsDir(cfg.DataDir)+" (clients use --ca "+filepath.Join(CertsDir(cfg.DataDir), certs.CACertFile)+")")
 		}
 	} else if certFile == "" || keyFile == "" {
-		return nil, errors.New("daemon: set both the certificate and the key")
+		return errors.New("daemon: set both the certificate and the key")
 	}
 	tlsConf, err := certs.LoadServerTLS(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
 	keys, err := loadServerKeys(cfg.DataDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{keys.ticket})
 
-	d.store, err = pebblestore.Open(filepath.Join(cfg.DataDir, "store"), pebblestore.Options{Logger: logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
-	if err != nil {
-		return nil, fmt.Errorf("daemon: open store: %w", err)
+	storeDir := filepath.Join(cfg.DataDir, "store")
+	if cfg.StoreFS == nil {
+		if err := checkStoreSpace(storeDir); err != nil {
+			return err
+		}
 	}
-	createdApps, err := LoadApps(context.Background(), cfg.DataDir, d.store)
+	d.store, err = pebblestore.OpenContext(ctx, storeDir, pebblestore.Options{Logger: logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("daemon: open store: %w", err)
+	}
+	// Earlier versions copied the application secrets into the store.
+	if n, err := d.store.DeleteAppRecords(ctx); err != nil {
+		return fmt.Errorf("daemon: delete application secrets from the store: %w", err)
+	} else if n > 0 {
+		logger.Warn("deleted application secrets that an earlier version had copied into the store; the secret files are their only copy now", "apps", n)
+	}
+	var createdApps []string
+	if d.apps, createdApps, err = LoadKeyRing(cfg.DataDir); err != nil {
+		return err
 	}
 	d.Created = append(d.Created, createdApps...)
 
@@ -161,11 +217,12 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if cfg.Metrics != "" {
 		m = metrics.New()
 		if d.metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
-			return nil, fmt.Errorf("daemon: metrics: %w", err)
+			return fmt.Errorf("daemon: metrics: %w", err)
 		}
 	}
 	d.hub, err = session.NewHub(session.Config{
 		Store:           d.store,
+		Apps:            d.apps,
 		Logger:          logger,
 		MaxFrame:        cfg.MaxFrame,
 		SendRate:        cfg.SendRate,
@@ -178,23 +235,67 @@ func Start(cfg Config) (d *Daemon, err error) {
 		Metrics:         m,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: %w", err)
+		return fmt.Errorf("daemon: %w", err)
 	}
 	if d.pc = cfg.PacketConn; d.pc == nil {
 		udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 		if err != nil {
-			return nil, fmt.Errorf("daemon: listen address: %w", err)
+			return fmt.Errorf("daemon: listen address: %w", err)
 		}
-		if d.pc, err = net.ListenUDP("udp", udpAddr); err != nil {
-			return nil, fmt.Errorf("daemon: listen: %w", err)
+		uc, err := net.ListenUDP("udp", udpAddr)
+		if err != nil {
+			return fmt.Errorf("daemon: listen: %w", err)
 		}
+		d.pc = uc // not assigned on error: a nil *UDPConn in d.pc is not nil
+	}
+	if err := d.listenAdmin(); err != nil {
+		logger.Warn("no admin socket: `qimd logout` will not reach this server", "path", AdminSocket(cfg.DataDir), "err", err)
+	}
+	if cfg.AppsPoll > 0 {
+		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
+		go d.pollApps(cfg.AppsPoll)
 	}
 	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)
 	}
-	return d, nil
+	return nil
+}
+
+// pollApps reloads the application secrets every interval until closeParts
+// stops it. It runs in its own goroutine and closes d.pollDone.
+func (d *Daemon) pollApps(interval time.Duration) {
+	defer close(d.pollDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.pollStop:
+			return
+		case <-t.C:
+			d.reloadApps()
+		}
+	}
+}
+
+// reloadApps reads the application secrets again and ends every session
+// whose token no longer verifies (the application was removed or its
+// secret rotated). It returns the changes and how many sessions it ended.
+func (d *Daemon) reloadApps() ([]AppChange, int, error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	changes, err := d.apps.Reload()
+	if err != nil {
+		d.logger.Error("reload application secrets; unreadable ones keep their previous secret", "err", err)
+	}
+	ended := 0
+	for _, c := range changes {
+		n := d.hub.Revalidate(c.Org, c.Appkey)
+		ended += n
+		d.logger.Info("application secret changed; ended the sessions whose token no longer verifies", "org", c.Org, "appkey", c.Appkey, "removed", c.Removed, "sessions", n)
+	}
+	return changes, ended, err
 }
 
 // serveMetrics serves m on d.metricsLn until closeParts closes it.
@@ -258,6 +359,17 @@ func (d *Daemon) Close() error {
 // closeParts closes what Start opened, in reverse order.
 func (d *Daemon) closeParts() error {
 	var errs []error
+	if d.pollStop != nil {
+		close(d.pollStop)
+		<-d.pollDone
+		d.pollStop = nil
+	}
+	if d.adminLn != nil {
+		d.adminLn.Close()
+		<-d.adminDone
+		os.Remove(AdminSocket(d.cfg.DataDir))
+		d.adminLn = nil
+	}
 	if d.metricsSrv != nil {
 		// Close, not Shutdown: a profile being taken must not hold the
 		// daemon up.

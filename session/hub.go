@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
@@ -25,6 +24,9 @@ import (
 type Config struct {
 	// Store holds everything durable. Required.
 	Store store.Store
+	// Apps holds the applications' secrets, which Authenticate checks
+	// tokens with. Nil means no application: every CONNECT is refused.
+	Apps AppKeys
 	// Router carries events between sessions. Nil means a LocalRouter.
 	Router Router
 	// Logger receives the hub's logs. Nil discards them.
@@ -79,6 +81,7 @@ type Config struct {
 type Hub struct {
 	// Static after construction.
 	store    store.Store
+	apps     AppKeys
 	router   Router
 	logger   *slog.Logger
 	maxFrame int
@@ -93,6 +96,9 @@ type Hub struct {
 	invites  *inviteLimits // nil: no invitation limit
 	maxGroup int
 	metrics  *metrics.Metrics // nil: off
+
+	// live tracks open sessions and their tokens (revoke.go).
+	live liveSessions
 
 	// opened counts sessions opened (successful CONNECTs), for tests and
 	// metrics.
@@ -113,6 +119,7 @@ func NewHub(cfg Config) (*Hub, error) {
 	}
 	h := &Hub{
 		store:    cfg.Store,
+		apps:     cfg.Apps,
 		router:   cfg.Router,
 		logger:   cfg.Logger,
 		maxFrame: cfg.MaxFrame,
@@ -218,34 +225,6 @@ func (h *Hub) Close() error {
 	h.closeOnce.Do(func() { close(h.stop) })
 	<-h.done
 	return nil
-}
-
-// Authenticate checks a CONNECT and returns the application id it belongs
-// to. Every refusal is an *Error; none reveals whether the user exists.
-func (h *Hub) Authenticate(ctx context.Context, c *qimpb.Connect) (app string, err error) {
-	if c.Device == "" {
-		c.Device = "default"
-	}
-	for _, id := range []string{c.Org, c.Appkey, c.User, c.Device} {
-		if !auth.ValidID(id) {
-			return "", errorf(qimpb.Code_INVALID_ARGUMENT, "org, appkey, user and device must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
-		}
-	}
-	a, err := h.store.GetApp(ctx, c.Org, c.Appkey)
-	if errors.Is(err, store.ErrNotFound) {
-		return "", errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
-	}
-	if err != nil {
-		return "", storeErr("get app", err)
-	}
-	switch err := auth.Verify(a.Secret, c.Org, c.Appkey, c.User, c.Token, h.now()); {
-	case err == nil:
-		return a.ID(), nil
-	case errors.Is(err, auth.ErrExpired):
-		return "", errorf(qimpb.Code_TOKEN_EXPIRED, "token expired")
-	default:
-		return "", errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
-	}
 }
 
 // pendingAppend is one message waiting for the committer.

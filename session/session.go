@@ -82,6 +82,7 @@ func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger)
 	// Register before reading the inbox, so that nothing committed in
 	// between is missed: it is either in the inbox or delivered live.
 	s.unregister = h.router.Register(app, s.user, s)
+	h.track(s, c)
 	// Replacing the older connection changes state, so a CONNECT that
 	// came in 0-RTT (and could be a replay) does it only once the
 	// handshake has completed.
@@ -120,6 +121,7 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
+	s.hub.untrack(s)
 	s.unregister()
 	s.cancel()
 	s.wg.Wait()

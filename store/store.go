@@ -29,16 +29,6 @@ var (
 	ErrNotOwner  = errors.New("store: not the owner of the group")
 )
 
-// App is a tenant: an org and an appkey, with the secret that signs its tokens.
-type App struct {
-	Org    string
-	Appkey string
-	Secret []byte
-}
-
-// ID returns the tenant key used to scope everything else in the store.
-func (a App) ID() string { return AppID(a.Org, a.Appkey) }
-
 // AppID returns the tenant key of org and appkey. Org and appkey are validated
 // by the caller never to contain '/'.
 func AppID(org, appkey string) string { return org + "/" + appkey }
@@ -89,11 +79,6 @@ type Group struct {
 // (synced to stable storage), except SetAcked, which may be lost in a power
 // failure (a device then sees messages again, and drops them by seq).
 type Store interface {
-	// PutApp creates or replaces an application.
-	PutApp(ctx context.Context, app App) error
-	// GetApp returns the application of org and appkey, or ErrNotFound.
-	GetApp(ctx context.Context, org, appkey string) (App, error)
-
 	// Append stores messages, in order, durably, in one commit. For each
 	// conversation, messages get the next sequence numbers in slice order.
 	// A message whose (App, FromUser, ClientMsgId) was stored before, or

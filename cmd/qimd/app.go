@@ -94,7 +94,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Usage: "manage applications",
 				Subcommands: []*cli.Command{{
 					Name:  "create",
-					Usage: "create an application with a random secret (loaded at the next server start)",
+					Usage: "create an application with a random secret (a running server loads it within 2 s)",
 					Flags: []cli.Flag{
 						dataFlag,
 						&cli.StringFlag{Name: "org", Required: true},
@@ -106,9 +106,44 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 							return err
 						}
 						fmt.Fprintf(c.App.Writer, "%x\n", secret)
-						return nil
+						return tellServer(c, "created "+c.String("org")+"/"+c.String("appkey"))
+					},
+				}, {
+					Name:  "remove",
+					Usage: "delete an application's secret: its tokens stop working and a running server ends its sessions (UNAUTHENTICATED)",
+					Flags: appFlags(),
+					Action: func(c *cli.Context) error {
+						if err := daemon.RemoveApp(c.String("data"), c.String("org"), c.String("appkey")); err != nil {
+							return err
+						}
+						return tellServer(c, "removed "+c.String("org")+"/"+c.String("appkey"))
+					},
+				}, {
+					Name:  "rotate",
+					Usage: "give an application a new random secret (printed): tokens signed with the old one stop working and a running server ends their sessions (UNAUTHENTICATED)",
+					Flags: appFlags(),
+					Action: func(c *cli.Context) error {
+						secret, err := daemon.RotateApp(c.String("data"), c.String("org"), c.String("appkey"))
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(c.App.Writer, "%x\n", secret)
+						return tellServer(c, "rotated "+c.String("org")+"/"+c.String("appkey"))
 					},
 				}},
+			},
+			{
+				Name:  "logout",
+				Usage: "end every session of a user on the running server (DISCONNECT UNAUTHENTICATED); the user's devices need a new token to connect again, but tokens already minted stay valid until they expire",
+				Flags: append(appFlags(), &cli.StringFlag{Name: "user", Required: true, EnvVars: []string{"QIM_USER"}}),
+				Action: func(c *cli.Context) error {
+					resp, err := daemon.Admin(c.Context, c.String("data"), daemon.AdminRequest{Op: "end-sessions", Org: c.String("org"), Appkey: c.String("appkey"), User: c.String("user")})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "ended %d session(s)\n", resp.Ended)
+					return nil
+				},
 			},
 		},
 	}
@@ -120,7 +155,7 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
-	d, err := daemon.Start(daemon.Config{
+	d, err := daemon.StartContext(c.Context, daemon.Config{
 		Listen:   c.String("listen"),
 		DataDir:  c.String("data"),
 		CertFile: c.String("cert"),
@@ -170,4 +205,29 @@ func waitErr(d *daemon.Daemon) <-chan error {
 	ch := make(chan error, 1)
 	go func() { ch <- d.Wait() }()
 	return ch
+}
+
+// appFlags are the flags of commands about one application.
+func appFlags() []cli.Flag {
+	return []cli.Flag{
+		dataFlag,
+		&cli.StringFlag{Name: "org", Value: daemon.DemoOrg, EnvVars: []string{"QIM_ORG"}},
+		&cli.StringFlag{Name: "appkey", Value: daemon.DemoAppkey, EnvVars: []string{"QIM_APPKEY"}},
+	}
+}
+
+// tellServer asks the server running on --data, if any, to reload the
+// application secrets now (it would within 2 s anyway), and reports what
+// it did.
+func tellServer(c *cli.Context, done string) error {
+	resp, err := daemon.Admin(c.Context, c.String("data"), daemon.AdminRequest{Op: "reload-apps"})
+	switch {
+	case errors.Is(err, daemon.ErrNotRunning):
+		fmt.Fprintf(c.App.ErrWriter, "%s (no server running on %s)\n", done, c.String("data"))
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s, but the running server did not confirm: %w (it reloads the secrets within 2 s by itself)", done, err)
+	}
+	fmt.Fprintf(c.App.ErrWriter, "%s; the running server ended %d session(s)\n", done, resp.Ended)
+	return nil
 }

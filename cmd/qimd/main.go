@@ -4,6 +4,8 @@
 //	qimd certs [--data ./data] [--hosts h1,h2]
 //	qimd token [--data ./data] [--org demo --appkey demo] --user U [--ttl D]
 //	qimd app create --org O --appkey A [--data ./data]
+//	qimd app remove|rotate [--org demo --appkey demo] [--data ./data]
+//	qimd logout [--org demo --appkey demo] --user U [--data ./data]
 //
 // Every flag can also be set from a QIM_... environment variable.
 package main

@@ -14,7 +14,9 @@ import (
 	"github.com/qim-im/qim/internal/testserver"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { removeQimdBuild() }))
+}
 
 // TestServeMetrics starts `qimd serve --metrics 127.0.0.1:0`, reads the
 // endpoint's address from what it prints, scrapes it, and stops the server.

@@ -13,7 +13,9 @@ package pebblestore
 // or one owner is a prefix of another's. Integers are 8-byte big-endian, so
 // that ranges iterate in numeric order.
 //
-//	P "app"                                  -> app record (encodeApp)
+//	P "app"                                  -> app record of earlier versions,
+//	                                            with its secret; deleted on
+//	                                            start (DeleteAppRecords)
 //	P "m" 0 <conv> 0 <seq>                   -> qimpb.Message, proto.Marshal
 //	P "c" 0 <conv>                           -> last seq of conv
 //	P "d" 0 <from_user> 0 <client_msg_id>    -> <conv> 0 <seq> (dedup index)
@@ -164,20 +166,6 @@ func decodeDedup(b []byte) (conv string, seq uint64, err error) {
 
 // Records are a version byte followed by length-prefixed strings and varints.
 const recordV1 = 1
-
-func encodeApp(a store.App) []byte {
-	b := []byte{recordV1}
-	b = appendString(b, a.Org)
-	b = appendString(b, a.Appkey)
-	return appendString(b, string(a.Secret))
-}
-
-func decodeApp(b []byte) (store.App, error) {
-	d := decoder{b: b}
-	d.version()
-	a := store.App{Org: d.string(), Appkey: d.string(), Secret: []byte(d.string())}
-	return a, d.done("app")
-}
 
 // encodeGroup encodes a group without LastSeq, which is kept with the
 // group's conversation. Version 2 of the record adds the join counter and

@@ -14,6 +14,7 @@
 package pebblestore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -58,7 +59,8 @@ type Options struct {
 	NoSync bool
 
 	// FS is the file system holding the database. Nil means the operating
-	// system's (vfs.Default). Tests may pass vfs.NewMem() for an in-memory
+	// system's (vfs.Default), with every directory and file the store
+	// creates readable by its owner only (0700, 0600). Tests may pass vfs.NewMem() for an in-memory
 	// store, or wrap a file system with the injectors of
 	// github.com/cockroachdb/pebble/v2/vfs/errorfs to make writes or syncs
 	// fail (Pebble writes its log, files ending in ".log", with Write and
@@ -77,6 +79,7 @@ type Store struct {
 	db     *pebble.DB
 	logger *slog.Logger
 	sync   bool // !Options.NoSync
+	bg     *backgroundErrors
 
 	// closeMu is held for reading by every call for its whole duration, and
 	// for writing by Close, so that Close waits for calls in progress and no
@@ -110,34 +113,78 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens the store in dir, creating it if needed. Only one Store may use
-// a directory at a time.
-func Open(dir string, opts Options) (s *Store, err error) {
+// a directory at a time. It is OpenContext without a way to give up.
+func Open(dir string, opts Options) (*Store, error) {
+	return OpenContext(context.Background(), dir, opts)
+}
+
+// OpenContext opens the store in dir, creating it (owner-only) if needed.
+// Only one Store may use a directory at a time.
+//
+// Opening replays Pebble's log and flushes it. OpenContext gives up, with
+// the error, when that flush fails (a full or read-only disk: Pebble would
+// retry for ever), and gives up with ctx's error when ctx ends first. In
+// both cases Pebble's opening goroutine is left behind, parked or finishing
+// on its own, and the directory stays locked until the process exits: the
+// caller is expected to exit.
+func OpenContext(ctx context.Context, dir string, opts Options) (*Store, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			f, ok := r.(fatalError)
-			if !ok {
-				panic(r)
-			}
-			s, err = nil, fmt.Errorf("pebblestore: open %s: %w", dir, f)
-		}
-	}()
-	db, err := pebble.Open(dir, pebbleOptions(opts, logger))
-	if err != nil {
-		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
+	if opts.FS == nil {
+		opts.FS = ownerOnlyFS{vfs.Default}
 	}
-	s = &Store{
+	bg := newBackgroundErrors(logger.With("component", "pebble"))
+	type opened struct {
+		db  *pebble.DB
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				f, ok := r.(fatalError)
+				if !ok {
+					panic(r)
+				}
+				done <- opened{err: f}
+			}
+		}()
+		db, err := pebble.Open(dir, pebbleOptions(opts, logger, bg))
+		done <- opened{db, err}
+	}()
+	var db *pebble.DB
+	select {
+	case o := <-done:
+		if o.err != nil {
+			return nil, fmt.Errorf("pebblestore: open %s: %w", dir, o.err)
+		}
+		db = o.db
+	case <-bg.failed:
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, bg.openError())
+	case <-ctx.Done():
+		go func() {
+			// Close the database if Open still succeeds.
+			if o := <-done; o.db != nil {
+				bg.openSucceeded()
+				o.db.Close()
+			}
+		}()
+		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, context.Cause(ctx))
+	}
+	bg.openSucceeded()
+	s := &Store{
 		db:      db,
 		logger:  logger,
 		sync:    !opts.NoSync,
+		bg:      bg,
 		convs:   make(map[string]*convSeq),
 		ackSeed: maphash.MakeSeed(),
 	}
 	last, err := s.getU64(metaLastIDKey)
 	if err != nil {
+		bg.close()
 		db.Close()
 		return nil, fmt.Errorf("pebblestore: open %s: %w", dir, err)
 	}
@@ -146,10 +193,12 @@ func Open(dir string, opts Options) (s *Store, err error) {
 }
 
 // pebbleOptions returns the Pebble configuration of a Store.
-func pebbleOptions(opts Options, logger *slog.Logger) *pebble.Options {
+func pebbleOptions(opts Options, logger *slog.Logger, bg *backgroundErrors) *pebble.Options {
+	pl := pebbleLogger{logger.With("component", "pebble")}
 	po := &pebble.Options{
 		FS:                 opts.FS,
-		Logger:             pebbleLogger{logger.With("component", "pebble")},
+		Logger:             pl,
+		EventListener:      bg.listener(pl),
 		FormatMajorVersion: pebble.FormatNewest,
 		CacheSize:          opts.CacheSize,
 	}
@@ -184,6 +233,7 @@ func (s *Store) Close() error {
 		return store.ErrClosed
 	}
 	s.closed = true
+	s.bg.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("pebblestore: close: %w", err)
 	}

@@ -1,47 +1,12 @@
 package storetest
 
 import (
-	"bytes"
 	"errors"
 	"slices"
 	"testing"
 
 	"github.com/qim-im/qim/store"
 )
-
-func testApps(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	if _, err := s.GetApp(ctx, "org", "app"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("GetApp of a missing app: %v, want ErrNotFound", err)
-	}
-	app := store.App{Org: "org", Appkey: "app", Secret: []byte("s3cret\x00\xff")}
-	if err := s.PutApp(ctx, app); err != nil {
-		t.Fatalf("PutApp: %v", err)
-	}
-	got, err := s.GetApp(ctx, "org", "app")
-	if err != nil {
-		t.Fatalf("GetApp: %v", err)
-	}
-	if got.Org != app.Org || got.Appkey != app.Appkey || !bytes.Equal(got.Secret, app.Secret) {
-		t.Errorf("GetApp = %+v, want %+v", got, app)
-	}
-	if got.ID() != appA {
-		t.Errorf("ID() = %q, want %q", got.ID(), appA)
-	}
-
-	app.Secret = []byte("rotated")
-	if err := s.PutApp(ctx, app); err != nil {
-		t.Fatalf("PutApp (replace): %v", err)
-	}
-	if got, err := s.GetApp(ctx, "org", "app"); err != nil || string(got.Secret) != "rotated" {
-		t.Errorf("GetApp after replace = %+v, %v; want secret %q", got, err, "rotated")
-	}
-	for _, k := range [][2]string{{"org", "ap"}, {"org", "app2"}, {"or", "app"}, {"other", "app"}} {
-		if _, err := s.GetApp(ctx, k[0], k[1]); !errors.Is(err, store.ErrNotFound) {
-			t.Errorf("GetApp(%s, %s): %v, want ErrNotFound", k[0], k[1], err)
-		}
-	}
-}
 
 func testContacts(t *testing.T, s store.Store) {
 	ctx := t.Context()

@@ -34,14 +34,7 @@ func fillApp(t *testing.T, s store.Store, app string) {
 // The second app's id starts with the first's.
 func testTenantIsolation(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	if err := s.PutApp(ctx, store.App{Org: "org", Appkey: "app", Secret: []byte("a")}); err != nil {
-		t.Fatalf("PutApp: %v", err)
-	}
 	fillApp(t, s, appA)
-
-	if _, err := s.GetApp(ctx, "org", "app2"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("GetApp(org, app2): %v, want ErrNotFound", err)
-	}
 	for _, conv := range []string{store.DirectConv("alice", "bob"), store.GroupConv("g1")} {
 		if got := mustLastSeq(t, s, appB, conv); got != 0 {
 			t.Errorf("LastSeq(%s) in app B = %d", conv, got)
@@ -152,8 +145,6 @@ func testClosed(t *testing.T, s store.Store) {
 	}
 	conv := store.DirectConv("alice", "bob")
 	for name, err := range map[string]error{
-		"PutApp":        s.PutApp(ctx, store.App{Org: "o", Appkey: "k"}),
-		"GetApp":        second(s.GetApp(ctx, "org", "app")),
 		"Append":        second(s.Append(ctx, []store.Append{direct(appA, "alice", "bob", "", "x")})),
 		"Messages":      second(s.Messages(ctx, appA, conv, 0, 10)),
 		"History":       second(s.History(ctx, appA, conv, 0, 10)),

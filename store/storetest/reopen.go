@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"bytes"
 	"errors"
 	"slices"
 	"testing"
@@ -25,10 +24,6 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	group1 := store.GroupConv("g1")
 
 	s := open(t, dir)
-	app := store.App{Org: "org", Appkey: "app", Secret: []byte("secret")}
-	if err := s.PutApp(ctx, app); err != nil {
-		t.Fatalf("PutApp: %v", err)
-	}
 	fillApp(t, s, appA) // direct1 seqs 1-2, group1 seq 1
 	res := mustAppend(t, s,
 		direct(appA, "alice", "bob", "c4", "third"),
@@ -56,9 +51,6 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	s = open(t, dir)
 	t.Cleanup(func() { closeStore(t, s) })
 
-	if got, err := s.GetApp(ctx, "org", "app"); err != nil || !bytes.Equal(got.Secret, app.Secret) {
-		t.Errorf("GetApp after reopen = %+v, %v", got, err)
-	}
 	for _, c := range []struct {
 		conv string
 		want []*qimpb.Message

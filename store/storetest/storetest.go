@@ -32,7 +32,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		name string
 		test func(t *testing.T, s store.Store)
 	}{
-		{"Apps", testApps},
 		{"AppendSeqs", testAppendSeqs},
 		{"DedupAcrossCalls", testDedupAcrossCalls},
 		{"DedupWithinCall", testDedupWithinCall},
