@@ -291,3 +291,53 @@ func TestDisconnectAtTheWire(t *testing.T) {
 		})
 	}
 }
+
+// TestClientDisconnectWait checks what PROTOCOL.md section 3.1 says of a
+// device's DISCONNECT{CLOSED}: the server closes the connection with CLOSED
+// at once when the device has finished its conversation streams, and waits
+// up to 1 s for them otherwise, so that their last acknowledgements are
+// recorded.
+func TestClientDisconnectWait(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	for _, tt := range []struct {
+		name     string
+		finish   bool
+		min, max time.Duration
+	}{
+		{"streams finished first", true, 0, 700 * time.Millisecond},
+		{"a stream left open", false, 900 * time.Millisecond, 3 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := dialWire(t, srv)
+			d.connect(srv, "dave")
+			str, err := d.qc.OpenStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			frame, _ := qimpb.EncodeFrame(qimpb.CommandType_REQUEST, contactList(1))
+			str.Write(frame)
+			if _, err := readCmd(t, bufio.NewReader(str)); err != nil { // the answer: the stream is served
+				t.Fatal(err)
+			}
+			if tt.finish {
+				str.Close()
+			}
+			start := time.Now()
+			d.send(qimpb.CommandType_DISCONNECT, &qimpb.Disconnect{Code: int32(qimpb.Code_CLOSED)})
+			select {
+			case <-d.qc.Context().Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("connection not closed")
+			}
+			took := time.Since(start)
+			var ae *quic.ApplicationError
+			if err := context.Cause(d.qc.Context()); !errors.As(err, &ae) || qimpb.Code(ae.ErrorCode) != qimpb.Code_CLOSED {
+				t.Fatalf("closed with %v, want CLOSED", err)
+			}
+			t.Logf("closed %v after DISCONNECT", took.Round(time.Millisecond))
+			if took < tt.min || took > tt.max {
+				t.Fatalf("closed %v after DISCONNECT, want %v to %v", took, tt.min, tt.max)
+			}
+		})
+	}
+}
