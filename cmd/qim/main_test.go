@@ -376,17 +376,20 @@ func TestCloseOnSignal(t *testing.T) {
 		{"chat SIGINT", syscall.SIGINT, []string{"chat", "--to", "bob"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			// The command prints bob's message once it is connected.
+			user := strings.ReplaceAll(tt.name, " ", "-")
+			ok(t, srv, "bob", "send", "--to", user, "hello")
 			stdinR, stdinW := io.Pipe()
 			defer stdinW.Close()
 			ctx, stop := signal.NotifyContext(t.Context(), closeSignals()...)
 			defer stop()
-			before := srv.Connects()
+			var stdout testserver.Buffer
 			done := make(chan error, 1)
 			go func() {
-				done <- run(ctx, append([]string{"qim", "--server", srv.Addr, "--ca", srv.CAFile, "--user", "alice",
-					"--token", srv.Token("alice")}, tt.args...), stdinR, io.Discard, io.Discard)
+				done <- run(ctx, append([]string{"qim", "--server", srv.Addr, "--ca", srv.CAFile, "--user", user,
+					"--token", srv.Token(user)}, tt.args...), stdinR, &stdout, io.Discard)
 			}()
-			eventually(t, "the session to open", func() bool { return srv.Connects() > before })
+			eventually(t, "bob's message to be printed", func() bool { return strings.Contains(stdout.String(), "hello") })
 			if err := syscall.Kill(os.Getpid(), tt.sig); err != nil {
 				t.Fatal(err)
 			}
