@@ -22,7 +22,7 @@ func TestProtocolVector(t *testing.T) {
 	}
 	field := func(name string) string {
 		t.Helper()
-		m := regexp.MustCompile(`(?m)^\s*` + name + `:\s+(\S+)\s*$`).FindAllSubmatch(doc, -1)
+		m := regexp.MustCompile(`(?m)^\s*`+name+`:\s+(\S+)\s*$`).FindAllSubmatch(doc, -1)
 		if len(m) != 1 {
 			t.Fatalf("docs/PROTOCOL.md has %d lines %q, want 1", len(m), name+":")
 		}
