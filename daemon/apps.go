@@ -240,3 +240,21 @@ func secretFiles(dataDir string) ([]string, error) {
 	}
 	return matches, nil
 }
+
+// EnsureDemoApp creates the demo application if the data directory has no
+// applications yet, as the server's first start does, and reports whether
+// it did. `qimd token` and `qimd app create` call it first, so that
+// whichever command runs first on a new data directory, the demo
+// application exists afterwards.
+func EnsureDemoApp(dataDir string) (created bool, err error) {
+	if matches, _ := filepath.Glob(filepath.Join(AppsDir(dataDir), "*", "*.secret")); len(matches) > 0 {
+		return false, nil
+	}
+	if _, err := CreateApp(dataDir, DemoOrg, DemoAppkey); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}

@@ -49,6 +49,10 @@ type Config struct {
 	// AuthTimeout is how long a new connection has to authenticate. Zero
 	// means 5 seconds.
 	AuthTimeout time.Duration
+	// AuthBackoffMax bounds the slow-down of failed CONNECTs from one IP
+	// address (quicsrv.Server.AuthBackoffMax). Zero means 3 seconds;
+	// negative turns it off.
+	AuthBackoffMax time.Duration
 	// SendRate and SendBurst limit the requests per second of one user
 	// (session.Config); zero means the defaults, a negative SendRate no
 	// limit. MaxGroupMembers bounds groups; zero means 10,000.
@@ -255,7 +259,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
 		go d.pollApps(cfg.AppsPoll)
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)

@@ -8,12 +8,13 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 )
 
-// Failed CONNECTs are answered more slowly the more an address fails: the
+// Failed CONNECTs are answered more slowly the more an IP address fails
+// (whatever the port: a guesser gets a new port with every connection): the
 // first authFreeFailures get their answer at once, then each answer waits
-// twice as long as the one before, up to authMaxDelay. An address that has
-// not failed for authForget is forgotten. Only failures are slowed: a
-// device with a good token is never delayed. The table holds the most
-// recent 65,536 addresses.
+// twice as long as the one before, up to Server.AuthBackoffMax (default
+// authMaxDelay). An address that has not failed for authForget is
+// forgotten. Only failures are slowed: a device with a good token is never
+// delayed. The table holds the most recent 65,536 addresses.
 const (
 	authFreeFailures = 5
 	authBaseDelay    = 50 * time.Millisecond
@@ -30,8 +31,12 @@ type authFailure struct {
 // authFailureDelay records a failed CONNECT from addr and returns how long
 // to wait before answering it.
 func (s *Server) authFailureDelay(addr net.Addr) time.Duration {
+	maxDelay := s.AuthBackoffMax
+	if maxDelay == 0 {
+		maxDelay = authMaxDelay
+	}
 	ip, ok := addrIP(addr)
-	if !ok {
+	if !ok || maxDelay < 0 {
 		return 0
 	}
 	s.authMu.Lock()
@@ -51,7 +56,7 @@ func (s *Server) authFailureDelay(addr net.Addr) time.Duration {
 		return 0
 	}
 	d := authBaseDelay << min(f.count-authFreeFailures-1, 16)
-	return min(d, authMaxDelay)
+	return min(d, maxDelay)
 }
 
 func addrIP(a net.Addr) (netip.Addr, bool) {

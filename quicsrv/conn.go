@@ -180,7 +180,8 @@ func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) 
 
 // Disconnect implements session.Conn: it sends DISCONNECT on the control
 // stream (when there is one) and closes the connection with code. It does
-// not block.
+// not block: the frame is written, and the connection closed, by a
+// goroutine of the connection (see sendDisconnect).
 func (sc *serverConn) Disconnect(code qimpb.Code, reason string) {
 	sc.disconnectOnce.Do(func() {
 		sc.mu.Lock()
@@ -190,14 +191,50 @@ func (sc *serverConn) Disconnect(code qimpb.Code, reason string) {
 			sc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
 			return
 		}
-		sc.wg.Go(func() {
-			if frame, err := qimpb.EncodeFrame(qimpb.CommandType_DISCONNECT, &qimpb.Disconnect{Code: int32(code), Reason: reason}); err == nil {
-				sc.writeControl(frame)
-			}
-			sc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
-		})
+		sc.wg.Go(func() { sc.sendDisconnect(code, reason) })
 	})
 }
+
+// sendDisconnect writes DISCONNECT{code, reason} on the control stream,
+// finishes the stream, gives the frame a bounded moment to reach the
+// device (see lingerTime), and closes the connection with code.
+// CloseWithError discards stream data quic-go has not sent yet, and a lost
+// packet is sent again only after a probe timeout, so closing at once
+// would lose the frame. quic-go does not tell when stream data is
+// acknowledged (quic-go issue #3291), so the wait ends when the device
+// closes the connection (the Go client does when it has read the frame),
+// when the server closes it (Server.Close, also at the end of Shutdown's
+// grace), or after the bound. It runs in a goroutine of sc.wg.
+func (sc *serverConn) sendDisconnect(code qimpb.Code, reason string) {
+	frame, err := qimpb.EncodeFrame(qimpb.CommandType_DISCONNECT, &qimpb.Disconnect{Code: int32(code), Reason: reason})
+	if err == nil {
+		err = sc.finishControl(frame)
+	}
+	if err == nil {
+		t := time.NewTimer(lingerTime(sc.qc.ConnectionStats().SmoothedRTT))
+		select {
+		case <-t.C:
+		case <-sc.qc.Context().Done():
+		}
+		t.Stop()
+	}
+	sc.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+}
+
+// lingerTime is how long a DISCONNECT is given to reach the device before
+// the connection is closed: three smoothed round trips, which leaves room
+// for one retransmission of a lost packet, but at least minLinger (on a
+// fast network the device's delayed acknowledgement, 25 ms by default, and
+// a busy scheduler dominate) and at most maxLinger.
+func lingerTime(srtt time.Duration) time.Duration {
+	return min(max(3*srtt, minLinger), maxLinger)
+}
+
+// The bounds of lingerTime.
+const (
+	minLinger = 100 * time.Millisecond
+	maxLinger = time.Second
+)
 
 // writeControl writes a frame on the control stream, if it is open, with a
 // deadline so that a device that does not read cannot hold it.
@@ -210,6 +247,21 @@ func (sc *serverConn) writeControl(frame []byte) error {
 	sc.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
 	_, err := sc.ctrl.Write(frame)
 	return err
+}
+
+// finishControl writes the last frame on the control stream, as
+// writeControl does, and finishes the server's side of the stream (FIN).
+func (sc *serverConn) finishControl(frame []byte) error {
+	sc.ctrlWriteMu.Lock()
+	defer sc.ctrlWriteMu.Unlock()
+	if sc.ctrl == nil {
+		return errNoControl
+	}
+	sc.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	if _, err := sc.ctrl.Write(frame); err != nil {
+		return err
+	}
+	return sc.ctrl.Close()
 }
 
 var errNoControl = errors.New("quicsrv: no control stream")

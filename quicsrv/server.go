@@ -59,6 +59,12 @@ type Server struct {
 	// AuthTimeout is how long a new connection has to open its control
 	// stream and authenticate. Zero means 5 seconds.
 	AuthTimeout time.Duration
+	// AuthBackoffMax bounds the slow-down of failed CONNECTs from one IP
+	// address (see authFailureDelay): the first 5 failures are answered at
+	// once, each further one twice as late as the one before, from 50 ms
+	// up to AuthBackoffMax. Zero means 3 seconds; negative turns the
+	// slow-down off.
+	AuthBackoffMax time.Duration
 	// Metrics records connections, CONNECTs and Retries. Nil records
 	// nothing.
 	Metrics *metrics.Metrics

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
+	"os/signal"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -353,5 +356,51 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCloseOnSignal sends each close signal to the test process while
+// qim listen or qim chat runs under main's signal context, and checks that
+// the command ends cleanly (closing its session) instead of the process
+// dying, or going on.
+func TestCloseOnSignal(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	for _, tt := range []struct {
+		name string
+		sig  syscall.Signal
+		args []string
+	}{
+		{"listen SIGHUP", syscall.SIGHUP, []string{"listen"}},
+		{"chat SIGHUP", syscall.SIGHUP, []string{"chat", "--to", "bob"}},
+		{"listen SIGTERM", syscall.SIGTERM, []string{"listen"}},
+		{"chat SIGINT", syscall.SIGINT, []string{"chat", "--to", "bob"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// The command prints bob's message once it is connected.
+			user := strings.ReplaceAll(tt.name, " ", "-")
+			ok(t, srv, "bob", "send", "--to", user, "hello")
+			stdinR, stdinW := io.Pipe()
+			defer stdinW.Close()
+			ctx, stop := signal.NotifyContext(t.Context(), closeSignals()...)
+			defer stop()
+			var stdout testserver.Buffer
+			done := make(chan error, 1)
+			go func() {
+				done <- run(ctx, append([]string{"qim", "--server", srv.Addr, "--ca", srv.CAFile, "--user", user,
+					"--token", srv.Token(user)}, tt.args...), stdinR, &stdout, io.Discard)
+			}()
+			eventually(t, "bob's message to be printed", func() bool { return strings.Contains(stdout.String(), "hello") })
+			if err := syscall.Kill(os.Getpid(), tt.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("%s after %v: %v", tt.args[0], tt.sig, err)
+				}
+			case <-time.After(waitTime):
+				t.Fatalf("%s still running %v after %v", tt.args[0], waitTime, tt.sig)
+			}
+		})
 	}
 }

@@ -44,6 +44,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.Int64Flag{Name: "device-memory", Value: 1 << 20, EnvVars: []string{"QIM_DEVICE_MEMORY"}, Usage: "bytes the server may buffer for one device (messages waiting for it, frames queued for its streams)"},
 					&cli.Int64Flag{Name: "total-memory", Value: 256 << 20, EnvVars: []string{"QIM_TOTAL_MEMORY"}, Usage: "bytes the server may buffer for all devices together"},
 					&cli.Int64Flag{Name: "cache-memory", Value: 64 << 20, EnvVars: []string{"QIM_CACHE_MEMORY"}, Usage: "bytes the cache of recent group messages may hold"},
+					&cli.DurationFlag{Name: "auth-timeout", Value: 5 * time.Second, EnvVars: []string{"QIM_AUTH_TIMEOUT"}, Usage: "how long a new connection has to send CONNECT"},
+					&cli.DurationFlag{Name: "auth-backoff-max", Value: 3 * time.Second, EnvVars: []string{"QIM_AUTH_BACKOFF_MAX"}, Usage: "longest delay of a failed CONNECT from an IP address that keeps failing (negative: no delay)"},
 					&cli.Float64Flag{Name: "handshake-rate", Value: 1000, EnvVars: []string{"QIM_HANDSHAKE_RATE"}, Usage: "new connections per second above which clients must validate their address (QUIC Retry)"},
 					&cli.StringFlag{Name: "metrics", EnvVars: []string{"QIM_METRICS"}, Usage: "serve /metrics (Prometheus) and /debug/pprof over HTTP on TCP `ADDR`, e.g. 127.0.0.1:9090 (default: off); do not expose it publicly, profiles reveal the server's internals"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
@@ -81,9 +83,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					if !auth.ValidID(c.String("user")) {
 						return errors.New("user must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
 					}
+					if err := ensureDemoApp(c); err != nil {
+						return err
+					}
 					secret, err := daemon.AppSecret(c.String("data"), c.String("org"), c.String("appkey"))
 					if err != nil {
-						return fmt.Errorf("%w (start the server once with this --data to create the demo application)", err)
+						return err
 					}
 					fmt.Fprintln(c.App.Writer, auth.Mint(secret, c.String("org"), c.String("appkey"), c.String("user"), time.Now().Add(c.Duration("ttl"))))
 					return nil
@@ -101,6 +106,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						&cli.StringFlag{Name: "appkey", Required: true},
 					},
 					Action: func(c *cli.Context) error {
+						if c.String("org") != daemon.DemoOrg || c.String("appkey") != daemon.DemoAppkey {
+							if err := ensureDemoApp(c); err != nil {
+								return err
+							}
+						}
 						secret, err := daemon.CreateApp(c.String("data"), c.String("org"), c.String("appkey"))
 						if err != nil {
 							return err
@@ -172,6 +182,8 @@ func serve(c *cli.Context) error {
 		TotalMemory:     c.Int64("total-memory"),
 		GroupCacheBytes: c.Int64("cache-memory"),
 		HandshakeRate:   c.Float64("handshake-rate"),
+		AuthTimeout:     c.Duration("auth-timeout"),
+		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
 	})
 	if err != nil {
@@ -199,6 +211,17 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	return nil
+}
+
+// ensureDemoApp creates the demo application in a data directory that has
+// no application yet, whichever command runs first there, and says so on
+// stderr.
+func ensureDemoApp(c *cli.Context) error {
+	created, err := daemon.EnsureDemoApp(c.String("data"))
+	if created {
+		fmt.Fprintf(c.App.ErrWriter, "qimd: created the development application %s/%s in %s\n", daemon.DemoOrg, daemon.DemoAppkey, daemon.AppsDir(c.String("data")))
+	}
+	return err
 }
 
 func waitErr(d *daemon.Daemon) <-chan error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,6 +33,9 @@ type rawDevice struct {
 	convs map[string][]*qimpb.Message // guarded by mu
 	bad   []string                    // protocol problems; guarded by mu
 	total atomic.Int64
+	// holdAcks, when set, makes the device record pushes without
+	// acknowledging them, like an app killed before it could.
+	holdAcks atomic.Bool
 }
 
 // dialRawDevice connects user's device and closes it when the test ends.
@@ -47,16 +51,32 @@ func dialRawDevice(t testing.TB, addr string, tlsConf *tls.Config, user, token, 
 
 // newRawDevice connects user's device. The caller closes it.
 func newRawDevice(addr string, tlsConf *tls.Config, user, token, device string) (*rawDevice, error) {
+	return newRawDeviceOn(nil, addr, tlsConf, user, token, device)
+}
+
+// newRawDeviceOn is newRawDevice over tr, when it is not nil: a test that
+// closes tr's socket makes the device vanish without a CONNECTION_CLOSE.
+func newRawDeviceOn(tr *quic.Transport, addr string, tlsConf *tls.Config, user, token, device string) (*rawDevice, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTime)
 	defer cancel()
 	tc := tlsConf.Clone()
 	tc.NextProtos = []string{client.ALPN}
-	qc, err := quic.DialAddr(ctx, addr, tc, &quic.Config{
+	qconf := &quic.Config{
 		MaxIdleTimeout:        30 * time.Second,
 		KeepAlivePeriod:       5 * time.Second,
 		MaxIncomingStreams:    1000,
 		MaxIncomingUniStreams: -1,
-	})
+	}
+	var qc *quic.Conn
+	var err error
+	if tr == nil {
+		qc, err = quic.DialAddr(ctx, addr, tc, qconf)
+	} else {
+		var udpAddr *net.UDPAddr
+		if udpAddr, err = net.ResolveUDPAddr("udp", addr); err == nil {
+			qc, err = tr.Dial(ctx, udpAddr, tc, qconf)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("raw dial %s/%s: %w", user, device, err)
 	}
@@ -144,7 +164,7 @@ func (d *rawDevice) readStream(str *quic.Stream) {
 		d.convs[conv] = append(d.convs[conv], &m)
 		d.mu.Unlock()
 		d.total.Add(1)
-		if m.Seq == 0 {
+		if m.Seq == 0 || d.holdAcks.Load() {
 			continue
 		}
 		frame, _ := qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, &qimpb.Response{Code: int32(qimpb.Code_OK), RequestId: m.Seq})
