@@ -49,9 +49,9 @@ func TestUnauthenticatedMemory(t *testing.T) {
 
 			payload := make([]byte, 64<<10)
 			var (
-				wg      sync.WaitGroup
-				mu      sync.Mutex
-				conns   []*quic.Conn
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				conns []*quic.Conn
 			)
 			ctx := ctxTimeout(t)
 			sem := make(chan struct{}, 32)
