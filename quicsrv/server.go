@@ -227,7 +227,9 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			// that quic-go's queue of received datagrams stays empty.
 			ctx, cancel := context.WithCancel(qc.Context())
 			var wg sync.WaitGroup
-			wg.Go(func() { discardDatagrams(ctx, qc) })
+			if qconf.EnableDatagrams {
+				wg.Go(func() { discardDatagrams(ctx, qc) })
+			}
 			sc.serve()
 			cancel()
 			wg.Wait()
@@ -238,9 +240,6 @@ func (s *Server) Serve(pc net.PacketConn) error {
 // discardDatagrams reads and drops the connection's QUIC datagrams until
 // ctx ends. Devices send them as keepalives only.
 func discardDatagrams(ctx context.Context, qc *quic.Conn) {
-	if !qc.ConnectionState().SupportsDatagrams.Local {
-		return
-	}
 	for {
 		if _, err := qc.ReceiveDatagram(ctx); err != nil {
 			return
