@@ -21,6 +21,10 @@ const (
 	// refuseWait bounds how long a refused connection is kept for its
 	// handshake to complete, so that its close can carry a code.
 	refuseWait = time.Second
+	// maxRefusing bounds the refused connections waiting for their
+	// handshake; beyond it a refused connection is closed at once, without
+	// the code.
+	maxRefusing = 100
 )
 
 // unauthSlot is the place of one connection that has not authenticated
@@ -119,12 +123,18 @@ func (s *Server) authenticated(sc *serverConn) {
 // refuse closes qc with code. Until the handshake completes, QUIC closes a
 // connection with a bare APPLICATION_ERROR, without the code (RFC 9000
 // section 10.2.3), so refuse waits for the handshake, at most refuseWait,
-// in a goroutine counted in connsWG.
+// in a goroutine counted in connsWG. At most maxRefusing wait: a peer
+// that never completes its handshakes cannot make refusals pile up.
 func (s *Server) refuse(qc *quic.Conn, code qimpb.Code, reason string) {
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()
 		qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server shutting down")
+		return
+	}
+	if len(s.refused) >= maxRefusing {
+		s.mu.Unlock()
+		qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
 		return
 	}
 	if s.refused == nil {
