@@ -69,8 +69,9 @@ type Server struct {
 	// no bound.
 	MaxUnauthenticated int
 	// MaxUnauthenticatedPerIP bounds the connections from one IP address
-	// that have not authenticated yet; a connection beyond it is closed at
-	// once with RATE_LIMITED. Authenticated connections do not count, so
+	// that have not authenticated yet; a connection beyond it is closed
+	// with RATE_LIMITED as soon as its handshake completes (before that,
+	// QUIC cannot carry the code). Authenticated connections do not count, so
 	// many devices behind one carrier NAT are not limited by it. Zero
 	// means 100; negative means no bound.
 	MaxUnauthenticatedPerIP int
