@@ -46,7 +46,12 @@ type Config struct {
 	TLSConfig *tls.Config
 	// QUICConfig nil means KeepAlivePeriod KeepAlive, MaxIdleTimeout
 	// IdleTimeout, MaxIncomingStreams 1000 (the server opens one stream per
-	// conversation it pushes, and keeps it) and no unidirectional streams.
+	// conversation it pushes, and keeps it), no unidirectional streams, and
+	// datagrams enabled. With datagrams, the keepalives are also sent as
+	// datagrams large enough for a restarted server to answer with a
+	// stateless reset, so that the client reconnects within a keepalive
+	// period instead of its idle timeout; a QUICConfig without
+	// EnableDatagrams gets only quic-go's PINGs.
 	QUICConfig *quic.Config
 	// KeepAlive is how often an idle connection sends a keepalive, when
 	// QUICConfig is nil. 0 means 25s, below the 30 s after which many
@@ -213,6 +218,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		MaxIdleTimeout:        cmp.Or(cfg.IdleTimeout, 60*time.Second),
 		MaxIncomingStreams:    1000,
 		MaxIncomingUniStreams: -1,
+		EnableDatagrams:       true, // for keepalives (see link.keepAlive)
 	}
 	if cfg.QUICConfig != nil {
 		quicConf = cfg.QUICConfig.Clone()

@@ -109,10 +109,11 @@ func (c *Client) dialLink(ctx context.Context, early bool) (*link, error) {
 	}
 	c.mu.Lock()
 	l.established = true
-	l.wg.Add(2)
+	l.wg.Add(3)
 	c.mu.Unlock()
 	go l.readControl(fr)
 	go l.acceptStreams()
+	go l.keepAlive()
 	return l, nil
 }
 

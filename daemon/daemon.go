@@ -73,6 +73,11 @@ type Config struct {
 	// asks clients to prove their address (QUIC Retry) before it keeps any
 	// state for them. Zero means 1,000 per second; negative means always.
 	HandshakeRate float64
+	// MaxUnauthenticated and MaxUnauthenticatedPerIP bound the connections
+	// that have not authenticated yet, in total and per source IP address
+	// (quicsrv.Server). Zero means 1,000 and 100; negative means no bound.
+	MaxUnauthenticated      int
+	MaxUnauthenticatedPerIP int
 	// NoSync turns off fsync in the store. For benchmarks of everything but
 	// the disk only; never in production.
 	NoSync bool
@@ -259,7 +264,8 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
 		go d.pollApps(cfg.AppsPoll)
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m}
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
+		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)

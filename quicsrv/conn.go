@@ -73,6 +73,7 @@ func (sc *serverConn) serve() {
 		sc.Disconnect(code, reason)
 		return
 	}
+	sc.srv.authenticated(sc)
 	sc.logger = sc.logger.With("user", c.User, "device", c.Device)
 	sess := sc.srv.Hub.Open(app, c, sc, sc.logger)
 	sc.srv.Metrics.SessionOpened()

@@ -68,6 +68,19 @@ type Server struct {
 	// Metrics records connections, CONNECTs and Retries. Nil records
 	// nothing.
 	Metrics *metrics.Metrics
+	// MaxUnauthenticated bounds the connections that have not
+	// authenticated yet. While that many are waiting, the server accepts
+	// no more: new connections wait in quic-go's accept queue (32), and
+	// quic-go refuses those beyond it. Zero means 1,000; negative means
+	// no bound.
+	MaxUnauthenticated int
+	// MaxUnauthenticatedPerIP bounds the connections from one IP address
+	// that have not authenticated yet; a connection beyond it is closed
+	// with RATE_LIMITED as soon as its handshake completes (before that,
+	// QUIC cannot carry the code). Authenticated connections do not count, so
+	// many devices behind one carrier NAT are not limited by it. Zero
+	// means 100; negative means no bound.
+	MaxUnauthenticatedPerIP int
 
 	inShutdown atomic.Bool
 	nextConnID atomic.Uint64
@@ -77,10 +90,18 @@ type Server struct {
 	authMu       sync.Mutex
 	authFailures *lru.Cache[netip.Addr, *authFailure]
 
-	mu        sync.Mutex
-	listeners map[*quic.EarlyListener]struct{} // guarded by mu
-	conns     map[*serverConn]struct{}         // guarded by mu
-	connsWG   sync.WaitGroup                   // one per serveConn goroutine
+	// Guarded by unauthMu; unauthRoom is signalled when a place frees.
+	unauthMu    sync.Mutex
+	unauthRoom  *sync.Cond
+	unauthTotal int
+	unauthByIP  map[netip.Addr]int
+
+	mu          sync.Mutex
+	listeners   map[*quic.EarlyListener]struct{} // guarded by mu
+	conns       map[*serverConn]struct{}         // guarded by mu
+	unauthSlots map[*serverConn]*unauthSlot      // guarded by mu; the connections not authenticated yet
+	refused     map[*quic.Conn]struct{}          // guarded by mu; refused, waiting for their handshake to close
+	connsWG     sync.WaitGroup                   // one per serveConn goroutine
 }
 
 // DefaultQUICConfig returns the QUIC settings qim uses unless told
@@ -93,18 +114,34 @@ type Server struct {
 // its own: keeping a phone's NAT mapping open is the phone's decision,
 // because every packet wakes its radio; a device that lets its connection
 // go resumes in one round trip (0-RTT).
+//
+// Windows: the connection's window starts small (InitialConnectionWindow),
+// because until a device has authenticated the server reads none of its
+// conversation streams, and quic-go buffers what arrives on them up to that
+// window. Auto-tuning grows it (to 4 MiB) only as the server reads, that
+// is, once the device has authenticated.
+//
+// Datagrams are enabled only so that devices can send keepalives large
+// enough to be answered with a stateless reset (PROTOCOL.md section 9);
+// the server discards every datagram it receives.
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
 		Allow0RTT:                      true,
 		MaxIdleTimeout:                 5 * time.Minute,
 		InitialStreamReceiveWindow:     64 << 10,
 		MaxStreamReceiveWindow:         512 << 10,
-		InitialConnectionReceiveWindow: 256 << 10,
+		InitialConnectionReceiveWindow: InitialConnectionWindow,
 		MaxConnectionReceiveWindow:     4 << 20,
 		MaxIncomingStreams:             1000,
 		MaxIncomingUniStreams:          -1,
+		EnableDatagrams:                true,
 	}
 }
+
+// InitialConnectionWindow is the connection-level flow-control window a
+// new connection starts with in DefaultQUICConfig: what an
+// unauthenticated connection can make the server buffer.
+const InitialConnectionWindow = 32 << 10
 
 // ListenAndServe listens on s.Addr and serves until Shutdown or Close.
 func (s *Server) ListenAndServe() error {
@@ -163,6 +200,11 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	defer s.trackListener(ln, false)
 	s.logger().Info("serving", "addr", pc.LocalAddr().String())
 	for {
+		// At MaxUnauthenticated, stop accepting until a place frees.
+		if !s.waitUnauthRoom() {
+			s.connsWG.Wait()
+			return ErrServerClosed
+		}
 		qc, err := ln.Accept(context.Background())
 		if err != nil {
 			if s.inShutdown.Load() {
@@ -171,16 +213,44 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("quicsrv: accept: %w", err)
 		}
-		sc := s.newConn(qc)
+		ip, _ := addrIP(qc.RemoteAddr())
+		slot := s.takeUnauth(ip)
+		if slot == nil {
+			s.logger().Debug("too many unauthenticated connections from one address", "remote", qc.RemoteAddr().String())
+			s.Metrics.ConnectRefused(qimpb.Code_RATE_LIMITED)
+			s.refuse(qc, qimpb.Code_RATE_LIMITED, "too many unauthenticated connections from this address")
+			continue
+		}
+		sc := s.newConn(qc, slot)
 		if sc == nil {
+			s.releaseUnauth(slot)
 			qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server shutting down")
 			continue
 		}
 		go func() {
 			defer s.connsWG.Done()
 			defer s.untrack(sc)
+			// Discard the device's keepalive datagrams as they come, so
+			// that quic-go's queue of received datagrams stays empty.
+			ctx, cancel := context.WithCancel(qc.Context())
+			var wg sync.WaitGroup
+			if qconf.EnableDatagrams {
+				wg.Go(func() { discardDatagrams(ctx, qc) })
+			}
 			sc.serve()
+			cancel()
+			wg.Wait()
 		}()
+	}
+}
+
+// discardDatagrams reads and drops the connection's QUIC datagrams until
+// ctx ends. Devices send them as keepalives only.
+func discardDatagrams(ctx context.Context, qc *quic.Conn) {
+	for {
+		if _, err := qc.ReceiveDatagram(ctx); err != nil {
+			return
+		}
 	}
 }
 
@@ -219,10 +289,12 @@ func (s *Server) verifySourceAddress() func(net.Addr) bool {
 // when it closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
+	s.wakeUnauthWaiters()
 	s.closeListeners()
 	for _, sc := range s.snapshot() {
 		sc.Disconnect(qimpb.Code_GOING_AWAY, "server shutting down")
 	}
+	s.closeRefused()
 	done := make(chan struct{})
 	go func() {
 		s.connsWG.Wait()
@@ -241,10 +313,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
+	s.wakeUnauthWaiters()
 	s.closeListeners()
 	for _, sc := range s.snapshot() {
 		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server closed")
 	}
+	s.closeRefused()
 	s.connsWG.Wait()
 	return nil
 }
@@ -288,8 +362,9 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// newConn registers a new connection, or returns nil during shutdown.
-func (s *Server) newConn(qc *quic.Conn) *serverConn {
+// newConn registers a new connection, which holds slot until it
+// authenticates, or returns nil during shutdown.
+func (s *Server) newConn(qc *quic.Conn, slot *unauthSlot) *serverConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inShutdown.Load() {
@@ -305,6 +380,10 @@ func (s *Server) newConn(qc *quic.Conn) *serverConn {
 		logger: s.logger().With("conn", id, "remote", qc.RemoteAddr().String()),
 	}
 	s.conns[sc] = struct{}{}
+	if s.unauthSlots == nil {
+		s.unauthSlots = make(map[*serverConn]*unauthSlot)
+	}
+	s.unauthSlots[sc] = slot
 	s.connsWG.Add(1)
 	s.Metrics.ConnOpened()
 	return sc
@@ -313,7 +392,10 @@ func (s *Server) newConn(qc *quic.Conn) *serverConn {
 func (s *Server) untrack(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
+	slot := s.unauthSlots[sc]
+	delete(s.unauthSlots, sc)
 	s.mu.Unlock()
+	s.releaseUnauth(slot)
 	s.Metrics.ConnClosed()
 }
 

@@ -47,6 +47,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.DurationFlag{Name: "auth-timeout", Value: 5 * time.Second, EnvVars: []string{"QIM_AUTH_TIMEOUT"}, Usage: "how long a new connection has to send CONNECT"},
 					&cli.DurationFlag{Name: "auth-backoff-max", Value: 3 * time.Second, EnvVars: []string{"QIM_AUTH_BACKOFF_MAX"}, Usage: "longest delay of a failed CONNECT from an IP address that keeps failing (negative: no delay)"},
 					&cli.Float64Flag{Name: "handshake-rate", Value: 1000, EnvVars: []string{"QIM_HANDSHAKE_RATE"}, Usage: "new connections per second above which clients must validate their address (QUIC Retry)"},
+					&cli.IntFlag{Name: "max-unauth", Value: 1000, EnvVars: []string{"QIM_MAX_UNAUTH"}, Usage: "connections that have not authenticated yet, in total, beyond which the server stops accepting (negative: no limit)"},
+					&cli.IntFlag{Name: "max-unauth-per-ip", Value: 100, EnvVars: []string{"QIM_MAX_UNAUTH_PER_IP"}, Usage: "connections from one IP address that have not authenticated yet, beyond which a new one is closed with RATE_LIMITED (negative: no limit)"},
 					&cli.StringFlag{Name: "metrics", EnvVars: []string{"QIM_METRICS"}, Usage: "serve /metrics (Prometheus) and /debug/pprof over HTTP on TCP `ADDR`, e.g. 127.0.0.1:9090 (default: off); do not expose it publicly, profiles reveal the server's internals"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -185,6 +187,9 @@ func serve(c *cli.Context) error {
 		AuthTimeout:     c.Duration("auth-timeout"),
 		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
+
+		MaxUnauthenticated:      c.Int("max-unauth"),
+		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
 	})
 	if err != nil {
 		return err

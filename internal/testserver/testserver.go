@@ -41,6 +41,10 @@ type Options struct {
 	DeviceMemory    int64
 	TotalMemory     int64
 	GroupCacheBytes int64
+	// MaxUnauthenticated and MaxUnauthenticatedPerIP bound connections
+	// that have not authenticated (daemon.Config); zero means the defaults.
+	MaxUnauthenticated      int
+	MaxUnauthenticatedPerIP int
 	// AuthTimeout is the server's auth timeout. Zero means the default.
 	AuthTimeout time.Duration
 	// ListenPacket, if set, makes the server's socket (tests use it to
@@ -119,7 +123,8 @@ func (s *Server) start(listen string) {
 		}
 		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
-			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes})
+			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
 		if err == nil {
 			break
 		}
