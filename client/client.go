@@ -45,8 +45,9 @@ type Config struct {
 	// and ServerName to the host of Addr.
 	TLSConfig *tls.Config
 	// QUICConfig nil means KeepAlivePeriod KeepAlive, MaxIdleTimeout
-	// IdleTimeout, MaxIncomingStreams 1000 (the server opens one stream per
-	// conversation it pushes, and keeps it) and no unidirectional streams.
+	// IdleTimeout, MaxIncomingStreams 1000 (the server opens a stream per
+	// conversation it pushes, and finishes idle ones beyond its budget of
+	// 100) and no unidirectional streams.
 	QUICConfig *quic.Config
 	// KeepAlive is how often an idle connection sends a keepalive, when
 	// QUICConfig is nil. 0 means 25s, below the 30 s after which many
@@ -81,6 +82,12 @@ type Config struct {
 	// negative value makes it unbuffered, so that a message is acknowledged
 	// only once the program has received it.
 	Inbox int
+	// MaxStreams is how many conversation streams the client keeps open
+	// that it opened itself. To open another, it first finishes the least
+	// recently used one that has no request waiting for its answer, and
+	// opens a new one when it sends there again. 0 means 100, well below
+	// the 1,000 the server allows.
+	MaxStreams int
 
 	// Reconnect makes the client reconnect by itself when its connection
 	// is lost (see Client): false means the session ends with the
@@ -136,6 +143,7 @@ type Client struct {
 	me         string // the authenticated user
 	device     string // the session's device
 	maxFrame   int    // largest frame read from the server
+	maxStreams int    // streams kept open that the client opened (Config.MaxStreams)
 	msgs       chan *qimpb.Message
 	done       chan struct{} // closed by supervise when every goroutine has returned
 	stop       chan struct{} // closed by Close: stop reconnecting
@@ -235,15 +243,16 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			Device:   cfg.Device,
 			SendOnly: cfg.SendOnly,
 		},
-		log:       cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
-		maxFrame:  maxFrame,
-		msgs:      make(chan *qimpb.Message, inbox),
-		done:      make(chan struct{}),
-		stop:      make(chan struct{}),
-		kick:      make(chan struct{}, 1),
-		changed:   make(chan struct{}),
-		highest:   make(map[Peer]uint64),
-		localAddr: cfg.LocalAddr,
+		log:        cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
+		maxFrame:   maxFrame,
+		maxStreams: cmp.Or(max(cfg.MaxStreams, 0), 100),
+		msgs:       make(chan *qimpb.Message, inbox),
+		done:       make(chan struct{}),
+		stop:       make(chan struct{}),
+		kick:       make(chan struct{}, 1),
+		changed:    make(chan struct{}),
+		highest:    make(map[Peer]uint64),
+		localAddr:  cfg.LocalAddr,
 	}
 	c.sendLimit.Store(qimpb.DefaultMaxFrame)
 	l, err := c.dialLink(ctx, false)

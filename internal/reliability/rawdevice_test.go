@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,7 +120,8 @@ func (d *rawDevice) acceptLoop() {
 }
 
 // readStream records pushed messages and acknowledges them. It is the
-// stream's only reader and only writer.
+// stream's only reader and only writer. When the server finishes the
+// stream, it finishes its side too, as PROTOCOL.md 3.3 asks.
 func (d *rawDevice) readStream(str *quic.Stream) {
 	defer d.wg.Done()
 	r := bufio.NewReader(str)
@@ -127,6 +130,9 @@ func (d *rawDevice) readStream(str *quic.Stream) {
 		var cmd qimpb.Command
 		var err error
 		if buf, err = qimpb.ReadFrame(r, 1<<20, buf, &cmd); err != nil {
+			if errors.Is(err, io.EOF) {
+				str.Close()
+			}
 			return
 		}
 		var req qimpb.Request
