@@ -104,13 +104,17 @@ func (cs *convStream) endRequest() {
 }
 
 // makeRoom finishes the least recently used idle streams the server
-// opened until fewer than the budget remain, or none is idle (then the
-// server opens beyond its budget, up to what the device allows).
-func (s *Session) makeRoom() {
+// opened until room more fit in the budget, or none is idle (then the
+// server opens beyond its budget, up to what the device allows). A pusher
+// calls it with room 1 before it opens a stream, and a stream's reader
+// with room 0 after an acknowledgement, which may have made a stream idle:
+// pushers waiting for stream credit from the device (a catch-up of
+// thousands of conversations) get it as soon as streams are idle.
+func (s *Session) makeRoom(room int) {
 	ss := &s.streams
 	var ended []*convStream
 	ss.mu.Lock()
-	over := ss.opened.Len() - s.hub.pushStreams + 1
+	over := ss.opened.Len() - s.hub.pushStreams + room
 	for e := ss.opened.Back(); e != nil && over > 0; {
 		cs := e.Value.(*convStream)
 		e = e.Prev()

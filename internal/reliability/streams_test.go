@@ -20,8 +20,9 @@ import (
 // once: device a1 of user a sends one message to each of 5,000 users (a1
 // opens the streams), while a2 (the library) and a3 (a raw device written
 // from PROTOCOL.md) of the same user receive all 5,000 on streams the server
-// opens. Both sides must end idle streams and open new ones; before they
-// did, a1 could not open its 1,000th stream and a2 and a3 got 1,000 pushes.
+// opens; then a new device a4 catches up on all of them. Both sides must
+// end idle streams and open new ones; before they did, a1 could not open
+// its 1,000th stream and a2 and a3 got 1,000 pushes.
 func TestStreamsManyConversations(t *testing.T) {
 	peers := 5000
 	if raceEnabled && !soak() {
@@ -58,8 +59,24 @@ func TestStreamsManyConversations(t *testing.T) {
 	if n := a3.total.Load(); n != int64(peers) {
 		t.Errorf("raw device got %d pushes, want %d (each once)", n, peers)
 	}
-	t.Logf("%d conversations on one connection: sent by a1 in %v, all received by a2 and a3 after %v",
-		peers, sent.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	received := time.Since(start)
+
+	// A device connecting now catches up on all of them, on streams the
+	// server opens: it cannot open them all at once, and must end idle
+	// ones as they are acknowledged to open more.
+	start = time.Now()
+	cfg = demoConfig(srv, "a", "a4")
+	cfg.Inbox = peers
+	a4 := dial(t, cfg)
+	clear(seen)
+	for _, m := range recv(t, a4, peers, waitTime) {
+		if m.GetFromUser() != "a" || m.GetSeq() != 1 || seen[m.GetToUser()] {
+			t.Fatalf("a4: unexpected message %v", m)
+		}
+		seen[m.GetToUser()] = true
+	}
+	t.Logf("%d conversations on one connection: sent by a1 in %v, all received by a2 and a3 after %v; a new device caught up in %v",
+		peers, sent.Round(time.Millisecond), received.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
 
 // TestStreamsGroupInviteFlood is the attack of issue 9 at a larger scale
