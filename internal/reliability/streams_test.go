@@ -165,4 +165,3 @@ func sendAll(t *testing.T, n, workers int, f func(ctx context.Context, i int) er
 		t.Fatal(err)
 	}
 }
-
