@@ -398,7 +398,7 @@ func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushI
 // one got bound meanwhile. Beyond the session's budget of streams it
 // opened, it first finishes the least recently used idle one (streams.go).
 func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
-	p.s.makeRoom(1)
+	p.s.makeRoom()
 	str, err := p.s.conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, err

@@ -160,7 +160,7 @@ func (cs *convStream) readLoop() {
 			}
 			if p := cs.pusher.Load(); p != nil && resp.Code == int32(qimpb.Code_OK) {
 				p.ack(resp.RequestId)
-				cs.s.makeRoom(0)
+				cs.s.trim(cs)
 			}
 		default:
 			cs.respond(ctx, 0, errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)

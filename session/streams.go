@@ -18,7 +18,8 @@ import (
 // server finishes idle streams and opens new ones when it needs them:
 //
 //   - Beyond Config.PushStreams streams it opened, the least recently used
-//     idle one is finished before another is opened (makeRoom).
+//     idle one is finished before another is opened (makeRoom), and idle
+//     ones are finished as they become idle (trim).
 //   - A stream idle for Config.StreamIdle (opened by the server) or
 //     Config.PeerStreamIdle (opened by the device) is finished by the
 //     session's sweeper (sweepStreams).
@@ -103,24 +104,44 @@ func (cs *convStream) endRequest() {
 	cs.lastUse = time.Now()
 }
 
-// makeRoom finishes the least recently used idle streams the server
-// opened until room more fit in the budget, or none is idle (then the
+// makeRoom finishes idle streams the server opened, the least recently
+// used first, until one more fits in the budget, or none is idle (then the
 // server opens beyond its budget, up to what the device allows). A pusher
-// calls it with room 1 before it opens a stream, and a stream's reader
-// with room 0 after an acknowledgement, which may have made a stream idle:
-// pushers waiting for stream credit from the device (a catch-up of
-// thousands of conversations) get it as soon as streams are idle.
-func (s *Session) makeRoom(room int) {
+// calls it before it opens a stream.
+func (s *Session) makeRoom() { s.endIdle(nil, 1) }
+
+// trim finishes idle streams the server opened while there are more than
+// its budget: cs first (it may just have become idle), then the least
+// recently used ones. A stream's reader calls it after an acknowledgement
+// and a pusher after writing, so that pushers waiting for stream credit
+// from the device (a catch-up of thousands of conversations) get it as soon
+// as streams are idle.
+func (s *Session) trim(cs *convStream) { s.endIdle(cs, 0) }
+
+// trimScan bounds how many streams endIdle looks at from the least recently
+// used end; those not idle move to the front, so that the next call looks
+// at others.
+const trimScan = 16
+
+func (s *Session) endIdle(first *convStream, room int) {
 	ss := &s.streams
 	var ended []*convStream
 	ss.mu.Lock()
 	over := ss.opened.Len() - s.hub.pushStreams + room
-	for e := ss.opened.Back(); e != nil && over > 0; {
+	if over > 0 && first != nil && first.byServer && first.elem != nil && ss.tryEnd(first) {
+		ended = append(ended, first)
+		over--
+	}
+	now := time.Now()
+	for n := min(ss.opened.Len(), trimScan); n > 0 && over > 0; n-- {
+		e := ss.opened.Back()
 		cs := e.Value.(*convStream)
-		e = e.Prev()
 		if ss.tryEnd(cs) {
 			ended = append(ended, cs)
 			over--
+		} else {
+			cs.lastUse = now // in use: it has something to push, or acknowledge
+			ss.opened.MoveToFront(e)
 		}
 	}
 	ss.mu.Unlock()
@@ -251,10 +272,13 @@ func (p *pusher) pushAllBusy(ctx context.Context) error {
 	p.mu.Lock()
 	p.busy = true
 	p.mu.Unlock()
-	defer func() {
-		p.mu.Lock()
-		p.busy = false
-		p.mu.Unlock()
-	}()
-	return p.pushAll(ctx)
+	err := p.pushAll(ctx)
+	p.mu.Lock()
+	p.busy = false
+	cs := p.stream
+	p.mu.Unlock()
+	if cs != nil {
+		p.s.trim(cs)
+	}
+	return err
 }
