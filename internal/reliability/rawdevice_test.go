@@ -155,7 +155,10 @@ func (d *rawDevice) readStream(str *quic.Stream) {
 		}
 		frame, _ := qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, &qimpb.Response{Code: int32(qimpb.Code_OK), RequestId: m.Seq})
 		if _, err := str.Write(frame); err != nil {
-			return
+			// STOP_SENDING: the server ends the stream; read on to its FIN
+			// (PROTOCOL.md 3.3), where what is unacknowledged comes again
+			// on another stream.
+			continue
 		}
 	}
 }
