@@ -243,17 +243,17 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			Device:   cfg.Device,
 			SendOnly: cfg.SendOnly,
 		},
-		log:        cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
-		maxFrame:   maxFrame,
-		maxStreams: cmp.Or(max(cfg.MaxStreams, 0), 100),
-		msgs:       make(chan *qimpb.Message, inbox),
-		done:       make(chan struct{}),
-		stop:       make(chan struct{}),
-		kick:       make(chan struct{}, 1),
-		changed:    make(chan struct{}),
-		highest:    make(map[Peer]uint64),
-		localAddr:  cfg.LocalAddr,
+		log:       cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
+		maxFrame:  maxFrame,
+		msgs:      make(chan *qimpb.Message, inbox),
+		done:      make(chan struct{}),
+		stop:      make(chan struct{}),
+		kick:      make(chan struct{}, 1),
+		changed:   make(chan struct{}),
+		highest:   make(map[Peer]uint64),
+		localAddr: cfg.LocalAddr,
 	}
+	c.maxStreams = cmp.Or(max(cfg.MaxStreams, 0), 100)
 	c.sendLimit.Store(qimpb.DefaultMaxFrame)
 	l, err := c.dialLink(ctx, false)
 	if err != nil {
