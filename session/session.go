@@ -51,15 +51,16 @@ type Session struct {
 	mu      sync.Mutex
 	pushers map[string]*pusher         // by conversation; guarded by mu
 	inbox   map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
+	closed  bool                       // guarded by mu
+	readers int                        // stream readers running; guarded by mu
+	drained chan struct{}              // closed when readers drops to 0; guarded by mu
+
 	// Reads of the inbox for conversations the snapshot lacks
 	// (inboxState). Guarded by mu.
 	inboxReads uint64        // reads started
 	inboxRead  uint64        // the number of the last read finished
 	inboxDone  chan struct{} // closed when the read in progress finishes; nil if none
 	inboxErr   error         // the last read's error
-	closed     bool          // guarded by mu
-	readers    int           // stream readers running; guarded by mu
-	drained    chan struct{} // closed when readers drops to 0; guarded by mu
 }
 
 // Open starts the session of an authenticated device: it registers it with
@@ -254,11 +255,10 @@ func (s *Session) pusherFor(conv string) *pusher {
 
 // inboxState returns the device's state of conv from the connect-time
 // snapshot, as new for a 1:1 conversation the snapshot lacks, or else from
-// a read of the
-// device's inbox that started after this call. Concurrent misses share one
-// read, whose result is merged into the snapshot: a device that starts
-// thousands of conversations on one connection must not read its whole
-// inbox once for each of them.
+// a read of the device's inbox that started after this call. Concurrent
+// misses share one read, whose result is merged into the snapshot: a
+// device that starts thousands of conversations on one connection must not
+// read its whole inbox once for each of them.
 func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
