@@ -45,13 +45,14 @@ type Config struct {
 	// and ServerName to the host of Addr.
 	TLSConfig *tls.Config
 	// QUICConfig nil means KeepAlivePeriod KeepAlive, MaxIdleTimeout
-	// IdleTimeout, MaxIncomingStreams 1000 (the server opens one stream per
-	// conversation it pushes, and keeps it), no unidirectional streams, and
-	// datagrams enabled. With datagrams, the keepalives are also sent as
-	// datagrams large enough for a restarted server to answer with a
-	// stateless reset, so that the client reconnects within a keepalive
-	// period instead of its idle timeout; a QUICConfig without
-	// EnableDatagrams gets only quic-go's PINGs.
+	// IdleTimeout, MaxIncomingStreams 1000 (the server opens a stream per
+	// conversation it pushes, and finishes idle ones beyond its budget of
+	// 100), no unidirectional streams, and datagrams enabled. With
+	// datagrams, the keepalives are also sent as datagrams large enough for
+	// a restarted server to answer with a stateless reset, so that the
+	// client reconnects within a keepalive period instead of its idle
+	// timeout; a QUICConfig without EnableDatagrams gets only quic-go's
+	// PINGs.
 	QUICConfig *quic.Config
 	// KeepAlive is how often an idle connection sends a keepalive, when
 	// QUICConfig is nil. 0 means 25s, below the 30 s after which many
@@ -96,6 +97,12 @@ type Config struct {
 	// negative value makes it unbuffered, so that a message is acknowledged
 	// only once the program has received it.
 	Inbox int
+	// MaxStreams is how many conversation streams the client keeps open
+	// that it opened itself. To open another, it first finishes the least
+	// recently used one that has no request waiting for its answer, and
+	// opens a new one when it sends there again. 0 means 100, well below
+	// the 1,000 the server allows.
+	MaxStreams int
 
 	// Reconnect makes the client reconnect by itself when its connection
 	// is lost (see Client): false means the session ends with the
@@ -151,6 +158,7 @@ type Client struct {
 	me         string // the authenticated user
 	device     string // the session's device
 	maxFrame   int    // largest frame read from the server
+	maxStreams int    // streams kept open that the client opened (Config.MaxStreams)
 	msgs       chan *qimpb.Message
 	done       chan struct{} // closed by supervise when every goroutine has returned
 	stop       chan struct{} // closed by Close: stop reconnecting
@@ -261,6 +269,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		highest:   make(map[Peer]uint64),
 		localAddr: cfg.LocalAddr,
 	}
+	c.maxStreams = cmp.Or(max(cfg.MaxStreams, 0), 100)
 	c.sendLimit.Store(qimpb.DefaultMaxFrame)
 	l, err := c.dialLink(ctx, false)
 	if err != nil {

@@ -48,7 +48,9 @@ var ErrNotConnected = errors.New("qim: not connected")
 // Config.Reconnect, connection) ended before its RESPONSE arrived, when the
 // request was not safe to retry (GROUP_CREATE, GROUP_LEAVE, GROUP_KICK, a
 // MESSAGE with NoOffline) or retries ran out. Whether the server carried it
-// out is unknown.
+// out is unknown. (A request left unanswered when the server finished its
+// stream was not run: it is sent again on a new stream, whatever it is, and
+// ErrStreamEnded comes only once retries ran out.)
 var ErrStreamEnded = errors.New("qim: stream ended before the response")
 
 // errorOf returns the *Error for a non-OK code and reason.

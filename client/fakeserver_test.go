@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"testing"
 	"time"
@@ -219,9 +220,13 @@ func TestFakeRetryOnNewStream(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		end  func(s *quic.Stream)
+		// unread: the server finished the stream, which says it did not
+		// run the requests it left unanswered (PROTOCOL.md 3.3), so even
+		// GROUP_CREATE is sent again.
+		unread bool
 	}{
-		{"reset", func(s *quic.Stream) { s.CancelWrite(9); s.CancelRead(9) }},
-		{"finished", func(s *quic.Stream) { s.Close() }},
+		{"reset", func(s *quic.Stream) { s.CancelWrite(9); s.CancelRead(9) }, false},
+		{"finished", func(s *quic.Stream) { s.Close() }, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, fc := startFake(t).connect(t)
@@ -253,7 +258,8 @@ func TestFakeRetryOnNewStream(t *testing.T) {
 				t.Fatalf("ack %v", ack)
 			}
 
-			// GROUP_CREATE is not repeated: it could create two groups.
+			// GROUP_CREATE is not repeated after a reset: it could create
+			// two groups. After a FIN it was not run: it is sent again.
 			done = async(func() error {
 				_, err := c.CreateGroup(ctxT(t), "g")
 				return err
@@ -261,6 +267,15 @@ func TestFakeRetryOnNewStream(t *testing.T) {
 			s3, r3 := fc.acceptStream()
 			fc.readRequest(r3, new(qimpb.GroupRequest))
 			tt.end(s3)
+			if tt.unread {
+				s4, r4 := fc.acceptStream()
+				req := fc.readRequest(r4, new(qimpb.GroupRequest))
+				fc.respond(s4, req.GetRequestId(), qimpb.Code_OK, &qimpb.GroupResult{Group: &qimpb.GroupInfo{Id: "g1"}})
+				if err := wait(t, done); err != nil {
+					t.Fatalf("CreateGroup after a FIN: %v", err)
+				}
+				return
+			}
 			if err := wait(t, done); !errors.Is(err, client.ErrStreamEnded) {
 				t.Fatalf("CreateGroup on an ended stream: %v", err)
 			}
@@ -480,4 +495,50 @@ func TestFakeCloseFlushesAcks(t *testing.T) {
 	if err := wait(t, done); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestFakeStreamCache checks that the client keeps at most MaxStreams
+// streams it opened: before opening another, it finishes the least recently
+// used idle one (FIN), and it opens a new stream when it sends there again.
+func TestFakeStreamCache(t *testing.T) {
+	fs := startFake(t)
+	base := fs.clientTLS
+	fs.clientTLS = func() client.Config {
+		cfg := base()
+		cfg.MaxStreams = 2
+		return cfg
+	}
+	c, fc := fs.connect(t)
+	send := func(to string) (*quic.Stream, *bufio.Reader) {
+		t.Helper()
+		done := async(func() error {
+			_, err := c.Send(ctxT(t), client.ToUser(to), client.Outgoing{Text: "x"})
+			return err
+		})
+		s, r := fc.acceptStream()
+		var m qimpb.Message
+		req := fc.readRequest(r, &m)
+		if m.GetToUser() != to {
+			t.Fatalf("request for %q on a new stream, want %q", m.GetToUser(), to)
+		}
+		fc.respond(s, req.GetRequestId(), qimpb.Code_OK, &qimpb.MessageAck{Id: 1, Seq: 1})
+		if err := wait(t, done); err != nil {
+			t.Fatal(err)
+		}
+		return s, r
+	}
+	finished := func(what string, s *quic.Stream, r *bufio.Reader) {
+		t.Helper()
+		var cmd qimpb.Command
+		if _, err := qimpb.ReadFrame(r, qimpb.DefaultMaxFrame, nil, &cmd); !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: read %v, %v; want EOF", what, &cmd, err)
+		}
+		s.Close() // as the server does: the stream is released
+	}
+	s1, r1 := send("bob")
+	s2, r2 := send("carol")
+	send("dave") // a third stream: bob's, the least recently used, is finished
+	finished("bob's stream", s1, r1)
+	send("bob") // a new stream for bob; carol's is finished
+	finished("carol's stream", s2, r2)
 }

@@ -11,8 +11,10 @@ import (
 )
 
 // CreateGroup creates a group named name, owned by the caller, and returns
-// it. It is not retried when its stream ends (ErrStreamEnded), since a
-// retry could create a second group.
+// it. It is not retried when its stream is reset or its connection ends
+// (ErrStreamEnded), since a retry could create a second group; it is sent
+// again when the server finished the stream without answering it, which
+// means the server did not run it (PROTOCOL.md 3.3).
 func (c *Client) CreateGroup(ctx context.Context, name string) (*qimpb.GroupInfo, error) {
 	res, err := c.group(ctx, &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_CREATE, Name: name})
 	if err != nil {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,7 @@ type link struct {
 	streams     map[Peer]*stream
 	opening     map[Peer]chan struct{}
 	live        map[*stream]bool
+	mine        list.List // of *stream the client opened, most recently used first (streamcache.go)
 	// delivering counts readers between deciding to deliver a message and
 	// queueing its acknowledgement. After drainAcks sets draining it only
 	// decreases, and quiet is closed when it reaches zero.

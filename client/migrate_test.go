@@ -139,6 +139,9 @@ func TestMigrateBoundedSockets(t *testing.T) {
 	alice := dialConfig(t, cfg)
 	bob := dial(t, srv, "bob", "phone")
 	send(t, alice, client.ToUser("bob"), "alice1")
+	// Received: the push stream to bob and its goroutines, client and
+	// server, are counted in before.
+	collect(t, bob, "alice", 1)
 
 	before, goroutines := openFDs(t), runtime.NumGoroutine()
 	const switches = 100
@@ -164,7 +167,11 @@ func TestMigrateBoundedSockets(t *testing.T) {
 	sockets, transports, _ := client.SocketsOf(alice)
 	t.Logf("after %d migrations: %+d file descriptors, %+d goroutines, %d sockets, %d transports",
 		switches, openFDs(t)-before, runtime.NumGoroutine()-goroutines, sockets, transports)
-	collect(t, bob, "alice", switches/10+1)
+	for i, m := range recv(t, bob, switches/10) {
+		if want := fmt.Sprint("alice", i+2); client.Text(m) != want {
+			t.Fatalf("bob: message %d is %q, want %q", i, client.Text(m), want)
+		}
+	}
 	send(t, bob, client.ToUser("alice"), "bob1")
 	collect(t, alice, "bob", 1)
 	if n := srv.Connects(); n != 2 || alice.Reconnects() != 0 {

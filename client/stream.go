@@ -1,6 +1,7 @@
 package client
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -40,7 +41,8 @@ type stream struct {
 	holding bool // ackLater keeps a delivery open until unacked is queued
 
 	// Guarded by l.c.mu.
-	key Peer // conversation the stream is registered under; zero until bound
+	key  Peer          // conversation the stream is registered under; zero until bound
+	elem *list.Element // in l.mine while the client may still use it; nil for a stream the server opened
 
 	// Guarded by mu.
 	mu       sync.Mutex
@@ -48,14 +50,16 @@ type stream struct {
 	pending  map[uint64]chan result
 	err      error // why the stream ended; set once by fail
 	graceful bool  // the server finished the stream: FIN ours too
+	ending   bool  // the client finished the idle stream (streamcache.go): no new requests
 }
 
-// outFrame is an encoded frame waiting for writeLoop, or a flush marker.
+// outFrame is an encoded frame waiting for writeLoop, or a marker.
 type outFrame struct {
 	b       []byte
 	ack     bool          // an acknowledgement: still written after the server's FIN
 	flushed chan struct{} // a marker: closed once the frames before it are written
 	fin     bool          // with flushed: finish the stream after them
+	end     bool          // a marker: finish the idle stream, and keep reading (streamcache.go)
 }
 
 type result struct {
@@ -80,6 +84,7 @@ func (l *link) startStream(qs *quic.Stream, key Peer, general bool) *stream {
 	}
 	if general || key != (Peer{}) {
 		l.streams[key] = s
+		s.elem = l.mine.PushFront(s)
 	}
 	l.live[s] = true
 	l.wg.Add(2)
@@ -96,6 +101,9 @@ func (l *link) streamFor(ctx context.Context, key Peer) (*stream, error) {
 	for {
 		c.mu.Lock()
 		s, stopped, opening := l.streams[key], l.stopped, l.opening[key]
+		if s != nil && s.elem != nil {
+			l.mine.MoveToFront(s.elem)
+		}
 		if s == nil && !stopped && opening == nil {
 			opening = make(chan struct{})
 			l.opening[key] = opening
@@ -124,6 +132,7 @@ func (l *link) streamFor(ctx context.Context, key Peer) (*stream, error) {
 
 // open opens a stream for key and starts it.
 func (l *link) open(ctx context.Context, key Peer) (*stream, error) {
+	l.makeRoom()
 	// Opening may wait for stream credit from the server: not under c.mu.
 	l.openMu.RLock()
 	qs, err := l.conn.OpenStreamSync(ctx)
@@ -187,7 +196,8 @@ func (c *Client) do(ctx context.Context, key Peer, req *qimpb.Request, retry boo
 			}
 			l.log.Debug("retrying request on the next connection", "type", req.GetType(), "err", err)
 			continue
-		case retry && attempt < maxAttempts && errors.Is(err, ErrStreamEnded):
+		case (retry || errors.Is(err, errUnread)) && attempt < maxAttempts && errors.Is(err, ErrStreamEnded):
+			// errUnread: the server did not run it, whatever it is.
 			attempt++
 			s.log.Debug("retrying request on a new stream", "type", req.GetType(), "err", err)
 			continue
@@ -230,6 +240,10 @@ func (l *link) forget(s *stream) {
 	if l.streams[s.key] == s {
 		delete(l.streams, s.key)
 	}
+	if s.elem != nil {
+		l.mine.Remove(s.elem)
+		s.elem = nil
+	}
 	delete(l.live, s)
 }
 
@@ -259,8 +273,11 @@ func (c *Client) unadvance(conv Peer, seq, prev uint64) {
 // request sends req with the next request_id of s and waits for the answer.
 func (s *stream) request(ctx context.Context, req *qimpb.Request) (*qimpb.Response, error) {
 	s.mu.Lock()
-	if s.err != nil {
+	if s.err != nil || s.ending {
 		err := s.err
+		if s.ending {
+			err = errUnread // never sent: Client.do sends it on a new stream
+		}
 		s.mu.Unlock()
 		return nil, err
 	}
@@ -330,9 +347,19 @@ func (s *stream) stoppedErr() error {
 // It runs in its own goroutine.
 func (s *stream) writeLoop() {
 	defer s.l.wg.Done()
+	// finished: our send side is finished (an idle stream the client
+	// ended) or the server stopped reading (STOP_SENDING): frames are
+	// dropped until the reader reads the server's FIN and fails the
+	// requests left (errUnread), which were not run.
+	finished := false
 	for {
 		select {
 		case f := <-s.wq:
+			if f.end {
+				s.qs.Close()
+				finished = true
+				continue
+			}
 			if f.flushed != nil {
 				if f.fin {
 					// Closing: finish the stream, so that the server
@@ -350,7 +377,17 @@ func (s *stream) writeLoop() {
 				close(f.flushed)
 				continue
 			}
+			if finished {
+				continue
+			}
 			if _, err := s.qs.Write(f.b); err != nil {
+				var se *quic.StreamError
+				if errors.As(err, &se) && se.Remote {
+					// STOP_SENDING: the server answers what it read
+					// and finishes the stream; the reader reads on.
+					finished = true
+					continue
+				}
 				s.fail(s.ioError("write", err))
 				return
 			}
@@ -594,12 +631,13 @@ func (s *stream) ioError(op string, err error) error {
 }
 
 // finishGracefully ends s after the server's FIN: unanswered requests fail
-// with ErrStreamEnded and writeLoop finishes our side.
+// with errUnread (the server answers every request it reads before it
+// finishes a stream, so these were not run) and writeLoop finishes our side.
 func (s *stream) finishGracefully() {
 	s.mu.Lock()
 	s.graceful = true
 	s.mu.Unlock()
-	s.fail(ErrStreamEnded)
+	s.fail(errUnread)
 }
 
 // fail ends s with err, once: it unregisters the stream, fails its pending

@@ -6,6 +6,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,19 @@ type Config struct {
 	// invitations are answered LIMIT_EXCEEDED. Zero means 50; a negative
 	// value means no limit.
 	InvitesPerHour int
+	// PushStreams is how many conversation streams the server keeps open
+	// to one device for pushes (streams it opened). To open another, it
+	// first finishes the least recently used idle one. Zero means 100, well
+	// below the 1,000 streams a device allows.
+	PushStreams int
+	// StreamIdle is how long a stream the server opened may stay idle
+	// (nothing to push, nothing unacknowledged, no request) before the
+	// server finishes it. Zero means 60 s.
+	StreamIdle time.Duration
+	// PeerStreamIdle is the same for streams the device opened, which are
+	// the device's to finish; the server finishes them only after this
+	// long. Zero means 10 minutes.
+	PeerStreamIdle time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Metrics records what the hub's sessions do. Nil records nothing.
@@ -98,7 +112,10 @@ type Hub struct {
 	metrics  *metrics.Metrics // nil: off
 
 	// live tracks open sessions and their tokens (revoke.go).
-	live liveSessions
+	live        liveSessions
+	pushStreams int           // streams.go
+	streamIdle  time.Duration // for streams the server opened
+	peerIdle    time.Duration // for streams the device opened
 
 	// opened counts sessions opened (successful CONNECTs), for tests and
 	// metrics.
@@ -149,6 +166,9 @@ func NewHub(cfg Config) (*Hub, error) {
 	if h.now == nil {
 		h.now = time.Now
 	}
+	h.pushStreams = cmp.Or(max(cfg.PushStreams, 0), 100)
+	h.streamIdle = cmp.Or(max(cfg.StreamIdle, 0), time.Minute)
+	h.peerIdle = cmp.Or(max(cfg.PeerStreamIdle, 0), 10*time.Minute)
 	var err error
 	h.maxGroup = cfg.MaxGroupMembers
 	if h.maxGroup <= 0 {

@@ -39,7 +39,8 @@ type pusher struct {
 	live      []pushItem  // known messages with seq > sent, ascending
 	ephem     []pushItem  // unstored messages waiting to be written
 	stream    *convStream // where pushes go; nil until bound or opened
-	gen       uint64      // incremented when the stream is lost
+	gen       uint64      // incremented when the stream is lost or released
+	busy      bool        // run is in pushAll (streams.go)
 
 	// Owned by run: closed when the device has room in its budget again
 	// after a push did not fit; nil otherwise.
@@ -272,7 +273,7 @@ func (p *pusher) run() {
 			return
 		}
 		p.roomWait = nil
-		err := p.pushAll(ctx)
+		err := p.pushAllBusy(ctx)
 		p.persistAcked(ctx)
 		switch {
 		case err == nil:
@@ -504,13 +505,15 @@ func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) err
 }
 
 // openStream opens a stream to the device for this conversation, unless
-// one got bound meanwhile.
+// one got bound meanwhile. Beyond the session's budget of streams it
+// opened, it first finishes the least recently used idle one (streams.go).
 func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
+	p.s.makeRoom()
 	str, err := p.s.conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cs := p.s.newConvStream(str)
+	cs := p.s.newConvStream(str, true)
 	cs.conv = p.conv
 	cs.pusher.Store(p)
 	if !p.bind(cs) {

@@ -47,12 +47,21 @@ type Session struct {
 	unregister func()
 	wg         sync.WaitGroup // every goroutine of the session
 
+	streams streamSet // the conversation streams, a cache (streams.go); has its own lock
+
 	mu      sync.Mutex
 	pushers map[string]*pusher         // by conversation; guarded by mu
-	inbox   map[string]store.ConvState // snapshot at connect; guarded by mu
+	inbox   map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
 	closed  bool                       // guarded by mu
 	readers int                        // stream readers running; guarded by mu
 	drained chan struct{}              // closed when readers drops to 0; guarded by mu
+
+	// Reads of the inbox for conversations the snapshot lacks
+	// (inboxState). Guarded by mu.
+	inboxReads uint64        // reads started
+	inboxRead  uint64        // the number of the last read finished
+	inboxDone  chan struct{} // closed when the read in progress finishes; nil if none
+	inboxErr   error         // the last read's error
 }
 
 // Open starts the session of an authenticated device: it registers it with
@@ -200,7 +209,7 @@ func (s *Session) Receive(ev Event) {
 // HandleStream serves a stream the device opened. It returns at once; the
 // stream's goroutines belong to the session.
 func (s *Session) HandleStream(str *quic.Stream) {
-	cs := s.newConvStream(str)
+	cs := s.newConvStream(str, false)
 	cs.start()
 }
 
@@ -249,24 +258,59 @@ func (s *Session) pusherFor(conv string) *pusher {
 }
 
 // inboxState returns the device's state of conv from the connect-time
-// snapshot, or from the store when the snapshot does not have it.
+// snapshot, as new for a 1:1 conversation the snapshot lacks, or else from
+// a read of the device's inbox that started after this call. Concurrent
+// misses share one read, whose result is merged into the snapshot: a
+// device that starts thousands of conversations on one connection must not
+// read its whole inbox once for each of them.
 func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState, bool, error) {
 	s.mu.Lock()
-	c, ok := s.inbox[conv]
-	s.mu.Unlock()
-	if ok {
+	defer s.mu.Unlock()
+	if c, ok := s.inbox[conv]; ok {
 		return c, true, nil
 	}
-	inbox, err := s.hub.store.Inbox(ctx, s.app, s.user, s.device)
-	if err != nil {
-		return store.ConvState{}, false, storeErr("read inbox", err)
+	if s.inbox != nil && !isGroupConv(conv) {
+		// A 1:1 conversation that the snapshot lacks began after it was
+		// read: the device has none of its messages, and each of them was
+		// routed to this session (registered before the read), which
+		// sets the pusher's last.
+		return store.ConvState{Conv: conv}, true, nil
 	}
-	for _, c := range inbox {
-		if c.Conv == conv {
-			return c, true, nil
+	want := s.inboxReads + 1 // a read that starts after this miss
+	for s.inboxRead < want {
+		if done := s.inboxDone; done != nil {
+			s.mu.Unlock()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				s.mu.Lock()
+				return store.ConvState{}, false, ctx.Err()
+			}
+			s.mu.Lock()
+			continue
+		}
+		s.inboxReads++
+		n, done := s.inboxReads, make(chan struct{})
+		s.inboxDone = done
+		s.mu.Unlock()
+		inbox, err := s.hub.store.Inbox(ctx, s.app, s.user, s.device)
+		s.mu.Lock()
+		s.inboxDone, s.inboxRead, s.inboxErr = nil, n, err
+		close(done)
+		if err == nil {
+			if s.inbox == nil {
+				s.inbox = make(map[string]store.ConvState, len(inbox))
+			}
+			for _, c := range inbox {
+				s.inbox[c.Conv] = c
+			}
 		}
 	}
-	return store.ConvState{}, false, nil
+	if s.inboxErr != nil {
+		return store.ConvState{}, false, storeErr("read inbox", s.inboxErr)
+	}
+	c, ok := s.inbox[conv]
+	return c, ok, nil
 }
 
 // convOf returns the conversation key of a message.

@@ -2,10 +2,12 @@ package session
 
 import (
 	"bufio"
+	"container/list"
 	"context"
 	"errors"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +35,16 @@ type convStream struct {
 	conv string
 	// pusher is the pusher using this stream for pushes, if any.
 	pusher atomic.Pointer[pusher]
+
+	// byServer is set when the server opened the stream (streams.go).
+	// Static after construction.
+	byServer bool
+	// The stream's place in the session's stream cache (streams.go).
+	// Guarded by s.streams.mu.
+	elem     *list.Element // in s.streams.opened or s.streams.peer; nil once ending or done
+	lastUse  time.Time     // when a frame was last read or queued
+	handling bool          // the reader is running a request
+	ending   bool          // the server finished the stream: requests read now are not run
 }
 
 // outFrame is one frame for the writer: encoded already, the response to a
@@ -51,17 +63,20 @@ type outFrame struct {
 // fin reports whether f is the zero outFrame, which finishes the stream.
 func (f *outFrame) fin() bool { return f.frame == nil && f.pend == nil && !f.sent }
 
-func (s *Session) newConvStream(str *quic.Stream) *convStream {
+func (s *Session) newConvStream(str *quic.Stream, byServer bool) *convStream {
 	return &convStream{
-		s:    s,
-		str:  str,
-		out:  make(chan outFrame, outQueue),
-		done: make(chan struct{}),
+		s:        s,
+		str:      str,
+		out:      make(chan outFrame, outQueue),
+		done:     make(chan struct{}),
+		byServer: byServer,
 	}
 }
 
-// start runs the stream's reader and writer in the session's WaitGroup.
+// start adds the stream to the session's stream cache and runs its reader
+// and writer in the session's WaitGroup.
 func (cs *convStream) start() {
+	cs.s.addStream(cs)
 	cs.s.wg.Go(cs.writeLoop)
 	cs.s.readerStarted()
 	cs.s.wg.Go(func() {
@@ -74,6 +89,9 @@ func (cs *convStream) start() {
 // belongs to the writer, which gives it back when it has written it (or
 // drainQueued does, when the writer has stopped).
 func (cs *convStream) send(ctx context.Context, f outFrame) error {
+	if !f.fin() {
+		cs.s.touchStream(cs)
+	}
 	select {
 	case cs.out <- f:
 		select {
@@ -145,17 +163,26 @@ func (cs *convStream) readLoop() {
 		}
 		switch cmd.Command {
 		case qimpb.CommandType_REQUEST:
-			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
-				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
+			if !cs.beginRequest() {
+				// The server finished this stream: the request is not
+				// run, and the device sends it again on another stream
+				// (PROTOCOL.md 3.3).
 				continue
 			}
-			cs.handleRequest(ctx, &req)
+			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
+				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
+			} else {
+				cs.handleRequest(ctx, &req)
+			}
+			cs.endRequest()
 		case qimpb.CommandType_RESPONSE:
+			cs.s.touchStream(cs)
 			if err := proto.Unmarshal(cmd.Payload, &resp); err != nil {
 				continue // an acknowledgement we cannot read: the message is sent again later
 			}
 			if p := cs.pusher.Load(); p != nil && resp.Code == int32(qimpb.Code_OK) {
 				p.ack(resp.RequestId)
+				cs.s.trim(cs)
 			}
 		default:
 			cs.respond(ctx, 0, errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)
@@ -243,6 +270,7 @@ func (cs *convStream) writeLoop() {
 		held = held[:0]
 	}
 	defer func() {
+		cs.s.dropStream(cs)
 		close(cs.done)
 		giveHeld()
 		cs.drainQueued()

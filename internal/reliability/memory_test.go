@@ -99,7 +99,16 @@ func TestMemoryBudgets(t *testing.T) {
 	// The budgets, each conversation's fixed costs (streams and their
 	// buffers, on the server and in this process's clients: under 100 KiB),
 	// and slack for the heap's size classes: far below what was sent.
-	if limit := int64(deviceMem + cacheMem + groups*100<<10 + 4<<20); growth > limit {
+	// What this test holds stays held while the device does not read, so
+	// a heap over the limit is measured again for a few seconds, in case
+	// something of an earlier test was still being torn down.
+	limit := int64(deviceMem + cacheMem + groups*100<<10 + 4<<20)
+	for deadline := time.Now().Add(5 * time.Second); growth > limit && time.Now().Before(deadline); {
+		time.Sleep(500 * time.Millisecond)
+		growth = int64(heapAfterGC()) - int64(before)
+		t.Logf("heap growth measured again: %d B", growth)
+	}
+	if growth > limit {
 		t.Errorf("heap grew by %s while a device did not read %s of messages; want under %s", mib(uint64(max(growth, 0))), mib(uint64(sent)), mib(uint64(limit)))
 	}
 

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -138,7 +140,8 @@ func (d *rawDevice) acceptLoop() {
 }
 
 // readStream records pushed messages and acknowledges them. It is the
-// stream's only reader and only writer.
+// stream's only reader and only writer. When the server finishes the
+// stream, it finishes its side too, as PROTOCOL.md 3.3 asks.
 func (d *rawDevice) readStream(str *quic.Stream) {
 	defer d.wg.Done()
 	r := bufio.NewReader(str)
@@ -147,6 +150,9 @@ func (d *rawDevice) readStream(str *quic.Stream) {
 		var cmd qimpb.Command
 		var err error
 		if buf, err = qimpb.ReadFrame(r, 1<<20, buf, &cmd); err != nil {
+			if errors.Is(err, io.EOF) {
+				str.Close()
+			}
 			return
 		}
 		var req qimpb.Request
@@ -169,7 +175,10 @@ func (d *rawDevice) readStream(str *quic.Stream) {
 		}
 		frame, _ := qimpb.EncodeFrame(qimpb.CommandType_RESPONSE, &qimpb.Response{Code: int32(qimpb.Code_OK), RequestId: m.Seq})
 		if _, err := str.Write(frame); err != nil {
-			return
+			// STOP_SENDING: the server ends the stream; read on to its FIN
+			// (PROTOCOL.md 3.3), where what is unacknowledged comes again
+			// on another stream.
+			continue
 		}
 	}
 }

@@ -36,6 +36,9 @@ type Options struct {
 	SendBurst       int
 	MaxGroupMembers int
 	HandshakeRate   float64
+	// InvitesPerHour is the server's limit on invitations from non-contacts
+	// (daemon.Config); zero means the default, negative no limit.
+	InvitesPerHour int
 	// DeviceMemory, TotalMemory and GroupCacheBytes are the server's memory
 	// budgets (daemon.Config); zero means the defaults.
 	DeviceMemory    int64
@@ -122,7 +125,7 @@ func (s *Server) start(listen string) {
 			}
 		}
 		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
-			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
+			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
 			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
 		if err == nil {
