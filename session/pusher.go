@@ -9,6 +9,7 @@ import (
 
 	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
 )
 
 // maxLive bounds the live messages a pusher buffers; beyond it, or beyond
@@ -42,10 +43,20 @@ type pusher struct {
 	gen       uint64      // incremented when the stream is lost or released
 	busy      bool        // run is in pushAll (streams.go)
 
+	// retired is set when the pusher left its session's pushers: it takes
+	// no more messages (offer and bind refuse), and a new pusher takes over
+	// the conversation. Guarded by mu (set with the session's mu held too).
+	retired bool
+
 	// Owned by run: closed when the device has room in its budget again
 	// after a push did not fit; nil otherwise.
 	roomWait <-chan struct{}
 }
+
+// retireAfter is how long a pusher with nothing to do and no stream waits
+// before it retires (retire), so that a device's thousands of quiet
+// conversations cost no goroutine each.
+const retireAfter = 2 * time.Second
 
 // pushItem is a message to push, with when it was read off its sender's
 // stream (zero when metrics are off or it was read back from the store)
@@ -103,8 +114,9 @@ func (p *pusher) wakeup() {
 
 // offer hands the pusher a message routed to the device, read off its
 // sender's stream at read, with its shared frame (nil: encode it here). It
-// never blocks.
-func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
+// never blocks. It reports false if the pusher has retired: the caller
+// offers the message to the conversation's new pusher.
+func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool {
 	mem := p.s.mem
 	var n int64
 	if frame != nil {
@@ -113,6 +125,10 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
 		n = msgCost(m)
 	}
 	p.mu.Lock()
+	if p.retired {
+		p.mu.Unlock()
+		return false
+	}
 	if m.Seq == 0 {
 		c, ok := charge{}, len(p.ephem) < maxLive
 		if ok {
@@ -145,6 +161,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) {
 	}
 	p.mu.Unlock()
 	p.wakeup()
+	return true
 }
 
 // release gives back the budget of items the pusher no longer holds.
@@ -160,10 +177,20 @@ func (p *pusher) release(items []pushItem) {
 func (p *pusher) bind(cs *convStream) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.retired {
+		return false
+	}
 	if p.stream == nil {
 		p.stream = cs
 	}
 	return p.stream == cs
+}
+
+// isRetired reports whether the pusher has retired.
+func (p *pusher) isRetired() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.retired
 }
 
 // streamLost is called when cs ends. What was written to it and not
@@ -255,6 +282,7 @@ func (p *pusher) run() {
 	ctx := p.s.ctx
 	defer p.persistAcked(ctx)
 	defer func() {
+		p.retire(true)
 		p.mu.Lock()
 		live, ephem := p.live, p.ephem
 		p.live, p.ephem = nil, nil
@@ -263,10 +291,17 @@ func (p *pusher) run() {
 		p.release(ephem)
 	}()
 	backoff := 10 * time.Millisecond
+	idle := time.NewTimer(retireAfter)
+	defer idle.Stop()
 	for {
 		select {
 		case <-p.wake:
 		case <-p.roomWait:
+		case <-idle.C:
+			p.persistAcked(ctx)
+			if p.retire(false) {
+				return
+			}
 		case <-p.stopped:
 			return
 		case <-ctx.Done():
@@ -275,6 +310,7 @@ func (p *pusher) run() {
 		p.roomWait = nil
 		err := p.pushAllBusy(ctx)
 		p.persistAcked(ctx)
+		idle.Reset(retireAfter)
 		switch {
 		case err == nil:
 			backoff = 10 * time.Millisecond
@@ -295,6 +331,35 @@ func (p *pusher) run() {
 			p.wakeup()
 		}
 	}
+}
+
+// retire takes the pusher out of its session's pushers, so that the next
+// message of the conversation starts a new one, and records how far the
+// device got in the session's inbox snapshot, where the new pusher starts
+// from. Unless force, it does so only when the pusher has nothing left to
+// do: everything it knows of acknowledged (and persisted), nothing
+// buffered, no stream. It reports whether the pusher retired.
+func (p *pusher) retire(force bool) bool {
+	s := p.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.retired {
+		return true
+	}
+	if !force && (s.inbox == nil || !p.ready || p.stream != nil || p.busy || p.acked < p.last ||
+		p.persisted < p.acked || len(p.live) > 0 || len(p.ephem) > 0 || len(p.skipped) > 0) {
+		return false
+	}
+	p.retired = true
+	if s.pushers[p.conv] == p {
+		delete(s.pushers, p.conv)
+		if p.ready && s.inbox != nil {
+			s.mergeInboxLocked(store.ConvState{Conv: p.conv, LastSeq: p.last, Acked: p.acked})
+		}
+	}
+	return true
 }
 
 var errRevoked = errors.New("session: conversation access revoked")

@@ -219,9 +219,19 @@ func decodeText(b []byte) (txt []byte, ok bool) {
 func (cs *convStream) bindTo(conv string) error {
 	if cs.conv == "" {
 		cs.conv = conv
-		if p := cs.s.pusherFor(conv); p != nil && p.bind(cs) {
-			cs.pusher.Store(p)
-			p.wakeup()
+		for {
+			p := cs.s.pusherFor(conv)
+			if p == nil {
+				break
+			}
+			if p.bind(cs) {
+				cs.pusher.Store(p)
+				p.wakeup()
+				break
+			}
+			if !p.isRetired() {
+				break // it pushes on another stream
+			}
 		}
 		return nil
 	}

@@ -200,8 +200,12 @@ func (s *Session) Receive(ev Event) {
 		if conv == "" {
 			conv = convOf(ev.Msg)
 		}
-		if p := s.pusherFor(conv); p != nil {
-			p.offer(ev.Msg, ev.Read, ev.frame)
+		// A pusher that has just retired refuses: the next one takes it.
+		for {
+			p := s.pusherFor(conv)
+			if p == nil || p.offer(ev.Msg, ev.Read, ev.frame) {
+				break
+			}
 		}
 	}
 }
@@ -224,12 +228,13 @@ func (s *Session) catchUp() {
 		}
 		return
 	}
-	m := make(map[string]store.ConvState, len(inbox))
-	for _, c := range inbox {
-		m[c.Conv] = c
-	}
 	s.mu.Lock()
-	s.inbox = m
+	for _, c := range inbox {
+		s.mergeInboxLocked(c)
+	}
+	if s.inbox == nil {
+		s.inbox = make(map[string]store.ConvState)
+	}
 	s.mu.Unlock()
 	for _, c := range inbox {
 		if c.LastSeq > c.Acked {
@@ -298,11 +303,11 @@ func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState,
 		s.inboxDone, s.inboxRead, s.inboxErr = nil, n, err
 		close(done)
 		if err == nil {
-			if s.inbox == nil {
-				s.inbox = make(map[string]store.ConvState, len(inbox))
-			}
 			for _, c := range inbox {
-				s.inbox[c.Conv] = c
+				s.mergeInboxLocked(c)
+			}
+			if s.inbox == nil {
+				s.inbox = make(map[string]store.ConvState)
 			}
 		}
 	}
@@ -311,6 +316,20 @@ func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState,
 	}
 	c, ok := s.inbox[conv]
 	return c, ok, nil
+}
+
+// mergeInboxLocked records c in the inbox snapshot, keeping the furthest
+// of what it held and c: a read of the store may return a cursor older
+// than one a retired pusher recorded. s.mu must be held.
+func (s *Session) mergeInboxLocked(c store.ConvState) {
+	if s.inbox == nil {
+		s.inbox = make(map[string]store.ConvState)
+	}
+	if old, ok := s.inbox[c.Conv]; ok {
+		c.LastSeq = max(c.LastSeq, old.LastSeq)
+		c.Acked = max(c.Acked, old.Acked)
+	}
+	s.inbox[c.Conv] = c
 }
 
 // convOf returns the conversation key of a message.

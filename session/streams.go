@@ -263,6 +263,7 @@ func (p *pusher) releaseIfIdle(cs *convStream) bool {
 	p.stream = nil
 	p.gen++
 	p.sent, p.queued = p.acked, p.acked
+	p.wakeup() // so that it retires once idle
 	return true
 }
 

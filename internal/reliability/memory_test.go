@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -109,6 +111,10 @@ func TestMemoryBudgets(t *testing.T) {
 		t.Logf("heap growth measured again: %d B", growth)
 	}
 	if growth > limit {
+		if f, err := os.Create("/tmp/memfail.pprof"); err == nil {
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
 		t.Errorf("heap grew by %s while a device did not read %s of messages; want under %s", mib(uint64(max(growth, 0))), mib(uint64(sent)), mib(uint64(limit)))
 	}
 
