@@ -24,8 +24,10 @@ run: build
 ## test: vet, the whole test suite with the race detector, and a short run of every fuzzer.
 test: vet
 	$(GO) test -race -count=1 -timeout 8m ./...
-	# Without -race: bench.TestMigrate's 0-RTT resumes trip quic-go's data race #4303.
+	# Without -race: bench.TestMigrate's 0-RTT resumes trip quic-go's data race #4303, and
+	# TestMemoryBudgets's heap check (under -race, Pebble's memtables are on the Go heap).
 	$(GO) test -count=1 -run '^TestMigrate$$' ./bench/
+	$(GO) test -count=1 -run '^TestMemoryBudgets$$' ./internal/reliability/
 	$(MAKE) fuzz-short
 
 vet:

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +102,15 @@ func TestMemoryBudgets(t *testing.T) {
 	// What this test holds stays held while the device does not read, so
 	// a heap over the limit is measured again for a few seconds, in case
 	// something of an earlier test was still being torn down.
+	//
+	// Under the race detector, Pebble puts its memtables on the Go heap in
+	// one process of two (pebble/internal/manual), 31 MiB here: the heap
+	// check runs without it (make test runs this test once more, without
+	// -race).
+	if raceEnabled {
+		t.Logf("heap check skipped under -race")
+		growth = 0
+	}
 	limit := int64(deviceMem + cacheMem + groups*100<<10 + 4<<20)
 	for deadline := time.Now().Add(5 * time.Second); growth > limit && time.Now().Before(deadline); {
 		time.Sleep(500 * time.Millisecond)
@@ -111,10 +118,6 @@ func TestMemoryBudgets(t *testing.T) {
 		t.Logf("heap growth measured again: %d B", growth)
 	}
 	if growth > limit {
-		if f, err := os.Create("/tmp/memfail.pprof"); err == nil {
-			pprof.WriteHeapProfile(f)
-			f.Close()
-		}
 		t.Errorf("heap grew by %s while a device did not read %s of messages; want under %s", mib(uint64(max(growth, 0))), mib(uint64(sent)), mib(uint64(limit)))
 	}
 
