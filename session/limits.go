@@ -26,14 +26,17 @@ func newUserLimits(r float64, burst int) (*userLimits, error) {
 }
 
 // allow reports whether user of app may make one more request now.
-func (l *userLimits) allow(app, user string) bool {
+func (l *userLimits) allow(app, user string) bool { return l.limiter(app, user).Allow() }
+
+// limiter returns user's bucket, creating it full if there is none.
+func (l *userLimits) limiter(app, user string) *rate.Limiter {
 	k := userKey{app, user}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	lim, ok := l.lru.Get(k)
 	if !ok {
 		lim = rate.NewLimiter(l.rate, l.burst)
 		l.lru.Add(k, lim)
 	}
-	l.mu.Unlock()
-	return lim.Allow()
+	return lim
 }
