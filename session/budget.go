@@ -29,7 +29,8 @@ import (
 //
 // A message routed live to many devices is one object shared by all of
 // them (with its push frame): each device is charged its size, but the hub
-// only once, while any device holds it.
+// only once, from routing until no device holds it (a reference count, so
+// that a fan-out to 1,000 devices takes no shared lock).
 
 // hubMem is the hub-wide budget. It is safe for concurrent use.
 type hubMem struct {
@@ -91,7 +92,7 @@ func (d *deviceMem) takeOrWait(n int64, shared *pushFrame, progress bool) (charg
 		return charge{}, false, d.waitLocked()
 	}
 	if shared != nil {
-		if !shared.hold(d.hub, n, force) {
+		if !shared.hold(d.hub, force) {
 			return charge{}, false, d.waitLocked()
 		}
 	} else if !d.hub.take(n, force) {
@@ -114,7 +115,7 @@ func (d *deviceMem) give(c charge) {
 		return
 	}
 	if c.shared != nil {
-		c.shared.release(d.hub, c.n)
+		c.shared.release(d.hub)
 	} else {
 		d.hub.give(c.n)
 	}
@@ -134,24 +135,22 @@ func (d *deviceMem) Used() int64 {
 	return d.used
 }
 
-// hold charges the hub for a shared frame when its first holder takes it.
-func (f *pushFrame) hold(h *hubMem, n int64, force bool) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.holders == 0 && !h.take(n, force) {
+// hold takes a reference to a shared frame for a device. The hub was
+// charged for it once, when it was routed; unless force, a device takes it
+// only while the hub is within its budget.
+func (f *pushFrame) hold(h *hubMem, force bool) bool {
+	if !force && h.used.Load() > h.limit {
 		return false
 	}
-	f.holders++
+	f.refs.Add(1) // the router's reference keeps refs above 0 meanwhile
 	return true
 }
 
-// release gives the hub back a shared frame's bytes when its last holder
-// lets it go.
-func (f *pushFrame) release(h *hubMem, n int64) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.holders--; f.holders == 0 {
-		h.give(n)
+// release drops a reference to a shared frame; the last one gives the hub
+// back its bytes.
+func (f *pushFrame) release(h *hubMem) {
+	if f.refs.Add(-1) == 0 {
+		h.give(f.cost)
 	}
 }
 

@@ -370,14 +370,18 @@ func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, rea
 			h.logger.Warn("route: group members unavailable", "group", m.ToGroup, "err", err)
 			return
 		}
-		h.router.Deliver(app, g.members, Event{Msg: m, Read: read, frame: newPushFrame(m), conv: conv})
+		f := h.newPushFrame(m)
+		h.router.Deliver(app, g.members, Event{Msg: m, Read: read, frame: f, conv: conv})
+		f.release(h.mem)
 		return
 	}
 	users := []string{m.ToUser}
 	if m.FromUser != m.ToUser {
 		users = append(users, m.FromUser)
 	}
-	h.router.Deliver(app, users, Event{Msg: m, Read: read, frame: newPushFrame(m), conv: conv})
+	f := h.newPushFrame(m)
+	h.router.Deliver(app, users, Event{Msg: m, Read: read, frame: f, conv: conv})
+	f.release(h.mem)
 }
 
 // messages returns stored messages of a conversation after a sequence

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qim-im/qim/metrics"
@@ -80,11 +81,20 @@ type pushFrame struct {
 	b    []byte
 	err  error
 
-	mu      sync.Mutex
-	holders int // devices holding it in their budgets; guarded by mu
+	// refs counts the devices holding it in their budgets, plus one for
+	// the hub while it routes it: the hub's budget is charged cost from
+	// newPushFrame until refs drops to 0.
+	refs atomic.Int32
 }
 
-func newPushFrame(m *qimpb.Message) *pushFrame { return &pushFrame{msg: m, cost: msgCost(m)} }
+// newPushFrame returns m's shared frame, charging the hub's budget once
+// for it (the hub gives up its own reference with release after routing).
+func (h *Hub) newPushFrame(m *qimpb.Message) *pushFrame {
+	f := &pushFrame{msg: m, cost: msgCost(m)}
+	f.refs.Store(1)
+	h.mem.take(f.cost, true)
+	return f
+}
 
 func (f *pushFrame) bytes() ([]byte, error) {
 	f.once.Do(func() { f.b, f.err = encodePush(f.msg) })
