@@ -35,11 +35,19 @@ func secretPath(dataDir, org, appkey string) string {
 	return filepath.Join(AppsDir(dataDir), org, appkey+".secret")
 }
 
+// checkApp checks org and appkey as application ids.
+func checkApp(org, appkey string) error {
+	if !auth.ValidID(org) || !auth.ValidID(appkey) {
+		return errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	}
+	return nil
+}
+
 // CreateApp writes a new application with a random secret. It fails if the
 // application exists.
 func CreateApp(dataDir, org, appkey string) ([]byte, error) {
-	if !auth.ValidID(org) || !auth.ValidID(appkey) {
-		return nil, errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	if err := checkApp(org, appkey); err != nil {
+		return nil, err
 	}
 	secret, err := auth.NewSecret()
 	if err != nil {
@@ -66,8 +74,8 @@ func CreateApp(dataDir, org, appkey string) ([]byte, error) {
 
 // AppSecret reads an application's secret.
 func AppSecret(dataDir, org, appkey string) ([]byte, error) {
-	if !auth.ValidID(org) || !auth.ValidID(appkey) {
-		return nil, errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	if err := checkApp(org, appkey); err != nil {
+		return nil, err
 	}
 	b, err := os.ReadFile(secretPath(dataDir, org, appkey))
 	if err != nil {
@@ -84,8 +92,8 @@ func AppSecret(dataDir, org, appkey string) ([]byte, error) {
 // within Config.AppsPoll (at once through `qimd app remove`, which also asks
 // it over the admin socket) and ends the application's sessions.
 func RemoveApp(dataDir, org, appkey string) error {
-	if !auth.ValidID(org) || !auth.ValidID(appkey) {
-		return errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	if err := checkApp(org, appkey); err != nil {
+		return err
 	}
 	p := secretPath(dataDir, org, appkey)
 	if err := os.Remove(p); err != nil {
@@ -99,8 +107,8 @@ func RemoveApp(dataDir, org, appkey string) error {
 // one, atomically, and returns it. Tokens signed with the old secret stop
 // verifying; a running server ends their sessions as for RemoveApp.
 func RotateApp(dataDir, org, appkey string) ([]byte, error) {
-	if !auth.ValidID(org) || !auth.ValidID(appkey) {
-		return nil, errors.New("daemon: org and appkey must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
+	if err := checkApp(org, appkey); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(secretPath(dataDir, org, appkey)); err != nil {
 		return nil, fmt.Errorf("daemon: rotate app: %w", err)
@@ -147,14 +155,12 @@ type KeyRing struct {
 // applications, then reads every application's secret. Any secret it
 // cannot read is an error. It returns what it created.
 func LoadKeyRing(dataDir string) (k *KeyRing, created []string, err error) {
-	matches, err := secretFiles(dataDir)
-	if err != nil {
-		return nil, nil, err
+	if _, err := secretFiles(dataDir); err != nil {
+		return nil, nil, err // the apps directory is unreadable
 	}
-	if len(matches) == 0 {
-		if _, err := CreateApp(dataDir, DemoOrg, DemoAppkey); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, nil, err
-		}
+	if made, err := EnsureDemoApp(dataDir); err != nil {
+		return nil, nil, err
+	} else if made {
 		created = append(created, "development application demo/demo (secret in "+secretPath(dataDir, DemoOrg, DemoAppkey)+")")
 	}
 	k = &KeyRing{dataDir: dataDir, secrets: make(map[string][]byte)}
@@ -247,8 +253,8 @@ func secretFiles(dataDir string) ([]string, error) {
 // whichever command runs first on a new data directory, the demo
 // application exists afterwards.
 func EnsureDemoApp(dataDir string) (created bool, err error) {
-	if matches, _ := filepath.Glob(filepath.Join(AppsDir(dataDir), "*", "*.secret")); len(matches) > 0 {
-		return false, nil
+	if matches, err := secretFiles(dataDir); err != nil || len(matches) > 0 {
+		return false, err
 	}
 	if _, err := CreateApp(dataDir, DemoOrg, DemoAppkey); err != nil {
 		if errors.Is(err, fs.ErrExist) {

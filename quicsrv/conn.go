@@ -24,6 +24,7 @@ type serverConn struct {
 	srv    *Server
 	qc     *quic.Conn
 	logger *slog.Logger
+	unauth *unauthSlot // its place among unauthenticated connections, released once (unauth.go)
 
 	// Set by authenticate before the session starts.
 	ctrl       *quic.Stream

@@ -96,12 +96,11 @@ type Server struct {
 	unauthTotal int
 	unauthByIP  map[netip.Addr]int
 
-	mu          sync.Mutex
-	listeners   map[*quic.EarlyListener]struct{} // guarded by mu
-	conns       map[*serverConn]struct{}         // guarded by mu
-	unauthSlots map[*serverConn]*unauthSlot      // guarded by mu; the connections not authenticated yet
-	refused     map[*quic.Conn]struct{}          // guarded by mu; refused, waiting for their handshake to close
-	connsWG     sync.WaitGroup                   // one per serveConn goroutine
+	mu        sync.Mutex
+	listeners map[*quic.EarlyListener]struct{} // guarded by mu
+	conns     map[*serverConn]struct{}         // guarded by mu
+	refused   map[*quic.Conn]struct{}          // guarded by mu; refused, waiting for their handshake to close
+	connsWG   sync.WaitGroup                   // one per serveConn goroutine
 }
 
 // DefaultQUICConfig returns the QUIC settings qim uses unless told
@@ -378,12 +377,9 @@ func (s *Server) newConn(qc *quic.Conn, slot *unauthSlot) *serverConn {
 		srv:    s,
 		qc:     qc,
 		logger: s.logger().With("conn", id, "remote", qc.RemoteAddr().String()),
+		unauth: slot,
 	}
 	s.conns[sc] = struct{}{}
-	if s.unauthSlots == nil {
-		s.unauthSlots = make(map[*serverConn]*unauthSlot)
-	}
-	s.unauthSlots[sc] = slot
 	s.connsWG.Add(1)
 	s.Metrics.ConnOpened()
 	return sc
@@ -392,10 +388,8 @@ func (s *Server) newConn(qc *quic.Conn, slot *unauthSlot) *serverConn {
 func (s *Server) untrack(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
-	slot := s.unauthSlots[sc]
-	delete(s.unauthSlots, sc)
 	s.mu.Unlock()
-	s.releaseUnauth(slot)
+	s.releaseUnauth(sc.unauth) // if it never authenticated
 	s.Metrics.ConnClosed()
 }
 

@@ -112,13 +112,7 @@ func (s *Server) unauthCond() *sync.Cond {
 
 // authenticated releases sc's unauthenticated place: it is called once
 // CONNECT has succeeded.
-func (s *Server) authenticated(sc *serverConn) {
-	s.mu.Lock()
-	slot := s.unauthSlots[sc]
-	delete(s.unauthSlots, sc)
-	s.mu.Unlock()
-	s.releaseUnauth(slot)
-}
+func (s *Server) authenticated(sc *serverConn) { s.releaseUnauth(sc.unauth) }
 
 // refuse closes qc with code. Until the handshake completes, QUIC closes a
 // connection with a bare APPLICATION_ERROR, without the code (RFC 9000

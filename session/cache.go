@@ -66,15 +66,15 @@ func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
 // Bytes returns what the cache holds, in bytes.
 func (c *recentCache) Bytes() int64 { return c.bytes.Load() }
 
-// add appends a just-committed message. Only the committer calls it.
-func (c *recentCache) add(app, conv string, m *qimpb.Message) {
+// add appends a just-committed message, whose msgCost is cost. Only the
+// committer calls it.
+func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
 	k := convKey{app, conv}
 	e, ok := c.lru.Get(k)
 	if !ok {
 		e = &recentMsgs{}
 		c.lru.Add(k, e)
 	}
-	cost := msgCost(m)
 	e.mu.Lock()
 	if n := len(e.msgs); n > 0 && e.msgs[n-1].Seq+1 != m.Seq {
 		// Not contiguous: cannot happen with one committer, but never

@@ -33,7 +33,8 @@ func TestRecentCacheBytes(t *testing.T) {
 	for g := range groups {
 		conv := fmt.Sprintf("g:g%d", g)
 		for seq := uint64(1); seq <= perGroup; seq++ {
-			c.add("demo/demo", conv, &qimpb.Message{Seq: seq, FromUser: "mallory", ToGroup: conv[2:], Payload: []byte(text)})
+			m := &qimpb.Message{Seq: seq, FromUser: "mallory", ToGroup: conv[2:], Payload: []byte(text)}
+			c.add("demo/demo", conv, m, msgCost(m))
 		}
 		if b := c.Bytes(); b > budget {
 			t.Fatalf("after %d groups the cache holds %d B, over its budget of %d B", g+1, b, budget)

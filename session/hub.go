@@ -203,18 +203,9 @@ func NewHub(cfg Config) (*Hub, error) {
 	if ngroups <= 0 {
 		ngroups = 4096
 	}
-	h.devMem = cfg.DeviceMemory
-	if h.devMem <= 0 {
-		h.devMem = 1 << 20
-	}
-	h.mem = &hubMem{limit: cfg.TotalMemory}
-	if h.mem.limit <= 0 {
-		h.mem.limit = 256 << 20
-	}
-	cacheBytes := cfg.GroupCacheBytes
-	if cacheBytes <= 0 {
-		cacheBytes = 64 << 20
-	}
+	h.devMem = cmp.Or(max(cfg.DeviceMemory, 0), 1<<20)
+	h.mem = &hubMem{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)}
+	cacheBytes := cmp.Or(max(cfg.GroupCacheBytes, 0), 64<<20)
 	if h.recent, err = newRecentCache(ngroups, depth, cacheBytes); err != nil {
 		return nil, err
 	}
@@ -254,6 +245,7 @@ type pendingAppend struct {
 	members []string // users whose inbox gets the conversation (1:1)
 	msg     *qimpb.Message
 	read    time.Time     // when it was read off the sender's stream (metrics.Now)
+	cost    int64         // msgCost of the stored message, once the committer knows it; 0 before
 	done    chan struct{} // closed when res and err are set
 	res     store.AppendResult
 	err     error
@@ -314,7 +306,8 @@ func (h *Hub) commitLoop() {
 			// message: a GROUP_HISTORY right after the ack must see it.
 			for i, p := range batch {
 				if m := results[i].Msg; !results[i].Duplicate && m.ToGroup != "" {
-					h.recent.add(p.app, p.conv, m)
+					p.cost = msgCost(m)
+					h.recent.add(p.app, p.conv, m, p.cost)
 				}
 			}
 		}
@@ -339,7 +332,7 @@ func (h *Hub) commitLoop() {
 			if results[i].Duplicate {
 				continue
 			}
-			h.route(context.Background(), p.app, p.conv, results[i].Msg, p.read)
+			h.route(context.Background(), p.app, p.conv, results[i].Msg, p.read, p.cost)
 		}
 	}
 }
@@ -362,7 +355,7 @@ func (h *Hub) failQueued() {
 // of a group. (commitLoop has put stored group messages in the recent
 // cache.) read is
 // when the message was read off its sender's stream (metrics.Now).
-func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, read time.Time) {
+func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, read time.Time, cost int64) {
 	if m.ToGroup != "" {
 		g, err := h.group(ctx, app, m.ToGroup)
 		if err != nil {
@@ -370,7 +363,7 @@ func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, rea
 			h.logger.Warn("route: group members unavailable", "group", m.ToGroup, "err", err)
 			return
 		}
-		f := h.newPushFrame(m)
+		f := h.newPushFrame(m, cost)
 		h.router.Deliver(app, g.members, Event{Msg: m, Read: read, frame: f, conv: conv})
 		f.release(h.mem)
 		return
@@ -379,7 +372,7 @@ func (h *Hub) route(ctx context.Context, app, conv string, m *qimpb.Message, rea
 	if m.FromUser != m.ToUser {
 		users = append(users, m.FromUser)
 	}
-	f := h.newPushFrame(m)
+	f := h.newPushFrame(m, cost)
 	h.router.Deliver(app, users, Event{Msg: m, Read: read, frame: f, conv: conv})
 	f.release(h.mem)
 }

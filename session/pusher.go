@@ -89,8 +89,12 @@ type pushFrame struct {
 
 // newPushFrame returns m's shared frame, charging the hub's budget once
 // for it (the hub gives up its own reference with release after routing).
-func (h *Hub) newPushFrame(m *qimpb.Message) *pushFrame {
-	f := &pushFrame{msg: m, cost: msgCost(m)}
+// cost is msgCost(m), or 0 to have it computed here.
+func (h *Hub) newPushFrame(m *qimpb.Message, cost int64) *pushFrame {
+	if cost == 0 {
+		cost = msgCost(m)
+	}
+	f := &pushFrame{msg: m, cost: cost}
 	f.refs.Store(1)
 	h.mem.take(f.cost, true)
 	return f

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -106,7 +107,7 @@ func (cs *convStream) handleMessage(ctx context.Context, req *qimpb.Request) {
 	if !offline {
 		m.Timestamp = s.hub.now().UnixMilli()
 		s.hub.metrics.MessageIn(false)
-		s.hub.route(ctx, s.app, conv, &m, read)
+		s.hub.route(ctx, s.app, conv, &m, read, 0)
 		cs.send(ctx, outFrame{sent: true, ts: m.Timestamp, reqID: req.RequestId})
 		return
 	}
@@ -413,34 +414,26 @@ func (h *Hub) joinGroup(ctx context.Context, app, id, user string) error {
 // invitations (inviteLimits) first, and gives it back if user was not
 // added after all. The store decides membership, bans and the size limit.
 func (h *Hub) inviteMember(ctx context.Context, app string, g *groupState, by, user string) error {
-	id := g.info.ID
+	id, now := g.info.ID, h.now()
+	var limited *rate.Reservation
 	if h.invites != nil && !g.isMember(user) {
 		contacts, err := h.store.Contacts(ctx, app, user)
 		if err != nil {
 			return storeErr("contacts", err)
 		}
 		if !slices.Contains(contacts, by) {
-			now := h.now()
 			r, ok := h.invites.reserve(app, user, now)
 			if !ok {
 				return errorf(qimpb.Code_LIMIT_EXCEEDED, "%s was invited into too many groups by non-contacts within the hour; they may join by id", user)
 			}
-			added, err := h.store.InviteMember(ctx, app, id, by, user, h.maxGroup)
-			if !added {
-				r.CancelAt(now)
-			}
-			return h.invited(app, id, added, err)
+			limited = r
 		}
 	}
 	added, err := h.store.InviteMember(ctx, app, id, by, user, h.maxGroup)
-	return h.invited(app, id, added, err)
-}
-
-// invited finishes an invitation: it drops the cached snapshot if a member
-// was added, and maps the store's refusal to a code.
-func (h *Hub) invited(app, id string, added bool, err error) error {
 	if added {
 		h.forgetGroup(app, id)
+	} else if limited != nil {
+		limited.CancelAt(now)
 	}
 	return h.groupErr("invite", err, "only the owner may invite a removed user")
 }

@@ -22,7 +22,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { removeQimdBuild() }))
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { qimdBin.Remove() }))
 }
 
 // TestServeMetrics starts `qimd serve --metrics 127.0.0.1:0`, reads the

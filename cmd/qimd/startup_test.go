@@ -10,50 +10,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pebblestore"
 )
 
-// qimdBin is cmd/qimd built once for the package's tests and removed by
+// qimdBin is cmd/qimd, built once for the package's tests and removed by
 // TestMain.
-var qimdBin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
-// buildQimd returns the path of cmd/qimd, built on first use.
-func buildQimd(t *testing.T) string {
-	t.Helper()
-	qimdBin.once.Do(func() {
-		if qimdBin.dir, qimdBin.err = os.MkdirTemp("", "qimd-build-"); qimdBin.err != nil {
-			return
-		}
-		qimdBin.path = filepath.Join(qimdBin.dir, "qimd")
-		out, err := exec.Command("go", "build", "-o", qimdBin.path, ".").CombinedOutput()
-		if err != nil {
-			qimdBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if qimdBin.err != nil {
-		t.Fatal(qimdBin.err)
-	}
-	return qimdBin.path
-}
-
-func removeQimdBuild() {
-	if qimdBin.dir != "" {
-		os.RemoveAll(qimdBin.dir)
-	}
-}
+var qimdBin = testserver.Binary{Pkg: "github.com/qim-im/qim/cmd/qimd"}
 
 // needRoot skips a test that mounts file systems when not root, or fails
 // it when QIM_REQUIRE_NETNS=1 says this is CI, where we are root.
@@ -134,7 +104,7 @@ func storeWithLog(t *testing.T, data string, size int) {
 // Start's cleanup), and a full disk under an existing store made it hang
 // for good, burning a core, writing megabytes of log and ignoring SIGTERM.
 func TestStartupFailures(t *testing.T) {
-	bin := buildQimd(t)
+	bin := qimdBin.Path(t)
 	for _, tt := range []struct {
 		name  string
 		setup func(t *testing.T) (data string, args []string)

@@ -51,7 +51,7 @@ func TestCrashKill9(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	begin := time.Now()
 
-	p := newQimd(t, buildQimd(t), t.TempDir(), freeUDPAddr(t))
+	p := newQimd(t, qimdBin.Path(t), t.TempDir(), freeUDPAddr(t))
 	p.start()
 	tlsConf := p.tlsConf
 	rcvToken := p.token("rcv")

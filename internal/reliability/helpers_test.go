@@ -18,7 +18,7 @@ import (
 // removes the qimd binary they shared.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
-		removeQimdBuild()
+		qimdBin.Remove()
 		os.Exit(code)
 	}))
 }

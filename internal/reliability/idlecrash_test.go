@@ -53,7 +53,7 @@ func TestIdleDevicesReconnectAfterKill9(t *testing.T) {
 	if soak() {
 		devices = 500
 	}
-	p := newQimd(t, buildQimd(t), t.TempDir(), freeUDPAddr(t))
+	p := newQimd(t, qimdBin.Path(t), t.TempDir(), freeUDPAddr(t))
 	p.start()
 
 	ds := make([]*idleDevice, devices)

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,49 +37,10 @@ type qimdProc struct {
 	probeToken string
 }
 
-// qimdBuild is cmd/qimd, built once for all the tests of the package run
-// and removed by TestMain.
-var qimdBuild struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
-}
-
-// buildQimd returns cmd/qimd built, with the race detector when the test
-// binary has it. The first call builds it; the others wait for that build.
-func buildQimd(t *testing.T) string {
-	t.Helper()
-	qimdBuild.once.Do(func() {
-		if qimdBuild.dir, qimdBuild.err = os.MkdirTemp("", "qimd-build-"); qimdBuild.err != nil {
-			return
-		}
-		qimdBuild.bin = filepath.Join(qimdBuild.dir, "qimd")
-		args := []string{"build", "-o", qimdBuild.bin}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/qim-im/qim/cmd/qimd")
-		start := time.Now()
-		out, err := exec.Command("go", args...).CombinedOutput()
-		if err != nil {
-			qimdBuild.err = fmt.Errorf("go build qimd: %v\n%s", err, out)
-			return
-		}
-		t.Logf("built qimd (race %t) in %v", raceEnabled, time.Since(start).Round(time.Millisecond))
-	})
-	if qimdBuild.err != nil {
-		t.Fatal(qimdBuild.err)
-	}
-	return qimdBuild.bin
-}
-
-// removeQimdBuild removes what buildQimd built, if anything.
-func removeQimdBuild() {
-	if qimdBuild.dir != "" {
-		os.RemoveAll(qimdBuild.dir)
-	}
-}
+// qimdBin is cmd/qimd, built once for all the tests of the package run
+// (with the race detector when the test binary has it) and removed by
+// TestMain.
+var qimdBin = testserver.Binary{Pkg: "github.com/qim-im/qim/cmd/qimd", Race: raceEnabled}
 
 // freeUDPAddr returns a 127.0.0.1 UDP address that was free a moment ago.
 func freeUDPAddr(t *testing.T) string {

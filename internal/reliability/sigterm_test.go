@@ -25,7 +25,7 @@ import (
 // built with -race when the test is, and must not report a race.
 func TestSIGTERMDrains(t *testing.T) {
 	const exitBound = 10 * time.Second
-	p := newQimd(t, buildQimd(t), t.TempDir(), freeUDPAddr(t))
+	p := newQimd(t, qimdBin.Path(t), t.TempDir(), freeUDPAddr(t))
 	p.start()
 	tokens := make(map[string]string)
 	for _, u := range []string{"alice", "bob", "carol", "late"} {
