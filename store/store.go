@@ -11,6 +11,7 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
 
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -158,6 +159,21 @@ type Store interface {
 	Members(ctx context.Context, app, id string) ([]string, error)
 	// UserGroups returns the groups user is a member of, sorted by id.
 	UserGroups(ctx context.Context, app, user string) ([]Group, error)
+
+	// NextEpoch increments the epoch of device of user and returns it: 1 at
+	// the device's first call, then 2, 3, ... . The session layer calls it
+	// at every CONNECT, so that every process sharing the store agrees
+	// which of two connections of one device is the newer (REPLACED). The
+	// write is durable, and concurrent calls return distinct values.
+	NextEpoch(ctx context.Context, app, user, device string) (uint64, error)
+
+	// PruneDedup forgets the de-duplication entries of messages stored
+	// before t (by their Timestamp): a retry of such a message afterwards
+	// is stored again, as a new message. Messages themselves stay. It
+	// returns how many entries it forgot. The hub calls it periodically
+	// with now minus the de-duplication window, so that the index does not
+	// grow without bound.
+	PruneDedup(ctx context.Context, before time.Time) (int, error)
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.
 	Close() error

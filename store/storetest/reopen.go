@@ -37,6 +37,11 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		t.Fatalf("LeaveGroup: %v", err)
 	}
 	mustSetAcked(t, s, appA, "alice", "laptop", direct1, 3)
+	for range 2 {
+		if _, err := s.NextEpoch(ctx, appA, "alice", "phone"); err != nil {
+			t.Fatalf("NextEpoch: %v", err)
+		}
+	}
 	wantDirect := mustMessages(t, s, appA, direct1, 0, 100)
 	wantGroup := mustMessages(t, s, appA, group1, 0, 100)
 	wantG, err := s.GetGroup(ctx, appA, "g1")
@@ -105,6 +110,10 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	// The join order survives: zed joined before dave.
 	if newOwner, err := s.LeaveGroup(ctx, appA, "g1", "bob"); err != nil || newOwner != "zed" {
 		t.Errorf("the owner leaves after reopen: new owner %q, %v; want zed", newOwner, err)
+	}
+
+	if e, err := s.NextEpoch(ctx, appA, "alice", "phone"); err != nil || e != 3 {
+		t.Errorf("NextEpoch after reopen = %d, %v; want 3 (epochs lost?)", e, err)
 	}
 
 	// Deduplication survives the restart; seqs and ids continue.

@@ -54,6 +54,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"KeyPrefixes", testKeyPrefixes},
 		{"Closed", testClosed},
 		{"ConcurrentAppend", testConcurrentAppend},
+		{"NextEpoch", testNextEpoch},
+		{"PruneDedup", testPruneDedup},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
