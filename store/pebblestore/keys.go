@@ -26,6 +26,7 @@ package pebblestore
 //	P "gm" 0 <group> 0 <user>                -> join seq, join number (encodeMember)
 //	P "gb" 0 <group> 0 <user>                -> "" (banned from group)
 //	P "ug" 0 <user> 0 <group>                -> "" (groups of user)
+//	P "e" 0 <user> 0 <device>                -> epoch of the device (NextEpoch)
 //
 // One key lives outside every tenant:
 //
@@ -98,6 +99,8 @@ func cursorPrefix(app, user, device string) keyBuf {
 func cursorKey(app, user, device, conv string) []byte {
 	return cursorPrefix(app, user, device).add(conv)
 }
+
+func epochKey(app, user, device string) []byte { return tenant(app).add("e", user, device) }
 
 func contactPrefix(app, user string) keyBuf { return tenant(app).add("n", user).sep() }
 

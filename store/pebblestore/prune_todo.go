@@ -1,0 +1,5 @@
+package pebblestore
+
+import "errors"
+
+var errPruneTODO = errors.New("pebblestore: PruneDedup: being written on branch pebble")
