@@ -23,6 +23,7 @@ run: build
 
 ## test: vet, the whole test suite with the race detector, and a short run of every fuzzer.
 test: vet
+	@$(GO) run ./internal/pgtest/pgcheck
 	$(GO) test -race -count=1 -timeout 8m ./...
 	# Without -race: bench.TestMigrate's 0-RTT resumes trip quic-go's data race #4303, and
 	# TestMemoryBudgets's heap check (under -race, Pebble's memtables are on the Go heap).
@@ -51,11 +52,15 @@ fuzz:
 soak:
 	QIM_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./internal/reliability/
 
+## BENCH_POSTGRES: the PostgreSQL server of pair-durable-pg (a database is created on it and
+## dropped after); empty skips that scenario.
+BENCH_POSTGRES ?= $(or $(QIM_TEST_POSTGRES),postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
+
 ## bench: qim bench suite (qimd and a bare quic-go server in processes of their own, every scenario
 ## beside its baseline, one scenario=... line each), then the Go benchmarks of the hot paths and of
 ## network switches (migration vs 1-RTT reconnect vs 0-RTT resume, loopback and 50 ms RTT).
 bench: build
-	$(BIN)/qim bench suite --qimd $(BIN)/qimd
+	$(BIN)/qim bench suite --qimd $(BIN)/qimd --postgres "$(BENCH_POSTGRES)"
 	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./session/ ./store/pebblestore/
 	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
 

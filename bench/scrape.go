@@ -21,6 +21,7 @@ type Sample struct {
 }
 
 // Get returns the value of metric name, or 0 if the scrape did not have it.
+// A histogram's value is its count of observations, and name_sum their sum.
 func (s Sample) Get(name string) float64 { return s.Values[name] }
 
 // CPU is the server's process CPU time in seconds.
@@ -62,6 +63,9 @@ func Scrape(ctx context.Context, base string, gc bool) (Sample, error) {
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
 			s.Values[name] += value(m)
+			if h := m.GetHistogram(); h != nil {
+				s.Values[name+"_sum"] += h.GetSampleSum()
+			}
 		}
 	}
 	return s, nil

@@ -30,6 +30,10 @@ type SuiteOptions struct {
 	IdleDevices    int
 	Connect        ConnectOptions
 	Migrate        MigrateOptions
+	// Postgres is a PostgreSQL server (postgres:// URL) for pair-durable-pg,
+	// which runs a second qimd with --store on a new database of it; ""
+	// skips that scenario.
+	Postgres string
 
 	Out      io.Writer // one Line per figure
 	Progress io.Writer // progress lines; nil means none
@@ -66,7 +70,7 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 	}
 	// Idle comes first, on a fresh server, and fan-out last: the memory of
 	// its 10,000 devices takes a while to go.
-	steps := []func(context.Context) error{s.idle, s.pair, s.connect, s.migrate, s.fanout}
+	steps := []func(context.Context) error{s.idle, s.pair, s.pairPG, s.connect, s.migrate, s.fanout}
 	var errs []error
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -109,14 +113,9 @@ func (s *suite) emit(l Line) {
 func (s *suite) start(ctx context.Context) error {
 	data := filepath.Join(s.o.Dir, "qimd")
 	qAddr, qMet, bAddr, bMet := freeUDP(), freeTCP(), freeUDP(), freeTCP()
-	if err := s.spawn(ctx, "qimd", s.o.Qimd, "serve", "--data", data, "--listen", qAddr, "--metrics", qMet,
-		// The bench measures the server, not its abuse limits.
-		"--send-rate", "-1", "--handshake-rate", "1e9", "--log-level", "warn"); err != nil {
+	var err error
+	if s.qim, _, err = s.startQimd(ctx, "qimd", data, qAddr, qMet); err != nil {
 		return err
-	}
-	qMetURL := "http://" + qMet
-	if err := waitScrape(ctx, qMetURL); err != nil {
-		return fmt.Errorf("bench: qimd did not start (see %s): %w", filepath.Join(s.o.Dir, "qimd.log"), err)
 	}
 	certDir := daemon.CertsDir(data)
 	if err := s.spawn(ctx, "baseline", s.o.Qim, "bench", "quic-server", "--listen", bAddr, "--metrics", bMet,
@@ -127,39 +126,61 @@ func (s *suite) start(ctx context.Context) error {
 	if err := waitScrape(ctx, s.bMet); err != nil {
 		return fmt.Errorf("bench: the baseline server did not start (see %s): %w", filepath.Join(s.o.Dir, "baseline.log"), err)
 	}
-	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
-	if err != nil {
-		return err
-	}
-	tlsConf, err := certs.ClientTLS(filepath.Join(certDir, certs.CACertFile), false, "localhost")
-	if err != nil {
-		return err
-	}
-	s.qim = &Env{Addr: qAddr, TLS: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey, Secret: secret,
-		Metrics: qMetURL, Progress: s.progress}
-	s.base, s.bTLS = bAddr, tlsConf.Clone()
+	s.base, s.bTLS = bAddr, s.qim.TLS.Clone()
 	return nil
 }
 
+// startQimd runs a qimd named name (its log is name.log) with its data in
+// data, waits until it answers, and returns the Env to reach it.
+func (s *suite) startQimd(ctx context.Context, name, data, addr, metricsAddr string, extra ...string) (*Env, proc, error) {
+	args := append([]string{"serve", "--data", data, "--listen", addr, "--metrics", metricsAddr,
+		// The bench measures the server, not its abuse limits.
+		"--send-rate", "-1", "--handshake-rate", "1e9", "--log-level", "warn"}, extra...)
+	p, err := s.spawnProc(ctx, name, s.o.Qimd, args...)
+	if err != nil {
+		return nil, p, err
+	}
+	metURL := "http://" + metricsAddr
+	if err := waitScrape(ctx, metURL); err != nil {
+		return nil, p, fmt.Errorf("bench: %s did not start (see %s): %w", name, filepath.Join(s.o.Dir, name+".log"), err)
+	}
+	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
+	if err != nil {
+		return nil, p, err
+	}
+	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
+	if err != nil {
+		return nil, p, err
+	}
+	return &Env{Addr: addr, TLS: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey, Secret: secret,
+		Metrics: metURL, Progress: s.progress}, p, nil
+}
+
 func (s *suite) spawn(ctx context.Context, name, bin string, args ...string) error {
+	_, err := s.spawnProc(ctx, name, bin, args...)
+	return err
+}
+
+func (s *suite) spawnProc(ctx context.Context, name, bin string, args ...string) (proc, error) {
 	log, err := os.Create(filepath.Join(s.o.Dir, name+".log"))
 	if err != nil {
-		return err
+		return proc{}, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		return fmt.Errorf("bench: start %s: %w", name, err)
+		return proc{}, fmt.Errorf("bench: start %s: %w", name, err)
 	}
 	exited := make(chan struct{})
-	s.procs = append(s.procs, proc{cmd, exited})
+	p := proc{cmd, exited}
+	s.procs = append(s.procs, p)
 	go func() {
 		cmd.Wait()
 		log.Close()
 		close(exited)
 	}()
-	return nil
+	return p, nil
 }
 
 // proc is a server the suite started; exited is closed once it has exited.

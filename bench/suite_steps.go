@@ -186,3 +186,48 @@ func (s *suite) migrate(ctx context.Context) error {
 	s.emit(Line{"migrate-resume", ms(r.Resume.P50), "ms", ms(r.Migrate.P50)})
 	return nil
 }
+
+// pairPG runs pair-durable against a second qimd whose store is
+// PostgreSQL (a new database on o.Postgres, dropped after), beside bare pgx
+// committing batches of the size qimd's committer made in the same run.
+func (s *suite) pairPG(ctx context.Context) error {
+	if s.o.Postgres == "" {
+		s.progressf("pair-durable-pg: skipped (no --postgres)")
+		return nil
+	}
+	o := s.o.Pair
+	o.defaults()
+	o.Offline = true
+	dbURL, drop, err := CreateDatabase(ctx, s.o.Postgres)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	env, p, err := s.startQimd(ctx, "qimd-pg", filepath.Join(s.o.Dir, "qimd-pg"), freeUDP(), freeTCP(), "--store", dbURL)
+	if err != nil {
+		return err
+	}
+	defer p.cmd.Process.Kill()
+	before, _ := Scrape(ctx, env.Metrics, false)
+	dur, err := Pair(ctx, env, o)
+	if err != nil {
+		return err
+	}
+	after, _ := Scrape(ctx, env.Metrics, false)
+	// Kill it now, so that the baseline has the cores to itself.
+	p.cmd.Process.Kill()
+	<-p.exited
+	const commits = "qim_store_commit_messages"
+	batch := 64
+	if n := after.Get(commits) - before.Get(commits); n > 0 {
+		batch = max(1, int((after.Get(commits+"_sum")-before.Get(commits+"_sum"))/n+0.5))
+	}
+	s.progressf("baseline: bare pgx, batches of %d messages (qimd's average) over %d conversations", batch, o.Pairs)
+	base, err := PGBaseline(ctx, PGOptions{URL: dbURL, Convs: o.Pairs, Batch: batch, Size: o.Size, Duration: o.Duration})
+	if err != nil {
+		return err
+	}
+	s.emit(Line{"pair-durable-pg", dur.Rate(), "msgs/s", base.Rate()})
+	s.emit(Line{"pair-durable-pg-p99", ms(dur.Latency.P99), "ms", 0})
+	return nil
+}

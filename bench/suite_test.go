@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"github.com/qim-im/qim/internal/pgtest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -27,7 +28,7 @@ func TestSuiteQuick(t *testing.T) {
 		}
 	}
 	var out, progress strings.Builder
-	o := bench.SuiteOptions{Qimd: filepath.Join(dir, "qimd"), Qim: filepath.Join(dir, "qim"), Out: &out, Progress: &progress}
+	o := bench.SuiteOptions{Qimd: filepath.Join(dir, "qimd"), Qim: filepath.Join(dir, "qim"), Postgres: pgtest.Database(t), Out: &out, Progress: &progress}
 	o.Quick()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -43,6 +44,7 @@ func TestSuiteQuick(t *testing.T) {
 	for _, name := range []string{
 		"idle", "pair-ephemeral", "pair-ephemeral-p99", "pair-durable", "connect",
 		"migrate", "migrate-prepared", "migrate-reconnect", "fanout-10", "fanout-50",
+		"pair-durable-pg",
 	} {
 		l, ok := got[name]
 		switch {

@@ -104,6 +104,7 @@ func (e *env) benchCommand() *cli.Command {
 					&cli.StringFlag{Name: "qimd", Value: "bin/qimd", Usage: "qimd `BINARY` to run"},
 					&cli.StringFlag{Name: "dir", Usage: "working `DIR` (default: a temporary directory, removed after)"},
 					&cli.BoolFlag{Name: "quick", Usage: "small, short runs (a smoke test of the suite)"},
+					&cli.StringFlag{Name: "postgres", EnvVars: []string{"QIM_BENCH_POSTGRES"}, Usage: "PostgreSQL server `URL` for pair-durable-pg (a new database is created on it and dropped after); empty skips it"},
 				},
 				Action: e.benchSuite,
 			},
@@ -241,7 +242,7 @@ func (e *env) benchSuite(cCtx *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o := bench.SuiteOptions{Qimd: cCtx.String("qimd"), Qim: self, Dir: cCtx.String("dir"), Out: e.stdout, Progress: e.stderr}
+	o := bench.SuiteOptions{Qimd: cCtx.String("qimd"), Qim: self, Dir: cCtx.String("dir"), Postgres: cCtx.String("postgres"), Out: e.stdout, Progress: e.stderr}
 	if cCtx.Bool("quick") {
 		o.Quick()
 	}

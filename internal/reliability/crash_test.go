@@ -13,6 +13,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/qim-im/qim/internal/pgtest"
 	"github.com/qim-im/qim/store"
 )
 
@@ -34,7 +35,15 @@ func crashQUICConfig() *quic.Config {
 // everything: every acknowledged message is stored once, with the id and
 // seq of its acknowledgement, seqs are dense, and each device receives each
 // message once, in order. QIM_CRASH_SEED replays a run's kill schedule.
-func TestCrashKill9(t *testing.T) {
+func TestCrashKill9(t *testing.T) { testCrashKill9(t) }
+
+// TestCrashKill9Postgres is TestCrashKill9 with PostgreSQL as the store of
+// record (qimd serve --store postgres://...): a killed qimd loses its
+// connections to the database mid-transaction, and nothing acknowledged
+// may be lost or doubled.
+func TestCrashKill9Postgres(t *testing.T) { testCrashKill9(t, "--store", pgtest.Database(t)) }
+
+func testCrashKill9(t *testing.T, args ...string) {
 	const senders = 8
 	kills := 5
 	if soak() {
@@ -52,6 +61,7 @@ func TestCrashKill9(t *testing.T) {
 	begin := time.Now()
 
 	p := newQimd(t, qimdBin.Path(t), t.TempDir(), freeUDPAddr(t))
+	p.args = args
 	p.start()
 	tlsConf := p.tlsConf
 	rcvToken := p.token("rcv")

@@ -27,6 +27,8 @@ type qimdProc struct {
 	data string
 	addr string
 	log  *lockedBuffer // stderr of every run
+	// args are more flags for qimd serve (--store ...); set before start.
+	args []string
 
 	// Set by the first start, static afterwards.
 	tlsConf *tls.Config
@@ -75,7 +77,7 @@ func (p *qimdProc) start() {
 	p.t.Helper()
 	deadline := time.Now().Add(waitTime)
 	for time.Now().Before(deadline) {
-		p.cmd = exec.Command(p.bin, "serve", "--data", p.data, "--listen", p.addr, "--log-level", "info")
+		p.cmd = exec.Command(p.bin, append([]string{"serve", "--data", p.data, "--listen", p.addr, "--log-level", "info"}, p.args...)...)
 		p.cmd.Env = qimdEnv()
 		p.cmd.Stdout = p.log
 		p.cmd.Stderr = p.log
