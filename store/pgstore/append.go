@@ -112,6 +112,7 @@ func (s *Store) Append(ctx context.Context, msgs []store.Append) ([]store.Append
 		if !errors.Is(err, errDedupRace) || attempt == maxAppendAttempts {
 			return nil, s.fail("append", err)
 		}
+		s.dedupRetries.Add(1)
 	}
 }
 

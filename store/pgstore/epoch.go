@@ -45,10 +45,14 @@ func (s *Store) pruneChunkOnce(ctx context.Context, before int64) (int, error) {
 		return 0, err
 	}
 	defer cancel()
-	// Entries are only inserted and deleted, never updated, so a ctid
-	// found by the subquery is the entry's until it is deleted.
+	// The chunk's entries are found through dedup_created, then deleted by
+	// ctid (a TID scan). Entries are never updated, and a tuple the
+	// statement's snapshot sees cannot be vacuumed away under it, so a ctid
+	// still names the entry found; one that a concurrent PruneDedup deleted
+	// meanwhile is skipped. (Repeating "created < $1" on the DELETE would
+	// make PostgreSQL scan every old entry through the index for each chunk.)
 	tag, err := s.pool.Exec(ctx, `DELETE FROM dedup WHERE ctid = ANY(ARRAY(
 	SELECT ctid FROM dedup WHERE created < $1 LIMIT $2
-)) AND created < $1`, before, s.pruneChunk)
+))`, before, s.pruneChunk)
 	return int(tag.RowsAffected()), s.fail("prune dedup", err)
 }

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"strings"
+	"testing"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,4 +24,13 @@ func testMessage(from, to, clientMsgID string) *qimpb.Message {
 		FromDevice:  "phone",
 		ClientMsgId: clientMsgID,
 	}
+}
+
+func unmarshalT(t testing.TB, v []byte) *qimpb.Message {
+	t.Helper()
+	m := new(qimpb.Message)
+	if err := proto.Unmarshal(v, m); err != nil {
+		t.Fatalf("unmarshal: %v", err)
+	}
+	return m
 }

@@ -73,6 +73,9 @@ type Store struct {
 
 	// closed is set once, by Close.
 	closed atomic.Bool
+	// dedupRetries counts the Append attempts started again after losing
+	// a race for a client message id (errDedupRace).
+	dedupRetries atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)
