@@ -31,11 +31,20 @@ var errDedupRace = errors.New("pgstore: client message id stored concurrently")
 // number of round trips does not grow with the number of messages.
 const (
 	// sqlLookupDedup returns the stored originals of client message ids,
-	// by the 1-based position of the id in the arrays.
+	// by the 1-based position of the id in the arrays. The LIMIT 1 keeps
+	// the lookups LATERAL: one index probe per id. As a plain join, the
+	// plan chosen while the table was small (a hash join over a sequential
+	// scan of dedup) stayed cached as the table grew, and Append slowed
+	// down with the size of the index it looks up.
 	sqlLookupDedup = `SELECT k.i, m.msg
 FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY AS k(app, from_user, client_msg_id, i)
-JOIN dedup d ON d.app = k.app AND d.from_user = k.from_user AND d.client_msg_id = k.client_msg_id
-JOIN messages m ON m.app = d.app AND m.conv = d.conv AND m.seq = d.seq`
+CROSS JOIN LATERAL (
+	SELECT d.conv, d.seq FROM dedup d
+	WHERE d.app = k.app AND d.from_user = k.from_user AND d.client_msg_id = k.client_msg_id LIMIT 1
+) AS d
+CROSS JOIN LATERAL (
+	SELECT m.msg FROM messages m WHERE m.app = k.app AND m.conv = d.conv AND m.seq = d.seq LIMIT 1
+) AS m`
 
 	// sqlBumpConvs adds n to the last seq of each conversation, creating
 	// missing ones, and returns the new last seqs. Rows are locked in the
