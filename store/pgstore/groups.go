@@ -63,7 +63,7 @@ func (s *Store) GetGroup(ctx context.Context, app, id string) (store.Group, erro
 	if err := checkIDs(app, id); err != nil {
 		return store.Group{}, err
 	}
-	rows, err := s.pool.Query(ctx, sqlGroups+" WHERE g.app = $1 AND g.id = $2 AND g.members > 0", app, id)
+	rows, err := s.pool.Query(ctx, "SELECT "+sqlGroupColumns+" FROM chat_groups g WHERE g.app = $1 AND g.id = $2 AND g.members > 0", app, id)
 	if err != nil {
 		return store.Group{}, s.fail("get group", err)
 	}
@@ -74,9 +74,10 @@ func (s *Store) GetGroup(ctx context.Context, app, id string) (store.Group, erro
 	return g, s.fail("get group", err)
 }
 
-// sqlGroups selects groups with their last seq, for scanGroup.
-const sqlGroups = `SELECT g.id, g.name, g.owner, g.created, COALESCE(c.last_seq, 0)
-FROM chat_groups g LEFT JOIN convs c ON c.app = g.app AND c.conv = 'g:' || g.id`
+// sqlGroupColumns are the columns of a group g, with its last seq, for
+// scanGroup.
+const sqlGroupColumns = `g.id, g.name, g.owner, g.created,
+	COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = g.app AND c.conv = 'g:' || g.id), 0)`
 
 func scanGroup(row pgx.CollectableRow) (store.Group, error) {
 	var g store.Group
@@ -251,8 +252,9 @@ func (s *Store) UserGroups(ctx context.Context, app, user string) ([]store.Group
 	if err := checkIDs(app, user); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, sqlGroups+`
-JOIN group_members m ON m.app = g.app AND m.group_id = g.id
+	rows, err := s.pool.Query(ctx, "SELECT "+sqlGroupColumns+`
+FROM group_members m
+CROSS JOIN LATERAL (SELECT * FROM chat_groups g WHERE g.app = m.app AND g.id = m.group_id LIMIT 1) AS g
 WHERE m.app = $1 AND m.user_id = $2 AND g.members > 0 ORDER BY g.id`, app, user)
 	if err != nil {
 		return nil, s.fail("user groups", err)

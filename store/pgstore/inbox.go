@@ -14,17 +14,22 @@ import (
 // the groups the user is a member of (a closed group has none), with the
 // device's cursor. A group's cursor is never below the member's join
 // point, so a user who left and joined again is not given the messages
-// sent while away.
-const sqlInbox = `SELECT i.conv, c.last_seq, COALESCE(k.acked, 0)
-FROM inbox i
-JOIN convs c ON c.app = i.app AND c.conv = i.conv
-LEFT JOIN cursors k ON k.app = i.app AND k.user_id = i.user_id AND k.device = $3 AND k.conv = i.conv
-WHERE i.app = $1 AND i.user_id = $2 AND c.last_seq > 0
+// sent while away. Conversations and cursors are looked up by correlated
+// subqueries, each an index probe per row of the user's, whatever plan is
+// cached.
+const sqlInbox = `SELECT conv, last_seq, acked FROM (
+	SELECT i.conv,
+		COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = i.app AND c.conv = i.conv), 0) AS last_seq,
+		COALESCE((SELECT k.acked FROM cursors k
+			WHERE k.app = i.app AND k.user_id = i.user_id AND k.device = $3 AND k.conv = i.conv), 0) AS acked
+	FROM inbox i WHERE i.app = $1 AND i.user_id = $2
+) AS direct WHERE last_seq > 0
 UNION ALL
-SELECT g.conv, COALESCE(c.last_seq, 0), GREATEST(COALESCE(k.acked, 0), g.join_seq)
-FROM (SELECT app, user_id, 'g:' || group_id AS conv, join_seq FROM group_members WHERE app = $1 AND user_id = $2) g
-LEFT JOIN convs c ON c.app = g.app AND c.conv = g.conv
-LEFT JOIN cursors k ON k.app = g.app AND k.user_id = g.user_id AND k.device = $3 AND k.conv = g.conv`
+SELECT g.conv,
+	COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = g.app AND c.conv = g.conv), 0),
+	GREATEST(g.join_seq, COALESCE((SELECT k.acked FROM cursors k
+		WHERE k.app = g.app AND k.user_id = g.user_id AND k.device = $3 AND k.conv = g.conv), 0))
+FROM (SELECT app, user_id, 'g:' || group_id AS conv, join_seq FROM group_members WHERE app = $1 AND user_id = $2) AS g`
 
 // Inbox implements store.Store. Conversations are sorted by key.
 func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.ConvState, error) {

@@ -191,3 +191,28 @@ func checkIDs(ids ...string) error {
 	}
 	return nil
 }
+
+// execAll reads n results of a batch of statements without rows.
+func execAll(br pgx.BatchResults, n int) error {
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollback ends the transaction open on conn, if the connection still
+// works, so that it can go back to the pool; otherwise the pool destroys
+// it on release (pgxpool drops a connection not idle outside a
+// transaction).
+func rollback(conn *pgxpool.Conn) {
+	if conn.Conn().IsClosed() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		conn.Conn().Close(ctx)
+	}
+}
