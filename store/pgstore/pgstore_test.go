@@ -6,8 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/qim-im/qim/internal/pgtest"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,32 +19,12 @@ import (
 	"github.com/qim-im/qim/store/storetest"
 )
 
-// defaultTestURL is the database the tests use unless QIM_TEST_POSTGRES
-// names another.
-const defaultTestURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
 // testURL returns the URL of the test database, skipping the test if the
 // database is unreachable, or failing it if QIM_REQUIRE_POSTGRES=1.
 func testURL(t testing.TB) string {
 	t.Helper()
-	u := os.Getenv("QIM_TEST_POSTGRES")
-	if u == "" {
-		u = defaultTestURL
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, u)
-	if err == nil {
-		err = conn.Ping(ctx)
-		conn.Close(ctx)
-	}
-	if err != nil {
-		if os.Getenv("QIM_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("PostgreSQL at QIM_TEST_POSTGRES (%s) is unreachable and QIM_REQUIRE_POSTGRES=1: %v", u, err)
-		}
-		t.Skipf("PostgreSQL unreachable at %s (set QIM_TEST_POSTGRES to a reachable database, QIM_REQUIRE_POSTGRES=1 to fail instead): %v", u, err)
-	}
-	return u
+	pgtest.Skip(t)
+	return pgtest.URL()
 }
 
 // newSchema returns a schema name of its own for a test, dropped when the
