@@ -86,7 +86,7 @@ func (sc *serverConn) serve() {
 		if err != nil {
 			break
 		}
-		sess.HandleStream(str)
+		sess.HandleStream(quicStream{str})
 	}
 	sess.Close()
 	sc.srv.Metrics.SessionClosed()
@@ -175,9 +175,13 @@ func (sc *serverConn) readControl(sess *session.Session) {
 // HandshakeComplete implements session.Conn.
 func (sc *serverConn) HandshakeComplete() <-chan struct{} { return sc.qc.HandshakeComplete() }
 
-// OpenStreamSync implements session.Conn.
-func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
-	return sc.qc.OpenStreamSync(ctx)
+// OpenStream implements session.Conn.
+func (sc *serverConn) OpenStream(ctx context.Context) (session.Stream, error) {
+	str, err := sc.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{str}, nil
 }
 
 // Disconnect implements session.Conn: it sends DISCONNECT on the control

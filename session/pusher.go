@@ -588,7 +588,7 @@ func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) err
 // opened, it first finishes the least recently used idle one (streams.go).
 func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
 	p.s.makeRoom()
-	str, err := p.s.conn.OpenStreamSync(ctx)
+	str, err := p.s.conn.OpenStream(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -597,7 +597,7 @@ func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
 	cs.pusher.Store(p)
 	if !p.bind(cs) {
 		// A stream the device opened got bound first: use that one.
-		str.CancelRead(0)
+		str.CancelRead(qimpb.Code_OK)
 		str.Close()
 		p.mu.Lock()
 		cs = p.stream

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store/pebblestore"
 )
@@ -20,7 +18,7 @@ type fakeConn struct {
 	disconnected []qimpb.Code
 }
 
-func (c *fakeConn) OpenStreamSync(context.Context) (*quic.Stream, error) {
+func (c *fakeConn) OpenStream(context.Context) (Stream, error) {
 	return nil, context.Canceled
 }
 

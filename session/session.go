@@ -6,26 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
-
-// Conn is what a session needs of its device's connection. quicsrv
-// implements it.
-type Conn interface {
-	// OpenStreamSync opens a new bidirectional stream to the device.
-	OpenStreamSync(ctx context.Context) (*quic.Stream, error)
-	// Disconnect tells the device why its session ends (DISCONNECT on the
-	// control stream) and closes the connection with code. It does not
-	// block and may be called more than once; the first call counts.
-	Disconnect(code qimpb.Code, reason string)
-	// HandshakeComplete is closed when the TLS handshake has completed.
-	// Until then, what the device sent may be 0-RTT data, which an
-	// attacker can replay.
-	HandshakeComplete() <-chan struct{}
-}
 
 // Session is one authenticated device connection. quicsrv creates it with
 // Hub.Open after CONNECT succeeds, hands it every stream the device opens
@@ -212,7 +195,7 @@ func (s *Session) Receive(ev Event) {
 
 // HandleStream serves a stream the device opened. It returns at once; the
 // stream's goroutines belong to the session.
-func (s *Session) HandleStream(str *quic.Stream) {
+func (s *Session) HandleStream(str Stream) {
 	cs := s.newConvStream(str, false)
 	cs.start()
 }

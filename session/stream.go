@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
 	qimpb "github.com/qim-im/qim/proto"
@@ -26,7 +25,7 @@ const outQueue = 128
 type convStream struct {
 	// Static after construction.
 	s    *Session
-	str  *quic.Stream
+	str  Stream
 	out  chan outFrame
 	done chan struct{} // closed when the writer stops
 
@@ -63,7 +62,7 @@ type outFrame struct {
 // fin reports whether f is the zero outFrame, which finishes the stream.
 func (f *outFrame) fin() bool { return f.frame == nil && f.pend == nil && !f.sent }
 
-func (s *Session) newConvStream(str *quic.Stream, byServer bool) *convStream {
+func (s *Session) newConvStream(str Stream, byServer bool) *convStream {
 	return &convStream{
 		s:        s,
 		str:      str,
@@ -214,7 +213,7 @@ func (cs *convStream) readFailed(err error) {
 		return
 	}
 	cs.s.logger.Debug("stream refused", "code", code, "err", err)
-	cs.str.CancelRead(quic.StreamErrorCode(code))
+	cs.str.CancelRead(code)
 	c, reason := CodeOf(&Error{Code: code, Reason: err.Error()})
 	cs.s.hub.metrics.Response(c)
 	if frame, err := encodeResponse(0, c, reason, nil); err == nil {

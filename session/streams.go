@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -237,8 +235,8 @@ func (ss *streamSet) listOf(cs *convStream) *list.List {
 // its send side after what is queued. The device, reading EOF, finishes its
 // side too, and QUIC releases the stream.
 func (cs *convStream) end() {
-	cs.s.logger.Debug("finishing idle stream", "stream", int64(cs.str.StreamID()), "conv", cs.conv, "by_server", cs.byServer)
-	cs.str.CancelRead(quic.StreamErrorCode(qimpb.Code_CLOSED))
+	cs.s.logger.Debug("finishing idle stream", "conv", cs.conv, "by_server", cs.byServer)
+	cs.str.CancelRead(qimpb.Code_CLOSED)
 	cs.send(cs.s.ctx, outFrame{}) // the queue was empty: this does not wait
 }
 

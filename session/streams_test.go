@@ -21,9 +21,18 @@ import (
 // with no control stream: every stream is a conversation stream.
 type quicConn struct{ qc *quic.Conn }
 
-func (c quicConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
-	return c.qc.OpenStreamSync(ctx)
+func (c quicConn) OpenStream(ctx context.Context) (Stream, error) {
+	str, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{str}, nil
 }
+
+// quicStream is a QUIC stream as a Stream (quicsrv has the same adapter).
+type quicStream struct{ *quic.Stream }
+
+func (s quicStream) CancelRead(code qimpb.Code) { s.Stream.CancelRead(quic.StreamErrorCode(code)) }
 
 func (c quicConn) Disconnect(code qimpb.Code, reason string) {
 	c.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
@@ -101,7 +110,7 @@ func (r *streamRig) device(user string) *quic.Conn {
 			if err != nil {
 				return
 			}
-			s.HandleStream(str)
+			s.HandleStream(quicStream{str})
 		}
 	}()
 	t.Cleanup(func() {
