@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
@@ -54,18 +55,18 @@ type Config struct {
 	// negative turns it off.
 	AuthBackoffMax time.Duration
 	// SendRate and SendBurst limit the requests per second of one user
-	// (session.Config); zero means the defaults, a negative SendRate no
+	// (core.Config); zero means the defaults, a negative SendRate no
 	// limit. MaxGroupMembers bounds groups; zero means 10,000.
 	SendRate        float64
 	SendBurst       int
 	MaxGroupMembers int
 	// InvitesPerHour limits invitations from non-contacts per invitee
-	// (session.Config); zero means 50, negative no limit.
+	// (core.Config); zero means 50, negative no limit.
 	InvitesPerHour int
 	// DeviceMemory and TotalMemory bound, in bytes, what the server buffers
-	// for one device and for all devices (session.Config); GroupCacheBytes
-	// bounds the recent group messages cache. Zero means the defaults (1 MiB,
-	// 256 MiB, 64 MiB).
+	// for one device (session.Config) and for all devices (core.Config);
+	// GroupCacheBytes bounds the recent group messages cache. Zero means
+	// the defaults (1 MiB, 256 MiB, 64 MiB).
 	DeviceMemory    int64
 	TotalMemory     int64
 	GroupCacheBytes int64
@@ -103,13 +104,14 @@ type Config struct {
 // Daemon is a running server.
 type Daemon struct {
 	// Static after Start.
-	cfg    Config
-	logger *slog.Logger
-	pc     net.PacketConn
-	store  *pebblestore.Store
-	apps   *KeyRing
-	hub    *session.Hub
-	srv    *quicsrv.Server
+	cfg     Config
+	logger  *slog.Logger
+	pc      net.PacketConn
+	store   *pebblestore.Store
+	apps    *KeyRing
+	hub     *core.Hub
+	devices *session.Devices
+	srv     *quicsrv.Server
 	// The metrics endpoint; nil when Config.Metrics is empty.
 	metricsLn   net.Listener
 	metricsSrv  *http.Server
@@ -229,7 +231,7 @@ func (d *Daemon) start(ctx context.Context) error {
 			return fmt.Errorf("daemon: metrics: %w", err)
 		}
 	}
-	d.hub, err = session.NewHub(session.Config{
+	d.hub, err = core.NewHub(core.Config{
 		Store:           d.store,
 		Apps:            d.apps,
 		Logger:          logger,
@@ -238,12 +240,14 @@ func (d *Daemon) start(ctx context.Context) error {
 		SendBurst:       cfg.SendBurst,
 		MaxGroupMembers: cfg.MaxGroupMembers,
 		InvitesPerHour:  cfg.InvitesPerHour,
-		DeviceMemory:    cfg.DeviceMemory,
 		TotalMemory:     cfg.TotalMemory,
 		GroupCacheBytes: cfg.GroupCacheBytes,
 		Metrics:         m,
 	})
 	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	if d.devices, err = session.NewDevices(session.Config{Hub: d.hub, DeviceMemory: cfg.DeviceMemory}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	if d.pc = cfg.PacketConn; d.pc == nil {
@@ -264,7 +268,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
 		go d.pollApps(cfg.AppsPoll)
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Devices: d.devices, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
 		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
@@ -301,7 +305,7 @@ func (d *Daemon) reloadApps() ([]AppChange, int, error) {
 	}
 	ended := 0
 	for _, c := range changes {
-		n := d.hub.Revalidate(c.Org, c.Appkey)
+		n := d.devices.Revalidate(c.Org, c.Appkey)
 		ended += n
 		d.logger.Info("application secret changed; ended the sessions whose token no longer verifies", "org", c.Org, "appkey", c.Appkey, "removed", c.Removed, "sessions", n)
 	}
@@ -337,7 +341,10 @@ func (d *Daemon) MetricsAddr() net.Addr {
 func (d *Daemon) Retries() uint64 { return d.srv.Retries() }
 
 // Hub returns the server's hub.
-func (d *Daemon) Hub() *session.Hub { return d.hub }
+func (d *Daemon) Hub() *core.Hub { return d.hub }
+
+// Devices returns the server's device layer, which runs its sessions.
+func (d *Daemon) Devices() *session.Devices { return d.devices }
 
 // Addr returns the address the server is serving on.
 func (d *Daemon) Addr() net.Addr { return d.pc.LocalAddr() }

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
@@ -66,43 +66,8 @@ const retireAfter = 2 * time.Second
 type pushItem struct {
 	msg   *qimpb.Message
 	read  time.Time
-	frame *pushFrame
+	frame *core.PushFrame
 	cost  charge // what it holds of the device's budget while buffered
-}
-
-// pushFrame is a message's push frame, encoded once, by the first pusher
-// that writes it, for every device the message is routed to: a group
-// message to 1,000 online members is marshalled once, not 1,000 times.
-// The frame is the same for every device (its request id is the seq).
-type pushFrame struct {
-	msg  *qimpb.Message
-	cost int64 // msgCost(msg)
-	once sync.Once
-	b    []byte
-	err  error
-
-	// refs counts the devices holding it in their budgets, plus one for
-	// the hub while it routes it: the hub's budget is charged cost from
-	// newPushFrame until refs drops to 0.
-	refs atomic.Int32
-}
-
-// newPushFrame returns m's shared frame, charging the hub's budget once
-// for it (the hub gives up its own reference with release after routing).
-// cost is msgCost(m), or 0 to have it computed here.
-func (h *Hub) newPushFrame(m *qimpb.Message, cost int64) *pushFrame {
-	if cost == 0 {
-		cost = msgCost(m)
-	}
-	f := &pushFrame{msg: m, cost: cost}
-	f.refs.Store(1)
-	h.mem.take(f.cost, true)
-	return f
-}
-
-func (f *pushFrame) bytes() ([]byte, error) {
-	f.once.Do(func() { f.b, f.err = encodePush(f.msg) })
-	return f.b, f.err
 }
 
 func newPusher(s *Session, conv string) *pusher {
@@ -130,13 +95,13 @@ func (p *pusher) wakeup() {
 // sender's stream at read, with its shared frame (nil: encode it here). It
 // never blocks. It reports false if the pusher has retired: the caller
 // offers the message to the conversation's new pusher.
-func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool {
+func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *core.PushFrame) bool {
 	mem := p.s.mem
 	var n int64
 	if frame != nil {
-		n = frame.cost
+		n = frame.Cost()
 	} else {
-		n = msgCost(m)
+		n = core.MsgCost(m)
 	}
 	p.mu.Lock()
 	if p.retired {
@@ -151,7 +116,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool 
 		if ok {
 			p.ephem = append(p.ephem, pushItem{m, read, frame, c})
 		} else {
-			p.s.hub.metrics.Dropped(metrics.QueueEphemeral)
+			p.s.dev.metrics.Dropped(metrics.QueueEphemeral)
 		}
 	} else {
 		p.last = max(p.last, m.Seq)
@@ -168,7 +133,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool 
 					p.live = slices.Insert(p.live, i, pushItem{m, read, frame, c})
 				} else {
 					// It is stored: it is read back when its turn comes.
-					p.s.hub.metrics.Dropped(metrics.QueueLive)
+					p.s.dev.metrics.Dropped(metrics.QueueLive)
 				}
 			}
 		}
@@ -284,7 +249,7 @@ func (p *pusher) persist(ctx context.Context, seq uint64) {
 	s := p.s
 	// An acknowledgement received is recorded even if the session is
 	// ending meanwhile.
-	if err := s.hub.store.SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
+	if err := s.hub.Store().SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
 		// Not fatal: the device will see these messages again and drop them.
 		s.logger.Warn("persist ack", "conv", p.conv, "seq", seq, "err", err)
 	}
@@ -384,7 +349,7 @@ func (p *pusher) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !ok && isGroupConv(p.conv) {
+	if !ok && core.IsGroupConv(p.conv) {
 		// Not a member (any more): nothing to push.
 		return errRevoked
 	}
@@ -413,7 +378,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		ephem := p.ephem
 		p.ephem = nil
 		p.sent = max(p.sent, p.acked) // acknowledged early, then the write failed
-		room := p.s.hub.window - int(p.sent-p.acked)
+		room := p.s.dev.window - int(p.sent-p.acked)
 		next := p.sent + 1
 		i := 0
 		for i < len(p.live) && p.live[i].msg.Seq < next {
@@ -431,7 +396,7 @@ func (p *pusher) pushAll(ctx context.Context) error {
 		p.mu.Unlock()
 
 		if fromStore {
-			ms, err := p.s.hub.messages(ctx, p.s.app, p.conv, next-1, room)
+			ms, err := p.s.hub.Messages(ctx, p.s.app, p.conv, next-1, room)
 			if err != nil {
 				p.release(ephem)
 				return err
@@ -542,7 +507,7 @@ func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushI
 			continue
 		}
 		if it.cost.n == 0 {
-			c, ok, wait := p.s.mem.takeOrWait(msgCost(it.msg), nil, true)
+			c, ok, wait := p.s.mem.takeOrWait(core.MsgCost(it.msg), nil, true)
 			if !ok {
 				p.roomWait = wait
 				return n, nil
@@ -565,9 +530,9 @@ func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) err
 	var frame []byte
 	var err error
 	if it.frame != nil {
-		frame, err = it.frame.bytes()
+		frame, err = it.frame.Bytes()
 	} else {
-		frame, err = encodePush(it.msg)
+		frame, err = core.EncodePush(it.msg)
 	}
 	if err != nil {
 		return err
@@ -579,7 +544,7 @@ func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) err
 		return err
 	}
 	it.cost = charge{}
-	p.s.hub.metrics.MessageOut(it.read)
+	p.s.dev.metrics.MessageOut(it.read)
 	return nil
 }
 
@@ -609,12 +574,6 @@ func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
 	}
 	cs.start()
 	return cs, nil
-}
-
-// encodePush returns the frame that pushes m to a device: a MESSAGE
-// request whose id is m's seq.
-func encodePush(m *qimpb.Message) ([]byte, error) {
-	return qimpb.AppendRequestFrame(nil, qimpb.RequestType_MESSAGE, m.Seq, m)
 }
 
 func cmpU64(a, b uint64) int {
