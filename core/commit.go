@@ -62,9 +62,8 @@ func (h *Hub) Submit(ctx context.Context, app, conv string, m *qimpb.Message, re
 // durable commit, then completes them and routes the new ones, in commit
 // order. It is the only goroutine that appends messages, so routing order is
 // sequence order and the recent cache is always a suffix of the store. It
-// runs in its own goroutine until Close.
+// runs in its own goroutine, in h.wg, until Close.
 func (h *Hub) commitLoop() {
-	defer close(h.done)
 	batch := make([]*Pending, 0, h.maxBatch)
 	appends := make([]store.Append, 0, h.maxBatch)
 	for {

@@ -10,6 +10,7 @@ package core
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -66,6 +67,13 @@ type Config struct {
 	// invitations are answered LIMIT_EXCEEDED. Zero means 50; a negative
 	// value means no limit.
 	InvitesPerHour int
+	// DedupWindow is how long the store remembers a message's
+	// client_msg_id, so that a retry is answered with the original: the
+	// hub has the store forget older entries (store.Store.PruneDedup)
+	// every DedupWindow/24, at most hourly, the first time a minute after
+	// NewHub at most. A retry later than that is stored again, as a new
+	// message. Zero means 7 days; negative means never forget.
+	DedupWindow time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Metrics records what the hub and its sessions do. Nil records nothing.
@@ -93,14 +101,17 @@ type Hub struct {
 
 	// commits feeds the committer goroutine (commit.go).
 	commits chan *Pending
-	stop    chan struct{} // closed by Close
-	done    chan struct{} // closed when commitLoop returns
-
+	// stop is closed, and ctx cancelled, by Close; wg counts the
+	// committer and the prune loop (prune.go).
+	stop      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
-// NewHub returns a hub and starts its committer goroutine, which Close
-// stops.
+// NewHub returns a hub and starts its goroutines, the committer and the
+// pruner of the de-duplication index, which Close stops.
 func NewHub(cfg Config) (*Hub, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("core: Config.Store is nil")
@@ -118,7 +129,6 @@ func NewHub(cfg Config) (*Hub, error) {
 		mem:      &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
 		commits:  make(chan *Pending, 1024),
 		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 	}
 	if h.router == nil {
 		h.router = &LocalRouter{}
@@ -156,15 +166,23 @@ func NewHub(cfg Config) (*Hub, error) {
 	if h.groups, err = newGroupCache(ngroups); err != nil {
 		return nil, err
 	}
-	go h.commitLoop()
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.wg.Go(h.commitLoop)
+	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
+		h.wg.Go(func() { h.pruneLoop(window) })
+	}
 	return h, nil
 }
 
-// Close stops the committer. Appends waiting for it fail with
-// STORE_UNAVAILABLE. It does not close the store.
+// Close stops the committer and the pruner and waits for them. Appends
+// waiting for the committer fail with STORE_UNAVAILABLE. It does not close
+// the store.
 func (h *Hub) Close() error {
-	h.closeOnce.Do(func() { close(h.stop) })
-	<-h.done
+	h.closeOnce.Do(func() {
+		close(h.stop)
+		h.cancel()
+	})
+	h.wg.Wait()
 	return nil
 }
 

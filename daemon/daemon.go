@@ -24,6 +24,7 @@ import (
 	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
+	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pebblestore"
 )
 
@@ -79,11 +80,23 @@ type Config struct {
 	// (quicsrv.Server). Zero means 1,000 and 100; negative means no bound.
 	MaxUnauthenticated      int
 	MaxUnauthenticatedPerIP int
-	// NoSync turns off fsync in the store. For benchmarks of everything but
-	// the disk only; never in production.
+	// DedupWindow is how long a message's client_msg_id is remembered for
+	// de-duplication (core.Config.DedupWindow). Zero means 7 days;
+	// negative means forever.
+	DedupWindow time.Duration
+	// Store is the store to serve from. Nil means the embedded Pebble
+	// store in DataDir/store, which the daemon opens and closes. A Store
+	// given here belongs to the caller: the daemon does not close it (close
+	// it after Shutdown or Close), and NoSync and StoreFS do not apply.
+	Store store.Store
+	// Router carries events between the sessions (core.Config.Router). Nil
+	// means a core.LocalRouter: sessions of this process only.
+	Router core.Router
+	// NoSync turns off fsync in the embedded store. For benchmarks of
+	// everything but the disk only; never in production.
 	NoSync bool
-	// StoreFS is the file system the store is kept on. Nil means the
-	// operating system's. Tests pass one that injects faults (see
+	// StoreFS is the file system the embedded store is kept on. Nil means
+	// the operating system's. Tests pass one that injects faults (see
 	// pebblestore.Options.FS).
 	StoreFS vfs.FS
 	// AppsPoll is how often the server reads the application secret files
@@ -104,14 +117,15 @@ type Config struct {
 // Daemon is a running server.
 type Daemon struct {
 	// Static after Start.
-	cfg     Config
-	logger  *slog.Logger
-	pc      net.PacketConn
-	store   *pebblestore.Store
-	apps    *KeyRing
-	hub     *core.Hub
-	devices *session.Devices
-	srv     *quicsrv.Server
+	cfg      Config
+	logger   *slog.Logger
+	pc       net.PacketConn
+	store    store.Store // Config.Store, or the embedded store
+	ownStore bool        // the daemon opened the store, and closes it
+	apps     *KeyRing
+	hub      *core.Hub
+	devices  *session.Devices
+	srv      *quicsrv.Server
 	// The metrics endpoint; nil when Config.Metrics is empty.
 	metricsLn   net.Listener
 	metricsSrv  *http.Server
@@ -202,21 +216,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{keys.ticket})
 
-	storeDir := filepath.Join(cfg.DataDir, "store")
-	if cfg.StoreFS == nil {
-		if err := checkStoreSpace(storeDir); err != nil {
+	if d.store = cfg.Store; d.store == nil {
+		if err := d.openStore(ctx); err != nil {
 			return err
 		}
-	}
-	d.store, err = pebblestore.OpenContext(ctx, storeDir, pebblestore.Options{Logger: logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
-	if err != nil {
-		return fmt.Errorf("daemon: open store: %w", err)
-	}
-	// Earlier versions copied the application secrets into the store.
-	if n, err := d.store.DeleteAppRecords(ctx); err != nil {
-		return fmt.Errorf("daemon: delete application secrets from the store: %w", err)
-	} else if n > 0 {
-		logger.Warn("deleted application secrets that an earlier version had copied into the store; the secret files are their only copy now", "apps", n)
 	}
 	var createdApps []string
 	if d.apps, createdApps, err = LoadKeyRing(cfg.DataDir); err != nil {
@@ -233,6 +236,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.hub, err = core.NewHub(core.Config{
 		Store:           d.store,
+		Router:          cfg.Router,
 		Apps:            d.apps,
 		Logger:          logger,
 		MaxFrame:        cfg.MaxFrame,
@@ -242,6 +246,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		InvitesPerHour:  cfg.InvitesPerHour,
 		TotalMemory:     cfg.TotalMemory,
 		GroupCacheBytes: cfg.GroupCacheBytes,
+		DedupWindow:     cfg.DedupWindow,
 		Metrics:         m,
 	})
 	if err != nil {
@@ -273,6 +278,30 @@ func (d *Daemon) start(ctx context.Context) error {
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)
+	}
+	return nil
+}
+
+// openStore opens the embedded Pebble store in the data directory as
+// d.store, owned by the daemon.
+func (d *Daemon) openStore(ctx context.Context) error {
+	cfg := d.cfg
+	storeDir := filepath.Join(cfg.DataDir, "store")
+	if cfg.StoreFS == nil {
+		if err := checkStoreSpace(storeDir); err != nil {
+			return err
+		}
+	}
+	st, err := pebblestore.OpenContext(ctx, storeDir, pebblestore.Options{Logger: d.logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
+	if err != nil {
+		return fmt.Errorf("daemon: open store: %w", err)
+	}
+	d.store, d.ownStore = st, true
+	// Earlier versions copied the application secrets into the store.
+	if n, err := st.DeleteAppRecords(ctx); err != nil {
+		return fmt.Errorf("daemon: delete application secrets from the store: %w", err)
+	} else if n > 0 {
+		d.logger.Warn("deleted application secrets that an earlier version had copied into the store; the secret files are their only copy now", "apps", n)
 	}
 	return nil
 }
@@ -358,7 +387,7 @@ func (d *Daemon) Wait() error {
 
 // Shutdown stops accepting connections, tells connected devices the server
 // is going away, waits for them (until ctx ends), then flushes and closes
-// the store.
+// the embedded store (not a Config.Store).
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	err := d.srv.Shutdown(ctx)
 	if cerr := d.closeParts(); err == nil {
@@ -367,7 +396,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close stops everything at once, then flushes and closes the store.
+// Close stops everything at once, then flushes and closes the embedded
+// store (not a Config.Store).
 func (d *Daemon) Close() error {
 	d.srv.Close()
 	return d.closeParts()
@@ -409,10 +439,10 @@ func (d *Daemon) closeParts() error {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil
 	}
-	if d.store != nil {
+	if d.store != nil && d.ownStore {
 		errs = append(errs, d.store.Close())
-		d.store = nil
 	}
+	d.store = nil
 	return errors.Join(errs...)
 }
 
