@@ -1,6 +1,8 @@
 package daemon_test
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/internal/testserver"
+	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pebblestore"
 )
@@ -80,5 +83,51 @@ func TestCallerStoreAndRouter(t *testing.T) {
 	app := store.AppID(daemon.DemoOrg, daemon.DemoAppkey)
 	if seq, err := st.LastSeq(t.Context(), app, store.DirectConv("alice", "bob")); err != nil || seq != 1 {
 		t.Fatalf("the caller's store after the daemon closed: last seq %d, %v; want 1 and still open", seq, err)
+	}
+}
+
+// epochless is a store that cannot give epochs.
+type epochless struct{ store.Store }
+
+func (epochless) NextEpoch(context.Context, string, string, string) (uint64, error) {
+	return 0, errors.New("epochs unavailable")
+}
+
+// TestConnectRefusedWithoutEpoch checks that a CONNECT whose session
+// cannot get the device's epoch from the store is refused with
+// STORE_UNAVAILABLE, and opens no session.
+func TestConnectRefusedWithoutEpoch(t *testing.T) {
+	st, err := pebblestore.Open("db", pebblestore.Options{FS: vfs.NewMem(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	data := t.TempDir()
+	d, err := daemon.Start(daemon.Config{Listen: "127.0.0.1:0", DataDir: data, Store: epochless{st}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Config{Addr: d.Addr().String(), TLSConfig: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey,
+		User: "alice", Device: "d", Token: auth.Mint(secret, daemon.DemoOrg, daemon.DemoAppkey, "alice", time.Now().Add(time.Hour))})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Code != qimpb.Code_STORE_UNAVAILABLE {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("dial: %v, want STORE_UNAVAILABLE", err)
+	}
+	if n := d.Devices().Opened(); n != 0 {
+		t.Fatalf("%d sessions opened", n)
 	}
 }
