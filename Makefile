@@ -35,7 +35,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
-FUZZ_TARGETS := ./proto:FuzzFrame ./session:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest
+FUZZ_TARGETS := ./proto:FuzzFrame ./core:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -61,7 +61,8 @@ BENCH_POSTGRES ?= $(or $(QIM_TEST_POSTGRES),postgres://postgres@127.0.0.1:5432/t
 ## network switches (migration vs 1-RTT reconnect vs 0-RTT resume, loopback and 50 ms RTT).
 bench: build
 	$(BIN)/qim bench suite --qimd $(BIN)/qimd --postgres "$(BENCH_POSTGRES)"
-	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./session/ ./store/pebblestore/
+	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./core/ ./store/pebblestore/
+	QIM_TEST_POSTGRES="$(BENCH_POSTGRES)" $(GO) test -run '^$$' -bench 'AppendPG|BarePGXBatch' -benchtime 3s -count 1 ./store/pgstore/
 	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
 
 ## proto: regenerate proto/qim.pb.go with the pinned generators.

@@ -30,7 +30,7 @@ import (
 // AdminRequest is one request on the admin socket.
 type AdminRequest struct {
 	// Op is "end-sessions" (Org, Appkey and User: end every session of the
-	// user, see session.Hub.EndSessions) or "reload-apps" (read the
+	// user, see session.Devices.EndSessions) or "reload-apps" (read the
 	// application secrets again and end the sessions whose token no longer
 	// verifies; the server also does that every Config.AppsPoll).
 	Op          string `json:"op"`
@@ -131,7 +131,7 @@ func (d *Daemon) admin(req AdminRequest) AdminResponse {
 				return AdminResponse{Error: "org, appkey and user must be 1-64 characters of A-Z a-z 0-9 . _ @ -"}
 			}
 		}
-		n := d.hub.EndSessions(req.Org, req.Appkey, req.User)
+		n := d.devices.EndSessions(req.Org, req.Appkey, req.User)
 		d.logger.Info("admin: ended the sessions of a user", "org", req.Org, "appkey", req.Appkey, "user", req.User, "sessions", n)
 		return AdminResponse{Ended: n}
 	case "reload-apps":

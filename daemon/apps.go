@@ -141,7 +141,7 @@ func RotateApp(dataDir, org, appkey string) ([]byte, error) {
 
 // KeyRing holds the applications' secrets in memory, read from the secret
 // files of a data directory, which are their only source of truth (nothing
-// is copied into the store). It implements session.AppKeys. All methods are
+// is copied into the store). It implements core.AppKeys. All methods are
 // safe for concurrent use.
 type KeyRing struct {
 	// Static after construction.
@@ -170,7 +170,7 @@ func LoadKeyRing(dataDir string) (k *KeyRing, created []string, err error) {
 	return k, created, nil
 }
 
-// AppSecret implements session.AppKeys.
+// AppSecret implements core.AppKeys.
 func (k *KeyRing) AppSecret(org, appkey string) ([]byte, bool) {
 	k.mu.RLock()
 	defer k.mu.RUnlock()

@@ -20,9 +20,11 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
+	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pebblestore"
 )
 
@@ -54,18 +56,18 @@ type Config struct {
 	// negative turns it off.
 	AuthBackoffMax time.Duration
 	// SendRate and SendBurst limit the requests per second of one user
-	// (session.Config); zero means the defaults, a negative SendRate no
+	// (core.Config); zero means the defaults, a negative SendRate no
 	// limit. MaxGroupMembers bounds groups; zero means 10,000.
 	SendRate        float64
 	SendBurst       int
 	MaxGroupMembers int
 	// InvitesPerHour limits invitations from non-contacts per invitee
-	// (session.Config); zero means 50, negative no limit.
+	// (core.Config); zero means 50, negative no limit.
 	InvitesPerHour int
 	// DeviceMemory and TotalMemory bound, in bytes, what the server buffers
-	// for one device and for all devices (session.Config); GroupCacheBytes
-	// bounds the recent group messages cache. Zero means the defaults (1 MiB,
-	// 256 MiB, 64 MiB).
+	// for one device (session.Config) and for all devices (core.Config);
+	// GroupCacheBytes bounds the recent group messages cache. Zero means
+	// the defaults (1 MiB, 256 MiB, 64 MiB).
 	DeviceMemory    int64
 	TotalMemory     int64
 	GroupCacheBytes int64
@@ -78,11 +80,23 @@ type Config struct {
 	// (quicsrv.Server). Zero means 1,000 and 100; negative means no bound.
 	MaxUnauthenticated      int
 	MaxUnauthenticatedPerIP int
-	// NoSync turns off fsync in the store. For benchmarks of everything but
-	// the disk only; never in production.
+	// DedupWindow is how long a message's client_msg_id is remembered for
+	// de-duplication (core.Config.DedupWindow). Zero means 7 days;
+	// negative means forever.
+	DedupWindow time.Duration
+	// Store is the store to serve from. Nil means the embedded Pebble
+	// store in DataDir/store, which the daemon opens and closes. A Store
+	// given here belongs to the caller: the daemon does not close it (close
+	// it after Shutdown or Close), and NoSync and StoreFS do not apply.
+	Store store.Store
+	// Router carries events between the sessions (core.Config.Router). Nil
+	// means a core.LocalRouter: sessions of this process only.
+	Router core.Router
+	// NoSync turns off fsync in the embedded store. For benchmarks of
+	// everything but the disk only; never in production.
 	NoSync bool
-	// StoreFS is the file system the store is kept on. Nil means the
-	// operating system's. Tests pass one that injects faults (see
+	// StoreFS is the file system the embedded store is kept on. Nil means
+	// the operating system's. Tests pass one that injects faults (see
 	// pebblestore.Options.FS).
 	StoreFS vfs.FS
 	// AppsPoll is how often the server reads the application secret files
@@ -103,13 +117,15 @@ type Config struct {
 // Daemon is a running server.
 type Daemon struct {
 	// Static after Start.
-	cfg    Config
-	logger *slog.Logger
-	pc     net.PacketConn
-	store  *pebblestore.Store
-	apps   *KeyRing
-	hub    *session.Hub
-	srv    *quicsrv.Server
+	cfg      Config
+	logger   *slog.Logger
+	pc       net.PacketConn
+	store    store.Store // Config.Store, or the embedded store
+	ownStore bool        // the daemon opened the store, and closes it
+	apps     *KeyRing
+	hub      *core.Hub
+	devices  *session.Devices
+	srv      *quicsrv.Server
 	// The metrics endpoint; nil when Config.Metrics is empty.
 	metricsLn   net.Listener
 	metricsSrv  *http.Server
@@ -200,21 +216,10 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	tlsConf.SetSessionTicketKeys([][32]byte{keys.ticket})
 
-	storeDir := filepath.Join(cfg.DataDir, "store")
-	if cfg.StoreFS == nil {
-		if err := checkStoreSpace(storeDir); err != nil {
+	if d.store = cfg.Store; d.store == nil {
+		if err := d.openStore(ctx); err != nil {
 			return err
 		}
-	}
-	d.store, err = pebblestore.OpenContext(ctx, storeDir, pebblestore.Options{Logger: logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
-	if err != nil {
-		return fmt.Errorf("daemon: open store: %w", err)
-	}
-	// Earlier versions copied the application secrets into the store.
-	if n, err := d.store.DeleteAppRecords(ctx); err != nil {
-		return fmt.Errorf("daemon: delete application secrets from the store: %w", err)
-	} else if n > 0 {
-		logger.Warn("deleted application secrets that an earlier version had copied into the store; the secret files are their only copy now", "apps", n)
 	}
 	var createdApps []string
 	if d.apps, createdApps, err = LoadKeyRing(cfg.DataDir); err != nil {
@@ -229,8 +234,9 @@ func (d *Daemon) start(ctx context.Context) error {
 			return fmt.Errorf("daemon: metrics: %w", err)
 		}
 	}
-	d.hub, err = session.NewHub(session.Config{
+	d.hub, err = core.NewHub(core.Config{
 		Store:           d.store,
+		Router:          cfg.Router,
 		Apps:            d.apps,
 		Logger:          logger,
 		MaxFrame:        cfg.MaxFrame,
@@ -238,12 +244,15 @@ func (d *Daemon) start(ctx context.Context) error {
 		SendBurst:       cfg.SendBurst,
 		MaxGroupMembers: cfg.MaxGroupMembers,
 		InvitesPerHour:  cfg.InvitesPerHour,
-		DeviceMemory:    cfg.DeviceMemory,
 		TotalMemory:     cfg.TotalMemory,
 		GroupCacheBytes: cfg.GroupCacheBytes,
+		DedupWindow:     cfg.DedupWindow,
 		Metrics:         m,
 	})
 	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	if d.devices, err = session.NewDevices(session.Config{Hub: d.hub, DeviceMemory: cfg.DeviceMemory}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	if d.pc = cfg.PacketConn; d.pc == nil {
@@ -264,11 +273,35 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
 		go d.pollApps(cfg.AppsPoll)
 	}
-	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Hub: d.hub, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
+	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Devices: d.devices, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
 		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)
+	}
+	return nil
+}
+
+// openStore opens the embedded Pebble store in the data directory as
+// d.store, owned by the daemon.
+func (d *Daemon) openStore(ctx context.Context) error {
+	cfg := d.cfg
+	storeDir := filepath.Join(cfg.DataDir, "store")
+	if cfg.StoreFS == nil {
+		if err := checkStoreSpace(storeDir); err != nil {
+			return err
+		}
+	}
+	st, err := pebblestore.OpenContext(ctx, storeDir, pebblestore.Options{Logger: d.logger, NoSync: cfg.NoSync, FS: cfg.StoreFS})
+	if err != nil {
+		return fmt.Errorf("daemon: open store: %w", err)
+	}
+	d.store, d.ownStore = st, true
+	// Earlier versions copied the application secrets into the store.
+	if n, err := st.DeleteAppRecords(ctx); err != nil {
+		return fmt.Errorf("daemon: delete application secrets from the store: %w", err)
+	} else if n > 0 {
+		d.logger.Warn("deleted application secrets that an earlier version had copied into the store; the secret files are their only copy now", "apps", n)
 	}
 	return nil
 }
@@ -301,7 +334,7 @@ func (d *Daemon) reloadApps() ([]AppChange, int, error) {
 	}
 	ended := 0
 	for _, c := range changes {
-		n := d.hub.Revalidate(c.Org, c.Appkey)
+		n := d.devices.Revalidate(c.Org, c.Appkey)
 		ended += n
 		d.logger.Info("application secret changed; ended the sessions whose token no longer verifies", "org", c.Org, "appkey", c.Appkey, "removed", c.Removed, "sessions", n)
 	}
@@ -337,7 +370,10 @@ func (d *Daemon) MetricsAddr() net.Addr {
 func (d *Daemon) Retries() uint64 { return d.srv.Retries() }
 
 // Hub returns the server's hub.
-func (d *Daemon) Hub() *session.Hub { return d.hub }
+func (d *Daemon) Hub() *core.Hub { return d.hub }
+
+// Devices returns the server's device layer, which runs its sessions.
+func (d *Daemon) Devices() *session.Devices { return d.devices }
 
 // Addr returns the address the server is serving on.
 func (d *Daemon) Addr() net.Addr { return d.pc.LocalAddr() }
@@ -351,7 +387,7 @@ func (d *Daemon) Wait() error {
 
 // Shutdown stops accepting connections, tells connected devices the server
 // is going away, waits for them (until ctx ends), then flushes and closes
-// the store.
+// the embedded store (not a Config.Store).
 func (d *Daemon) Shutdown(ctx context.Context) error {
 	err := d.srv.Shutdown(ctx)
 	if cerr := d.closeParts(); err == nil {
@@ -360,7 +396,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Close stops everything at once, then flushes and closes the store.
+// Close stops everything at once, then flushes and closes the embedded
+// store (not a Config.Store).
 func (d *Daemon) Close() error {
 	d.srv.Close()
 	return d.closeParts()
@@ -402,10 +439,10 @@ func (d *Daemon) closeParts() error {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil
 	}
-	if d.store != nil {
+	if d.store != nil && d.ownStore {
 		errs = append(errs, d.store.Close())
-		d.store = nil
 	}
+	d.store = nil
 	return errors.Join(errs...)
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/session"
 )
@@ -48,9 +49,9 @@ func (sc *serverConn) serve() {
 		sc.mu.Unlock()
 		sc.wg.Wait()
 	}()
-	app, c, err := sc.authenticate()
+	sess, err := sc.authenticate()
 	if err != nil {
-		code, reason := session.CodeOf(err)
+		code, reason := core.CodeOf(err)
 		switch {
 		case sc.qc.Context().Err() != nil:
 			sc.logger.Debug("connection ended before CONNECT was answered", "err", err)
@@ -75,8 +76,6 @@ func (sc *serverConn) serve() {
 		return
 	}
 	sc.srv.authenticated(sc)
-	sc.logger = sc.logger.With("user", c.User, "device", c.Device)
-	sess := sc.srv.Hub.Open(app, c, sc, sc.logger)
 	sc.srv.Metrics.SessionOpened()
 	sc.logger.Debug("session open")
 
@@ -86,25 +85,27 @@ func (sc *serverConn) serve() {
 		if err != nil {
 			break
 		}
-		sess.HandleStream(str)
+		sess.HandleStream(quicStream{str})
 	}
 	sess.Close()
 	sc.srv.Metrics.SessionClosed()
 	sc.logger.Debug("session closed", "cause", context.Cause(sc.qc.Context()))
 }
 
-// authenticate reads CONNECT from the first stream within the auth timeout
-// and answers it.
-func (sc *serverConn) authenticate() (app string, c *qimpb.Connect, err error) {
+// authenticate reads CONNECT from the first stream within the auth timeout,
+// opens the device's session and answers CONNECT. A CONNECT that is not
+// accepted (a bad token, or the store cannot open the session) returns an
+// error for serve to refuse it with.
+func (sc *serverConn) authenticate() (sess *session.Session, err error) {
 	deadline := time.Now().Add(sc.srv.authTimeout())
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	ctrl, err := sc.qc.AcceptStream(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", nil, &session.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
+			return nil, &core.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
 		}
-		return "", nil, err
+		return nil, err
 	}
 	sc.ctrlWriteMu.Lock()
 	sc.ctrl = ctrl
@@ -112,38 +113,52 @@ func (sc *serverConn) authenticate() (app string, c *qimpb.Connect, err error) {
 	ctrl.SetReadDeadline(deadline)
 	var cmd qimpb.Command
 	r := bufio.NewReaderSize(ctrl, 1024)
-	if _, err := qimpb.ReadFrame(r, sc.srv.Hub.MaxFrame(), nil, &cmd); err != nil {
-		return "", nil, frameError(err)
+	if _, err := qimpb.ReadFrame(r, sc.srv.Devices.Hub().MaxFrame(), nil, &cmd); err != nil {
+		return nil, frameError(err)
 	}
 	ctrl.SetReadDeadline(time.Time{})
 	if cmd.Version != qimpb.Version {
-		return "", nil, &session.Error{Code: qimpb.Code_UNSUPPORTED_VERSION, Reason: "this server speaks protocol version 1"}
+		return nil, &core.Error{Code: qimpb.Code_UNSUPPORTED_VERSION, Reason: "this server speaks protocol version 1"}
 	}
 	if cmd.Command != qimpb.CommandType_CONNECT {
-		return "", nil, &session.Error{Code: qimpb.Code_PROTOCOL_VIOLATION, Reason: "the first frame must be CONNECT"}
+		return nil, &core.Error{Code: qimpb.Code_PROTOCOL_VIOLATION, Reason: "the first frame must be CONNECT"}
 	}
-	c = &qimpb.Connect{}
+	c := &qimpb.Connect{}
 	if err := proto.Unmarshal(cmd.Payload, c); err != nil {
-		return "", nil, &session.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "CONNECT does not decode"}
+		return nil, &core.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "CONNECT does not decode"}
 	}
-	if app, err = sc.srv.Hub.Authenticate(ctx, c); err != nil {
-		return "", nil, err
+	hub := sc.srv.Devices.Hub()
+	app, err := hub.Authenticate(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	sc.logger = sc.logger.With("user", c.User, "device", c.Device)
+	// The session opens before CONNECT is answered, so that a failure to
+	// open it (the store cannot give the device's epoch) refuses CONNECT.
+	// Pushes it starts meanwhile wait in the device's accept queue.
+	sess, err = sc.srv.Devices.Open(ctx, app, c, sc, sc.logger)
+	if err != nil {
+		return nil, err
 	}
 	ok, err := encodeResponse(&qimpb.Connected{
 		User:       c.User,
 		Device:     c.Device,
 		ServerTime: time.Now().UnixMilli(),
-		MaxFrame:   uint32(sc.srv.Hub.MaxFrame()),
+		MaxFrame:   uint32(hub.MaxFrame()),
 	})
-	if err != nil {
-		return "", nil, err
+	if err == nil {
+		err = sc.writeControl(ok)
 	}
-	if err := sc.writeControl(ok); err != nil {
-		return "", nil, err
+	if err != nil {
+		// Close the connection first, so that the session's blocked
+		// writes return.
+		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_INTERNAL), "CONNECT could not be answered")
+		sess.Close()
+		return nil, err
 	}
 	// Keep the reader's buffered bytes: a client may send more right away.
 	sc.ctrlReader = r
-	return app, c, nil
+	return sess, nil
 }
 
 // readControl reads the control stream after CONNECT: a DISCONNECT from the
@@ -151,7 +166,7 @@ func (sc *serverConn) authenticate() (app string, c *qimpb.Connect, err error) {
 // violation.
 func (sc *serverConn) readControl(sess *session.Session) {
 	var cmd qimpb.Command
-	_, err := qimpb.ReadFrame(sc.ctrlReader, sc.srv.Hub.MaxFrame(), nil, &cmd)
+	_, err := qimpb.ReadFrame(sc.ctrlReader, sc.srv.Devices.Hub().MaxFrame(), nil, &cmd)
 	switch {
 	case err == nil && cmd.Command == qimpb.CommandType_DISCONNECT:
 		// Record what the device wrote on its streams before the
@@ -165,7 +180,7 @@ func (sc *serverConn) readControl(sess *session.Session) {
 		// close too.
 		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "control stream finished")
 	default:
-		if code, reason := session.CodeOf(frameError(err)); code != qimpb.Code_INTERNAL {
+		if code, reason := core.CodeOf(frameError(err)); code != qimpb.Code_INTERNAL {
 			sc.Disconnect(code, reason)
 		}
 		// Otherwise the connection is ending already.
@@ -175,9 +190,13 @@ func (sc *serverConn) readControl(sess *session.Session) {
 // HandshakeComplete implements session.Conn.
 func (sc *serverConn) HandshakeComplete() <-chan struct{} { return sc.qc.HandshakeComplete() }
 
-// OpenStreamSync implements session.Conn.
-func (sc *serverConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
-	return sc.qc.OpenStreamSync(ctx)
+// OpenStream implements session.Conn.
+func (sc *serverConn) OpenStream(ctx context.Context) (session.Stream, error) {
+	str, err := sc.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{str}, nil
 }
 
 // Disconnect implements session.Conn: it sends DISCONNECT on the control
@@ -276,11 +295,11 @@ const disconnectGrace = time.Second
 func frameError(err error) error {
 	switch {
 	case errors.Is(err, qimpb.ErrFrameTooLarge):
-		return &session.Error{Code: qimpb.Code_FRAME_TOO_LARGE, Reason: err.Error()}
+		return &core.Error{Code: qimpb.Code_FRAME_TOO_LARGE, Reason: err.Error()}
 	case errors.Is(err, qimpb.ErrBadFrame), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return &session.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "malformed frame"}
+		return &core.Error{Code: qimpb.Code_BAD_REQUEST, Reason: "malformed frame"}
 	case isTimeout(err):
-		return &session.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
+		return &core.Error{Code: qimpb.Code_AUTH_TIMEOUT, Reason: "no CONNECT within the auth timeout"}
 	}
 	return err
 }

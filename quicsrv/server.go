@@ -1,6 +1,7 @@
 // Package quicsrv serves the qim protocol over QUIC: it accepts
-// connections, authenticates each on its control stream, and hands the
-// connection's other streams to a session of the hub.
+// connections, authenticates each on its control stream, opens its session
+// (package session, the device layer), and hands the session the
+// connection's other streams, adapted to session.Stream.
 package quicsrv
 
 import (
@@ -40,8 +41,9 @@ type Server struct {
 	TLSConfig *tls.Config
 	// QUICConfig configures QUIC. Nil means DefaultQUICConfig().
 	QUICConfig *quic.Config
-	// Hub runs the sessions. Required.
-	Hub *session.Hub
+	// Devices runs a session for each authenticated connection, on its
+	// hub. Required.
+	Devices *session.Devices
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 	// StatelessResetKey, if set, lets the server answer packets of
@@ -164,8 +166,8 @@ func (s *Server) ListenAndServe() error {
 // each in its own goroutine. It always returns a non-nil error; after
 // Shutdown or Close it is ErrServerClosed. The caller keeps ownership of pc.
 func (s *Server) Serve(pc net.PacketConn) error {
-	if s.Hub == nil || s.TLSConfig == nil {
-		return errors.New("quicsrv: Server needs Hub and TLSConfig")
+	if s.Devices == nil || s.TLSConfig == nil {
+		return errors.New("quicsrv: Server needs Devices and TLSConfig")
 	}
 	if s.inShutdown.Load() {
 		return ErrServerClosed

@@ -2,11 +2,8 @@ package session
 
 import (
 	"sync"
-	"sync/atomic"
 
-	"google.golang.org/protobuf/proto"
-
-	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/core"
 )
 
 // Memory budgets. What the server holds for a device that does not read is
@@ -18,7 +15,7 @@ import (
 //     responses to the device's own requests.
 //
 // Each is charged to the device's deviceMem, which also charges the hub's
-// hubMem. A stored message that finds no room is dropped from the live
+// core.Budget. A stored message that finds no room is dropped from the live
 // buffer (the pusher reads it back from the recent cache or the store when
 // its turn comes); an unstored one is dropped (best-effort); a push or a
 // response that finds no room waits until the device's writers have written
@@ -28,42 +25,21 @@ import (
 // limit plus one frame per device.
 //
 // A message routed live to many devices is one object shared by all of
-// them (with its push frame): each device is charged its size, but the hub
-// only once, from routing until no device holds it (a reference count, so
-// that a fan-out to 1,000 devices takes no shared lock).
-
-// hubMem is the hub-wide budget. It is safe for concurrent use.
-type hubMem struct {
-	limit int64
-	used  atomic.Int64
-}
-
-// take charges n bytes if they fit (or force is set).
-func (h *hubMem) take(n int64, force bool) bool {
-	if u := h.used.Add(n); u > h.limit && !force {
-		h.used.Add(-n)
-		return false
-	}
-	return true
-}
-
-func (h *hubMem) give(n int64) { h.used.Add(-n) }
-
-// Used returns the bytes charged to the hub's budget.
-func (h *hubMem) Used() int64 { return h.used.Load() }
+// them (with its core.PushFrame): each device is charged its size, but the
+// hub only once, from routing until no device holds it (core/budget.go).
 
 // deviceMem is one session's budget. It is safe for concurrent use.
 type deviceMem struct {
 	// Static after construction.
 	limit int64
-	hub   *hubMem
+	hub   *core.Budget
 
 	mu    sync.Mutex
 	used  int64         // guarded by mu
 	freed chan struct{} // closed by give when someone waits; guarded by mu
 }
 
-func newDeviceMem(limit int64, hub *hubMem) *deviceMem {
+func newDeviceMem(limit int64, hub *core.Budget) *deviceMem {
 	return &deviceMem{limit: limit, hub: hub}
 }
 
@@ -71,20 +47,20 @@ func newDeviceMem(limit int64, hub *hubMem) *deviceMem {
 // The zero charge holds nothing.
 type charge struct {
 	n      int64
-	shared *pushFrame // the hub is charged through it; nil: charged directly
+	shared *core.PushFrame // the hub is charged through it; nil: charged directly
 }
 
 // take charges n bytes for an item (shared, when not nil, is the live
 // message's shared frame) if the device's and the hub's budgets have room.
 // With progress, a device that holds nothing may always take it.
-func (d *deviceMem) take(n int64, shared *pushFrame, progress bool) (charge, bool) {
+func (d *deviceMem) take(n int64, shared *core.PushFrame, progress bool) (charge, bool) {
 	c, ok, _ := d.takeOrWait(n, shared, progress)
 	return c, ok
 }
 
 // takeOrWait is take that, when there is no room, also returns a channel
 // closed when the device gives bytes back.
-func (d *deviceMem) takeOrWait(n int64, shared *pushFrame, progress bool) (charge, bool, <-chan struct{}) {
+func (d *deviceMem) takeOrWait(n int64, shared *core.PushFrame, progress bool) (charge, bool, <-chan struct{}) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	force := progress && d.used == 0
@@ -92,10 +68,10 @@ func (d *deviceMem) takeOrWait(n int64, shared *pushFrame, progress bool) (charg
 		return charge{}, false, d.waitLocked()
 	}
 	if shared != nil {
-		if !shared.hold(d.hub, force) {
+		if !shared.Hold(force) {
 			return charge{}, false, d.waitLocked()
 		}
-	} else if !d.hub.take(n, force) {
+	} else if !d.hub.Take(n, force) {
 		return charge{}, false, d.waitLocked()
 	}
 	d.used += n
@@ -115,9 +91,9 @@ func (d *deviceMem) give(c charge) {
 		return
 	}
 	if c.shared != nil {
-		c.shared.release(d.hub)
+		c.shared.Release()
 	} else {
-		d.hub.give(c.n)
+		d.hub.Give(c.n)
 	}
 	d.mu.Lock()
 	d.used -= c.n
@@ -134,29 +110,3 @@ func (d *deviceMem) Used() int64 {
 	defer d.mu.Unlock()
 	return d.used
 }
-
-// hold takes a reference to a shared frame for a device. The hub was
-// charged for it once, when it was routed; unless force, a device takes it
-// only while the hub is within its budget.
-func (f *pushFrame) hold(h *hubMem, force bool) bool {
-	if !force && h.used.Load() > h.limit {
-		return false
-	}
-	f.refs.Add(1) // the router's reference keeps refs above 0 meanwhile
-	return true
-}
-
-// release drops a reference to a shared frame; the last one gives the hub
-// back its bytes.
-func (f *pushFrame) release(h *hubMem) {
-	if f.refs.Add(-1) == 0 {
-		h.give(f.cost)
-	}
-}
-
-// msgOverhead approximates the heap a decoded Message costs beyond its
-// encoded size (struct, string and slice headers).
-const msgOverhead = 160
-
-// msgCost is what a message is charged while it is buffered.
-func msgCost(m *qimpb.Message) int64 { return int64(proto.Size(m)) + msgOverhead }

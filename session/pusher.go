@@ -5,9 +5,9 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/metrics"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
@@ -66,43 +66,8 @@ const retireAfter = 2 * time.Second
 type pushItem struct {
 	msg   *qimpb.Message
 	read  time.Time
-	frame *pushFrame
+	frame *core.PushFrame
 	cost  charge // what it holds of the device's budget while buffered
-}
-
-// pushFrame is a message's push frame, encoded once, by the first pusher
-// that writes it, for every device the message is routed to: a group
-// message to 1,000 online members is marshalled once, not 1,000 times.
-// The frame is the same for every device (its request id is the seq).
-type pushFrame struct {
-	msg  *qimpb.Message
-	cost int64 // msgCost(msg)
-	once sync.Once
-	b    []byte
-	err  error
-
-	// refs counts the devices holding it in their budgets, plus one for
-	// the hub while it routes it: the hub's budget is charged cost from
-	// newPushFrame until refs drops to 0.
-	refs atomic.Int32
-}
-
-// newPushFrame returns m's shared frame, charging the hub's budget once
-// for it (the hub gives up its own reference with release after routing).
-// cost is msgCost(m), or 0 to have it computed here.
-func (h *Hub) newPushFrame(m *qimpb.Message, cost int64) *pushFrame {
-	if cost == 0 {
-		cost = msgCost(m)
-	}
-	f := &pushFrame{msg: m, cost: cost}
-	f.refs.Store(1)
-	h.mem.take(f.cost, true)
-	return f
-}
-
-func (f *pushFrame) bytes() ([]byte, error) {
-	f.once.Do(func() { f.b, f.err = encodePush(f.msg) })
-	return f.b, f.err
 }
 
 func newPusher(s *Session, conv string) *pusher {
@@ -130,13 +95,13 @@ func (p *pusher) wakeup() {
 // sender's stream at read, with its shared frame (nil: encode it here). It
 // never blocks. It reports false if the pusher has retired: the caller
 // offers the message to the conversation's new pusher.
-func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool {
+func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *core.PushFrame) bool {
 	mem := p.s.mem
 	var n int64
 	if frame != nil {
-		n = frame.cost
+		n = frame.Cost()
 	} else {
-		n = msgCost(m)
+		n = core.MsgCost(m)
 	}
 	p.mu.Lock()
 	if p.retired {
@@ -151,7 +116,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool 
 		if ok {
 			p.ephem = append(p.ephem, pushItem{m, read, frame, c})
 		} else {
-			p.s.hub.metrics.Dropped(metrics.QueueEphemeral)
+			p.s.dev.metrics.Dropped(metrics.QueueEphemeral)
 		}
 	} else {
 		p.last = max(p.last, m.Seq)
@@ -168,7 +133,7 @@ func (p *pusher) offer(m *qimpb.Message, read time.Time, frame *pushFrame) bool 
 					p.live = slices.Insert(p.live, i, pushItem{m, read, frame, c})
 				} else {
 					// It is stored: it is read back when its turn comes.
-					p.s.hub.metrics.Dropped(metrics.QueueLive)
+					p.s.dev.metrics.Dropped(metrics.QueueLive)
 				}
 			}
 		}
@@ -284,7 +249,7 @@ func (p *pusher) persist(ctx context.Context, seq uint64) {
 	s := p.s
 	// An acknowledgement received is recorded even if the session is
 	// ending meanwhile.
-	if err := s.hub.store.SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
+	if err := s.hub.Store().SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
 		// Not fatal: the device will see these messages again and drop them.
 		s.logger.Warn("persist ack", "conv", p.conv, "seq", seq, "err", err)
 	}
@@ -384,7 +349,7 @@ func (p *pusher) init(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !ok && isGroupConv(p.conv) {
+	if !ok && core.IsGroupConv(p.conv) {
 		// Not a member (any more): nothing to push.
 		return errRevoked
 	}
@@ -394,235 +359,4 @@ func (p *pusher) init(ctx context.Context) error {
 	p.ready = true
 	p.mu.Unlock()
 	return nil
-}
-
-// pushAll writes everything it can: unstored messages, then stored ones up
-// to the window and the device's budget. When the budget stops it, it sets
-// roomWait and returns nil.
-func (p *pusher) pushAll(ctx context.Context) error {
-	p.mu.Lock()
-	ready := p.ready
-	p.mu.Unlock()
-	if !ready {
-		if err := p.init(ctx); err != nil {
-			return err
-		}
-	}
-	for {
-		p.mu.Lock()
-		ephem := p.ephem
-		p.ephem = nil
-		p.sent = max(p.sent, p.acked) // acknowledged early, then the write failed
-		room := p.s.hub.window - int(p.sent-p.acked)
-		next := p.sent + 1
-		i := 0
-		for i < len(p.live) && p.live[i].msg.Seq < next {
-			i++
-		}
-		p.release(p.live[:i])
-		p.live = p.live[i:]
-		var batch []pushItem
-		for room > len(batch) && len(p.live) > 0 && p.live[0].msg.Seq == next+uint64(len(batch)) {
-			batch = append(batch, p.live[0])
-			p.live = p.live[1:]
-		}
-		fromStore := len(batch) == 0 && room > 0 && next <= p.last
-		cs, gen := p.stream, p.gen
-		p.mu.Unlock()
-
-		if fromStore {
-			ms, err := p.s.hub.messages(ctx, p.s.app, p.conv, next-1, room)
-			if err != nil {
-				p.release(ephem)
-				return err
-			}
-			for _, m := range ms {
-				if m.Seq != next+uint64(len(batch)) {
-					break
-				}
-				batch = append(batch, pushItem{msg: m})
-			}
-		}
-		if len(batch) == 0 && len(ephem) == 0 {
-			return nil
-		}
-		if cs == nil {
-			var err error
-			if cs, err = p.openStream(ctx); err != nil {
-				p.release(ephem)
-				p.unwrite(batch)
-				return err
-			}
-			p.mu.Lock()
-			gen = p.gen
-			p.mu.Unlock()
-		}
-		if len(batch) > 0 {
-			p.mu.Lock()
-			if p.gen == gen && p.stream == cs {
-				p.queued = max(p.queued, batch[len(batch)-1].msg.Seq)
-			}
-			p.mu.Unlock()
-		}
-		n, err := p.write(ctx, cs, ephem, batch)
-		if n < len(batch) {
-			p.unwrite(batch[n:])
-		}
-		batch = batch[:n]
-		if len(batch) > 0 {
-			p.mu.Lock()
-			if p.gen == gen && p.stream == cs {
-				for _, it := range batch {
-					if m := it.msg; p.isOwn(m) {
-						if p.acked+1 == m.Seq {
-							p.acked = m.Seq
-						} else {
-							p.skipped = append(p.skipped, m.Seq)
-						}
-					}
-				}
-				p.sent = batch[len(batch)-1].msg.Seq
-				p.advanceOverSkipped()
-			}
-			p.mu.Unlock()
-		}
-		if err != nil || p.roomWait != nil {
-			return err
-		}
-	}
-}
-
-// unwrite puts back messages of a batch that were not written, so that
-// their turn comes again: those the pusher held in its live buffer go back
-// there, with their charges.
-func (p *pusher) unwrite(items []pushItem) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, it := range items {
-		if it.cost.n == 0 {
-			continue // read from the store: it is read again
-		}
-		i, found := slices.BinarySearchFunc(p.live, it.msg.Seq, func(x pushItem, seq uint64) int {
-			return cmpU64(x.msg.Seq, seq)
-		})
-		if found || len(p.live) >= maxLive {
-			p.s.mem.give(it.cost)
-			continue
-		}
-		p.live = slices.Insert(p.live, i, it)
-	}
-}
-
-// isOwn reports whether m was sent by this very device, which has it already.
-func (p *pusher) isOwn(m *qimpb.Message) bool {
-	return m.FromUser == p.s.user && m.FromDevice == p.s.device
-}
-
-// write hands the frames of messages to the stream's writer, each with its
-// charge, which the writer gives back once it has written it. Stored
-// messages read back from the store are charged here; when the device's
-// budget has no room for one, write stops there, sets roomWait, and
-// returns how many of batch it wrote. Unstored messages were charged when
-// offered. On error, what was not handed over is given back.
-func (p *pusher) write(ctx context.Context, cs *convStream, ephem, batch []pushItem) (n int, err error) {
-	for i := range ephem {
-		if err == nil {
-			err = p.writeOne(ctx, cs, &ephem[i])
-		}
-		p.s.mem.give(ephem[i].cost) // a no-op once handed over
-	}
-	if err != nil {
-		return 0, err
-	}
-	for ; n < len(batch); n++ {
-		it := &batch[n]
-		if p.isOwn(it.msg) {
-			p.s.mem.give(it.cost)
-			it.cost = charge{}
-			continue
-		}
-		if it.cost.n == 0 {
-			c, ok, wait := p.s.mem.takeOrWait(msgCost(it.msg), nil, true)
-			if !ok {
-				p.roomWait = wait
-				return n, nil
-			}
-			it.cost = c
-		}
-		if err := p.writeOne(ctx, cs, it); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// writeOne hands one message's frame, and its charge, to the stream's
-// writer. On success it clears it.cost: the writer gives it back.
-func (p *pusher) writeOne(ctx context.Context, cs *convStream, it *pushItem) error {
-	if p.isOwn(it.msg) {
-		return nil
-	}
-	var frame []byte
-	var err error
-	if it.frame != nil {
-		frame, err = it.frame.bytes()
-	} else {
-		frame, err = encodePush(it.msg)
-	}
-	if err != nil {
-		return err
-	}
-	if err := cs.send(ctx, outFrame{frame: frame, cost: it.cost}); err != nil {
-		if errors.Is(err, errStreamDone) {
-			p.streamLost(cs)
-		}
-		return err
-	}
-	it.cost = charge{}
-	p.s.hub.metrics.MessageOut(it.read)
-	return nil
-}
-
-// openStream opens a stream to the device for this conversation, unless
-// one got bound meanwhile. Beyond the session's budget of streams it
-// opened, it first finishes the least recently used idle one (streams.go).
-func (p *pusher) openStream(ctx context.Context) (*convStream, error) {
-	p.s.makeRoom()
-	str, err := p.s.conn.OpenStreamSync(ctx)
-	if err != nil {
-		return nil, err
-	}
-	cs := p.s.newConvStream(str, true)
-	cs.conv = p.conv
-	cs.pusher.Store(p)
-	if !p.bind(cs) {
-		// A stream the device opened got bound first: use that one.
-		str.CancelRead(0)
-		str.Close()
-		p.mu.Lock()
-		cs = p.stream
-		p.mu.Unlock()
-		if cs == nil {
-			return nil, errors.New("session: push stream lost")
-		}
-		return cs, nil
-	}
-	cs.start()
-	return cs, nil
-}
-
-// encodePush returns the frame that pushes m to a device: a MESSAGE
-// request whose id is m's seq.
-func encodePush(m *qimpb.Message) ([]byte, error) {
-	return qimpb.AppendRequestFrame(nil, qimpb.RequestType_MESSAGE, m.Seq, m)
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/quic-go/quic-go"
-
+	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
-	"github.com/qim-im/qim/store/pebblestore"
 )
 
 // fakeConn is a device connection whose handshake the test completes.
@@ -20,7 +17,7 @@ type fakeConn struct {
 	disconnected []qimpb.Code
 }
 
-func (c *fakeConn) OpenStreamSync(context.Context) (*quic.Stream, error) {
+func (c *fakeConn) OpenStream(context.Context) (Stream, error) {
 	return nil, context.Canceled
 }
 
@@ -43,25 +40,22 @@ func (c *fakeConn) codes() []qimpb.Code {
 // handshake complete: the newer session must stay (it once got REPLACED by
 // the older one's late announcement: client.TestReplaced failed so).
 func TestReplaceOnlyOlder(t *testing.T) {
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	h, err := NewHub(Config{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	d := newDevices(t, Config{}, core.Config{})
 	connect := &qimpb.Connect{User: "alice", Device: "phone", SendOnly: true}
 
 	older := &fakeConn{handshake: make(chan struct{})}
-	s1 := h.Open("app", connect, older, nil)
+	s1, err := d.Open(t.Context(), "app", connect, older, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s1.Close()
 	done := make(chan struct{})
 	close(done)
 	newer := &fakeConn{handshake: done}
-	s2 := h.Open("app", connect, newer, nil)
+	s2, err := d.Open(t.Context(), "app", connect, newer, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s2.Close()
 	// The newer session's announcement closes the older one.
 	waitFor(t, func() bool { return len(older.codes()) == 1 })
@@ -73,16 +67,5 @@ func TestReplaceOnlyOlder(t *testing.T) {
 	s1.wg.Wait() // its announcement has been delivered
 	if got := newer.codes(); len(got) != 0 {
 		t.Fatalf("newer session closed with %v by the older one's handshake", got)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -6,39 +6,25 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
+	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
 
-// Conn is what a session needs of its device's connection. quicsrv
-// implements it.
-type Conn interface {
-	// OpenStreamSync opens a new bidirectional stream to the device.
-	OpenStreamSync(ctx context.Context) (*quic.Stream, error)
-	// Disconnect tells the device why its session ends (DISCONNECT on the
-	// control stream) and closes the connection with code. It does not
-	// block and may be called more than once; the first call counts.
-	Disconnect(code qimpb.Code, reason string)
-	// HandshakeComplete is closed when the TLS handshake has completed.
-	// Until then, what the device sent may be 0-RTT data, which an
-	// attacker can replay.
-	HandshakeComplete() <-chan struct{}
-}
-
-// Session is one authenticated device connection. quicsrv creates it with
-// Hub.Open after CONNECT succeeds, hands it every stream the device opens
-// (HandleStream), and calls Close when the connection ends.
+// Session is one authenticated device connection. The transport (quicsrv)
+// creates it with Devices.Open when CONNECT succeeds, hands it every stream
+// the device opens (HandleStream), and calls Close when the connection
+// ends. It is a core.Receiver of its user's events.
 type Session struct {
 	// Static after Open.
-	hub      *Hub
+	dev      *Devices
+	hub      *core.Hub
 	conn     Conn
 	app      string
 	user     string
 	device   string
 	sendOnly bool
-	order    uint64 // the hub's count of sessions opened, this one included
+	epoch    uint64 // the device's epoch at this CONNECT (store.Store.NextEpoch)
 	logger   *slog.Logger
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -62,48 +48,6 @@ type Session struct {
 	inboxRead  uint64        // the number of the last read finished
 	inboxDone  chan struct{} // closed when the read in progress finishes; nil if none
 	inboxErr   error         // the last read's error
-}
-
-// Open starts the session of an authenticated device: it registers it with
-// the router, closes any older connection of the same user and device with
-// REPLACED, and (unless send-only) starts pushing what the device has not
-// acknowledged. app is the result of Authenticate.
-func (h *Hub) Open(app string, c *qimpb.Connect, conn Conn, logger *slog.Logger) *Session {
-	if logger == nil {
-		logger = h.logger
-	}
-	order := h.opened.Add(1)
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{
-		order:    order,
-		hub:      h,
-		conn:     conn,
-		app:      app,
-		user:     c.User,
-		device:   c.Device,
-		sendOnly: c.SendOnly,
-		logger:   logger,
-		ctx:      ctx,
-		cancel:   cancel,
-		mem:      newDeviceMem(h.devMem, h.mem),
-		pushers:  make(map[string]*pusher),
-	}
-	// Register before reading the inbox, so that nothing committed in
-	// between is missed: it is either in the inbox or delivered live.
-	s.unregister = h.router.Register(app, s.user, s)
-	h.track(s, c)
-	// Replacing the older connection changes state, so a CONNECT that
-	// came in 0-RTT (and could be a replay) does it only once the
-	// handshake has completed.
-	s.wg.Go(func() {
-		if s.handshakeDone(s.ctx) == nil {
-			h.router.Deliver(app, []string{s.user}, Event{ReplaceDevice: s.device, Except: s, ReplaceBefore: s.order})
-		}
-	})
-	if !s.sendOnly {
-		s.wg.Go(s.catchUp)
-	}
-	return s
 }
 
 // handshakeDone waits until the connection's handshake has completed, so
@@ -130,7 +74,7 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.hub.untrack(s)
+	s.dev.untrack(s)
 	s.unregister()
 	s.cancel()
 	s.wg.Wait()
@@ -176,14 +120,14 @@ func (s *Session) readerDone() {
 	s.mu.Unlock()
 }
 
-// Receive implements Receiver. It never blocks.
-func (s *Session) Receive(ev Event) {
+// Receive implements core.Receiver. It never blocks.
+func (s *Session) Receive(ev core.Event) {
 	switch {
 	case ev.ReplaceDevice != "":
 		// Only an older session goes: a connection that was still
 		// completing its handshake when a newer one of the same device
 		// connected must not close the newer one.
-		if ev.ReplaceDevice == s.device && ev.Except != Receiver(s) && s.order < ev.ReplaceBefore {
+		if ev.Replaces(s.device, s.epoch) {
 			s.conn.Disconnect(qimpb.Code_REPLACED, "the same device connected again")
 		}
 	case ev.Revoke != "":
@@ -196,14 +140,14 @@ func (s *Session) Receive(ev Event) {
 			p.stop()
 		}
 	case ev.Msg != nil && !s.sendOnly:
-		conv := ev.conv
+		conv := ev.Conv
 		if conv == "" {
-			conv = convOf(ev.Msg)
+			conv = core.ConvOf(ev.Msg)
 		}
 		// A pusher that has just retired refuses: the next one takes it.
 		for {
 			p := s.pusherFor(conv)
-			if p == nil || p.offer(ev.Msg, ev.Read, ev.frame) {
+			if p == nil || p.offer(ev.Msg, ev.Read, ev.Frame) {
 				break
 			}
 		}
@@ -212,7 +156,7 @@ func (s *Session) Receive(ev Event) {
 
 // HandleStream serves a stream the device opened. It returns at once; the
 // stream's goroutines belong to the session.
-func (s *Session) HandleStream(str *quic.Stream) {
+func (s *Session) HandleStream(str Stream) {
 	cs := s.newConvStream(str, false)
 	cs.start()
 }
@@ -220,7 +164,7 @@ func (s *Session) HandleStream(str *quic.Stream) {
 // catchUp reads the device's inbox and starts a pusher for every
 // conversation with messages the device has not acknowledged.
 func (s *Session) catchUp() {
-	inbox, err := s.hub.store.Inbox(s.ctx, s.app, s.user, s.device)
+	inbox, err := s.hub.Store().Inbox(s.ctx, s.app, s.user, s.device)
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.logger.Error("catch-up: read inbox", "err", err)
@@ -274,7 +218,7 @@ func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState,
 	if c, ok := s.inbox[conv]; ok {
 		return c, true, nil
 	}
-	if s.inbox != nil && !isGroupConv(conv) {
+	if s.inbox != nil && !core.IsGroupConv(conv) {
 		// A 1:1 conversation that the snapshot lacks began after it was
 		// read: the device has none of its messages, and each of them was
 		// routed to this session (registered before the read), which
@@ -298,7 +242,7 @@ func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState,
 		n, done := s.inboxReads, make(chan struct{})
 		s.inboxDone = done
 		s.mu.Unlock()
-		inbox, err := s.hub.store.Inbox(ctx, s.app, s.user, s.device)
+		inbox, err := s.hub.Store().Inbox(ctx, s.app, s.user, s.device)
 		s.mu.Lock()
 		s.inboxDone, s.inboxRead, s.inboxErr = nil, n, err
 		close(done)
@@ -312,7 +256,7 @@ func (s *Session) inboxState(ctx context.Context, conv string) (store.ConvState,
 		}
 	}
 	if s.inboxErr != nil {
-		return store.ConvState{}, false, storeErr("read inbox", s.inboxErr)
+		return store.ConvState{}, false, core.StoreError("read inbox", s.inboxErr)
 	}
 	c, ok := s.inbox[conv]
 	return c, ok, nil
@@ -330,12 +274,4 @@ func (s *Session) mergeInboxLocked(c store.ConvState) {
 		c.Acked = max(c.Acked, old.Acked)
 	}
 	s.inbox[c.Conv] = c
-}
-
-// convOf returns the conversation key of a message.
-func convOf(m *qimpb.Message) string {
-	if m.ToGroup != "" {
-		return store.GroupConv(m.ToGroup)
-	}
-	return store.DirectConv(m.FromUser, m.ToUser)
 }

@@ -9,9 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -26,7 +26,7 @@ const outQueue = 128
 type convStream struct {
 	// Static after construction.
 	s    *Session
-	str  *quic.Stream
+	str  Stream
 	out  chan outFrame
 	done chan struct{} // closed when the writer stops
 
@@ -53,8 +53,8 @@ type convStream struct {
 // finishes the stream.
 type outFrame struct {
 	frame []byte
-	pend  *pendingAppend // if set, the response is built when it completes
-	sent  bool           // if set, the response to an unstored message accepted at ts
+	pend  *core.Pending // if set, the response is built when it completes
+	sent  bool          // if set, the response to an unstored message accepted at ts
 	ts    int64
 	reqID uint64
 	cost  charge // what frame holds of the device's budget; the writer gives it back
@@ -63,7 +63,7 @@ type outFrame struct {
 // fin reports whether f is the zero outFrame, which finishes the stream.
 func (f *outFrame) fin() bool { return f.frame == nil && f.pend == nil && !f.sent }
 
-func (s *Session) newConvStream(str *quic.Stream, byServer bool) *convStream {
+func (s *Session) newConvStream(str Stream, byServer bool) *convStream {
 	return &convStream{
 		s:        s,
 		str:      str,
@@ -152,13 +152,13 @@ func (cs *convStream) readLoop() {
 			}
 		}
 		var err error
-		buf, err = qimpb.ReadFrame(r, cs.s.hub.maxFrame, buf, &cmd)
+		buf, err = qimpb.ReadFrame(r, cs.s.dev.maxFrame, buf, &cmd)
 		if err != nil {
 			cs.readFailed(err)
 			return
 		}
 		if cmd.Version != qimpb.Version {
-			cs.respond(ctx, 0, errorf(qimpb.Code_UNSUPPORTED_VERSION, "protocol version %d is not supported; this server speaks %d", cmd.Version, qimpb.Version), nil)
+			cs.respond(ctx, 0, core.Errorf(qimpb.Code_UNSUPPORTED_VERSION, "protocol version %d is not supported; this server speaks %d", cmd.Version, qimpb.Version), nil)
 			continue
 		}
 		switch cmd.Command {
@@ -170,7 +170,7 @@ func (cs *convStream) readLoop() {
 				continue
 			}
 			if err := proto.Unmarshal(cmd.Payload, &req); err != nil {
-				cs.respond(ctx, 0, errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
+				cs.respond(ctx, 0, core.Errorf(qimpb.Code_BAD_REQUEST, "request does not decode"), nil)
 			} else {
 				cs.handleRequest(ctx, &req)
 			}
@@ -185,7 +185,7 @@ func (cs *convStream) readLoop() {
 				cs.s.trim(cs)
 			}
 		default:
-			cs.respond(ctx, 0, errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)
+			cs.respond(ctx, 0, core.Errorf(qimpb.Code_PROTOCOL_VIOLATION, "%v belongs on the control stream", cmd.Command), nil)
 		}
 		if len(buf) > 64<<10 {
 			buf = nil // do not keep a rare large buffer for the stream's life
@@ -214,9 +214,9 @@ func (cs *convStream) readFailed(err error) {
 		return
 	}
 	cs.s.logger.Debug("stream refused", "code", code, "err", err)
-	cs.str.CancelRead(quic.StreamErrorCode(code))
-	c, reason := CodeOf(&Error{Code: code, Reason: err.Error()})
-	cs.s.hub.metrics.Response(c)
+	cs.str.CancelRead(code)
+	c, reason := core.CodeOf(&core.Error{Code: code, Reason: err.Error()})
+	cs.s.dev.metrics.Response(c)
 	if frame, err := encodeResponse(0, c, reason, nil); err == nil {
 		cs.send(cs.s.ctx, outFrame{frame: frame})
 	}
@@ -226,11 +226,11 @@ func (cs *convStream) readFailed(err error) {
 
 // respond queues a response to a request. err == nil means OK with payload.
 func (cs *convStream) respond(ctx context.Context, reqID uint64, err error, payload proto.Message) {
-	code, reason := CodeOf(err)
+	code, reason := core.CodeOf(err)
 	if code == qimpb.Code_INTERNAL || code == qimpb.Code_STORE_UNAVAILABLE {
 		cs.s.logger.Error("request failed", "code", code, "err", err)
 	}
-	cs.s.hub.metrics.Response(code)
+	cs.s.dev.metrics.Response(code)
 	frame, encErr := encodeResponse(reqID, code, reason, payload)
 	if encErr != nil {
 		cs.s.logger.Error("encode response", "err", encErr)
@@ -300,7 +300,7 @@ func (cs *convStream) writeLoop() {
 			}
 			if f.pend != nil {
 				select {
-				case <-f.pend.done:
+				case <-f.pend.Done():
 				default:
 					// Not committed yet: write what is ready first.
 					if len(wbuf) > 0 {
@@ -311,7 +311,7 @@ func (cs *convStream) writeLoop() {
 						giveHeld()
 					}
 					select {
-					case <-f.pend.done:
+					case <-f.pend.Done():
 					case <-ctx.Done():
 						return
 					}
@@ -351,14 +351,15 @@ func (cs *convStream) writeLoop() {
 
 // appendAppendResponse appends the response to a committed (or failed)
 // message. ack is the writer's own, reused for every response.
-func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *pendingAppend, ack *qimpb.MessageAck) []byte {
+func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *core.Pending, ack *qimpb.MessageAck) []byte {
 	var payload proto.Message
-	if p.err == nil {
-		ack.Id, ack.Seq, ack.Timestamp, ack.Duplicate = p.res.Msg.Id, p.res.Msg.Seq, p.res.Msg.Timestamp, p.res.Duplicate
+	res, perr := p.Result()
+	if perr == nil {
+		ack.Id, ack.Seq, ack.Timestamp, ack.Duplicate = res.Msg.Id, res.Msg.Seq, res.Msg.Timestamp, res.Duplicate
 		payload = ack
 	}
-	code, reason := CodeOf(p.err)
-	cs.s.hub.metrics.Response(code)
+	code, reason := core.CodeOf(perr)
+	cs.s.dev.metrics.Response(code)
 	b, err := qimpb.AppendResponseFrame(b, code, reason, reqID, payload)
 	if err != nil {
 		cs.s.logger.Error("encode response", "err", err)
@@ -370,7 +371,7 @@ func (cs *convStream) appendAppendResponse(b []byte, reqID uint64, p *pendingApp
 // at ts. ack is the writer's own, reused for every response.
 func (cs *convStream) appendSentResponse(b []byte, reqID uint64, ts int64, ack *qimpb.MessageAck) []byte {
 	ack.Id, ack.Seq, ack.Timestamp, ack.Duplicate = 0, 0, ts, false
-	cs.s.hub.metrics.Response(qimpb.Code_OK)
+	cs.s.dev.metrics.Response(qimpb.Code_OK)
 	b, err := qimpb.AppendResponseFrame(b, qimpb.Code_OK, "", reqID, ack)
 	if err != nil {
 		cs.s.logger.Error("encode response", "err", err)

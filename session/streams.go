@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -127,7 +125,7 @@ func (s *Session) endIdle(first *convStream, room int) {
 	ss := &s.streams
 	var ended []*convStream
 	ss.mu.Lock()
-	over := ss.opened.Len() - s.hub.pushStreams + room
+	over := ss.opened.Len() - s.dev.pushStreams + room
 	if over > 0 && first != nil && first.byServer && first.elem != nil && ss.tryEnd(first) {
 		ended = append(ended, first)
 		over--
@@ -154,7 +152,7 @@ func (s *Session) endIdle(first *convStream, room int) {
 // session ends or the cache is empty. It runs in its own goroutine, started
 // by addStream.
 func (s *Session) sweepStreams() {
-	every := max(min(s.hub.streamIdle, s.hub.peerIdle)/4, 10*time.Millisecond)
+	every := max(min(s.dev.streamIdle, s.dev.peerIdle)/4, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -170,7 +168,7 @@ func (s *Session) sweepStreams() {
 		for _, l := range []struct {
 			list *list.List
 			idle time.Duration
-		}{{&ss.opened, s.hub.streamIdle}, {&ss.peer, s.hub.peerIdle}} {
+		}{{&ss.opened, s.dev.streamIdle}, {&ss.peer, s.dev.peerIdle}} {
 			// From the least recently used on; a stream that is old but
 			// not idle (a device that does not acknowledge) moves to the
 			// front, so each is looked at once per sweep.
@@ -237,8 +235,8 @@ func (ss *streamSet) listOf(cs *convStream) *list.List {
 // its send side after what is queued. The device, reading EOF, finishes its
 // side too, and QUIC releases the stream.
 func (cs *convStream) end() {
-	cs.s.logger.Debug("finishing idle stream", "stream", int64(cs.str.StreamID()), "conv", cs.conv, "by_server", cs.byServer)
-	cs.str.CancelRead(quic.StreamErrorCode(qimpb.Code_CLOSED))
+	cs.s.logger.Debug("finishing idle stream", "conv", cs.conv, "by_server", cs.byServer)
+	cs.str.CancelRead(qimpb.Code_CLOSED)
 	cs.send(cs.s.ctx, outFrame{}) // the queue was empty: this does not wait
 }
 

@@ -13,17 +13,26 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
-	"github.com/qim-im/qim/store/pebblestore"
 )
 
 // quicConn is the Conn of a session served straight on a QUIC connection,
 // with no control stream: every stream is a conversation stream.
 type quicConn struct{ qc *quic.Conn }
 
-func (c quicConn) OpenStreamSync(ctx context.Context) (*quic.Stream, error) {
-	return c.qc.OpenStreamSync(ctx)
+func (c quicConn) OpenStream(ctx context.Context) (Stream, error) {
+	str, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return quicStream{str}, nil
 }
+
+// quicStream is a QUIC stream as a Stream (quicsrv has the same adapter).
+type quicStream struct{ *quic.Stream }
+
+func (s quicStream) CancelRead(code qimpb.Code) { s.Stream.CancelRead(quic.StreamErrorCode(code)) }
 
 func (c quicConn) Disconnect(code qimpb.Code, reason string) {
 	c.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
@@ -35,7 +44,7 @@ func (c quicConn) HandshakeComplete() <-chan struct{} { return c.qc.HandshakeCom
 // from raw devices the test drives.
 type streamRig struct {
 	t    *testing.T
-	hub  *Hub
+	dev  *Devices
 	ln   *quic.Listener
 	dial func(ctx context.Context) (*quic.Conn, error)
 }
@@ -54,17 +63,7 @@ func newStreamRig(t *testing.T, cfg Config) *streamRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg.Store, cfg.SendRate = st, -1
-	h, err := NewHub(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
+	d := newDevices(t, cfg, core.Config{SendRate: -1})
 	qconf := &quic.Config{MaxIncomingStreams: 1000, MaxIncomingUniStreams: -1}
 	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS, qconf)
 	if err != nil {
@@ -72,7 +71,7 @@ func newStreamRig(t *testing.T, cfg Config) *streamRig {
 	}
 	t.Cleanup(func() { ln.Close() })
 	addr := ln.Addr().String()
-	return &streamRig{t: t, hub: h, ln: ln, dial: func(ctx context.Context) (*quic.Conn, error) {
+	return &streamRig{t: t, dev: d, ln: ln, dial: func(ctx context.Context) (*quic.Conn, error) {
 		return quic.DialAddr(ctx, addr, clientTLS, qconf)
 	}}
 }
@@ -92,7 +91,10 @@ func (r *streamRig) device(user string) *quic.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := r.hub.Open("app", &qimpb.Connect{User: user, Device: "phone"}, quicConn{sc}, nil)
+	s, err := r.dev.Open(ctx, "app", &qimpb.Connect{User: user, Device: "phone"}, quicConn{sc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -101,7 +103,7 @@ func (r *streamRig) device(user string) *quic.Conn {
 			if err != nil {
 				return
 			}
-			s.HandleStream(str)
+			s.HandleStream(quicStream{str})
 		}
 	}()
 	t.Cleanup(func() {

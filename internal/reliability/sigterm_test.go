@@ -264,7 +264,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	// One error is known and only logged: a connection that ends before its
 	// CONNECT is answered (the server shuts down, the device gives up) is
 	// logged "authenticate" at level ERROR, because quicsrv/conn.go maps the
-	// closed connection to INTERNAL (session.CodeOf).
+	// closed connection to INTERNAL (core.CodeOf).
 	for line := range strings.Lines(p.log.String()) {
 		switch {
 		case !strings.Contains(line, "level=ERROR"):

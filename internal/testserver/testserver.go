@@ -185,14 +185,14 @@ func (s *Server) Restart() {
 
 // Connects returns how many sessions (successful CONNECTs) the running
 // server has opened since it started.
-func (s *Server) Connects() uint64 { return s.d.Hub().SessionsOpened() }
+func (s *Server) Connects() uint64 { return s.d.Devices().Opened() }
 
 // Retries returns how many connection attempts the running server asked
 // to validate their address (QUIC Retry).
 func (s *Server) Retries() uint64 { return s.d.Retries() }
 
 // Buffered returns what the server buffers for devices and what its recent
-// group messages cache holds, in bytes (session.Hub.BufferedBytes).
+// group messages cache holds, in bytes (core.Hub.BufferedBytes).
 func (s *Server) Buffered() (sessions, cache int64) { return s.d.Hub().BufferedBytes() }
 
 // ClientTLS returns a client TLS configuration that trusts the server.

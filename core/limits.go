@@ -1,10 +1,12 @@
-package session
+package core
 
 import (
 	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
+
+	qimpb "github.com/qim-im/qim/proto"
 )
 
 // userLimits holds a token bucket per user. Buckets of users not seen for
@@ -39,4 +41,14 @@ func (l *userLimits) limiter(app, user string) *rate.Limiter {
 		l.lru.Add(k, lim)
 	}
 	return lim
+}
+
+// Allow reports whether user of app may make one more request now: nil, or
+// an *Error RATE_LIMITED once the user went beyond Config.SendRate (all
+// their devices together).
+func (h *Hub) Allow(app, user string) error {
+	if h.limits != nil && !h.limits.allow(app, user) {
+		return Errorf(qimpb.Code_RATE_LIMITED, "too many requests; slow down")
+	}
+	return nil
 }

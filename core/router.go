@@ -1,4 +1,4 @@
-package session
+package core
 
 import (
 	"sync"
@@ -7,7 +7,9 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 )
 
-// Event is what the router carries to a user's sessions.
+// Event is what the router carries to a user's sessions. Apart from Frame,
+// it holds values only (no pointer to an object of the process, no counter
+// of the process), so that a Router can carry it between processes.
 type Event struct {
 	// Msg is a message of one of the user's conversations, stored (Seq > 0)
 	// or not (Seq == 0).
@@ -15,23 +17,34 @@ type Event struct {
 	// Read is when Msg was read off its sender's stream, for the delivery
 	// latency metric; zero when metrics are off.
 	Read time.Time
-	// frame, set by the Hub when it routes Msg, is Msg's push frame,
-	// encoded once for all its receivers. A Router that carries Events
-	// between processes leaves it nil, and each pusher encodes its own.
-	frame *pushFrame
-	// conv, set by the Hub when it routes Msg, is Msg's conversation, so
-	// that receivers need not work it out again.
-	conv string
+	// Conv is Msg's conversation (ConvOf(Msg)), set by the Hub when it
+	// routes Msg, so that receivers need not work it out again; receivers
+	// work it out when it is empty.
+	Conv string
+	// Frame, set by the Hub when it routes Msg, is Msg's push frame,
+	// encoded once for all its receivers in this process and charged once
+	// to the hub's memory budget. It is a process-local optimisation: a
+	// Router that carries events between processes drops it, and receivers
+	// encode their own when it is nil.
+	Frame *PushFrame
 	// Revoke names a conversation the user lost access to (kicked from or
 	// left a group): its pushes stop at once.
 	Revoke string
-	// ReplaceDevice, when set, asks the session of that device to close with
-	// REPLACED unless it is Except.
+	// ReplaceDevice, when set, announces a new connection of that device,
+	// whose epoch (store.Store.NextEpoch) is ReplaceEpoch: every session
+	// of the device with an older epoch closes with REPLACED (see
+	// Replaces).
 	ReplaceDevice string
-	Except        Receiver
-	// ReplaceBefore, with ReplaceDevice, is the order in which the hub
-	// opened the announcing session: only sessions it opened earlier close.
-	ReplaceBefore uint64
+	ReplaceEpoch  uint64
+}
+
+// Replaces reports whether ev asks the session of device connected at
+// epoch to close with REPLACED: ev announces a newer connection of the
+// same device. A session's own announcement never closes it, and neither
+// does the late announcement of an older connection (one whose handshake
+// completed after a newer one connected).
+func (ev *Event) Replaces(device string, epoch uint64) bool {
+	return ev.ReplaceDevice != "" && ev.ReplaceDevice == device && epoch < ev.ReplaceEpoch
 }
 
 // Receiver is a connected session as the router sees it.

@@ -1,4 +1,4 @@
-package session
+package core
 
 import (
 	"errors"
@@ -9,17 +9,18 @@ import (
 )
 
 // Error is an error a client sees: a code from the one code table and a
-// reason. Handlers return *Error for every refusal; anything else becomes
-// INTERNAL (or STORE_UNAVAILABLE for store failures) in CodeOf.
+// reason. The hub and the device layer return *Error for every refusal;
+// anything else becomes INTERNAL (or STORE_UNAVAILABLE for store failures)
+// in CodeOf.
 type Error struct {
 	Code   qimpb.Code
 	Reason string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("session: %v: %s", e.Code, e.Reason) }
+func (e *Error) Error() string { return fmt.Sprintf("core: %v: %s", e.Code, e.Reason) }
 
-// errorf returns an *Error with a formatted reason.
-func errorf(code qimpb.Code, format string, args ...any) *Error {
+// Errorf returns an *Error with a formatted reason.
+func Errorf(code qimpb.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Reason: fmt.Sprintf(format, args...)}
 }
 
@@ -41,8 +42,10 @@ func CodeOf(err error) (qimpb.Code, string) {
 }
 
 // errStore marks a failed store write or read, wrapped around the cause.
-var errStore = errors.New("session: store")
+var errStore = errors.New("core: store")
 
-func storeErr(op string, err error) error {
+// StoreError marks err, returned by the store for op, as a store failure:
+// CodeOf maps it to STORE_UNAVAILABLE.
+func StoreError(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", errStore, op, err)
 }

@@ -1,4 +1,4 @@
-package session
+package core
 
 import (
 	"fmt"
@@ -26,7 +26,7 @@ func BenchmarkRoute(b *testing.B) {
 				r.Register("app", users[i], &rc)
 			}
 			m := &qimpb.Message{ToGroup: "g", Seq: 1}
-			ev := Event{Msg: m, frame: &pushFrame{msg: m, cost: msgCost(m)}}
+			ev := Event{Msg: m, Frame: &PushFrame{msg: m, cost: MsgCost(m)}}
 			b.ReportAllocs()
 			for b.Loop() {
 				r.Deliver("app", users, ev)

@@ -1,4 +1,4 @@
-package session
+package core
 
 import (
 	"fmt"
@@ -34,7 +34,7 @@ func TestRecentCacheBytes(t *testing.T) {
 		conv := fmt.Sprintf("g:g%d", g)
 		for seq := uint64(1); seq <= perGroup; seq++ {
 			m := &qimpb.Message{Seq: seq, FromUser: "mallory", ToGroup: conv[2:], Payload: []byte(text)}
-			c.add("demo/demo", conv, m, msgCost(m))
+			c.add("demo/demo", conv, m, MsgCost(m))
 		}
 		if b := c.Bytes(); b > budget {
 			t.Fatalf("after %d groups the cache holds %d B, over its budget of %d B", g+1, b, budget)

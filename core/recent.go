@@ -1,8 +1,6 @@
-package session
+package core
 
 import (
-	"context"
-	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,7 +8,6 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	qimpb "github.com/qim-im/qim/proto"
-	"github.com/qim-im/qim/store"
 )
 
 // recentCache holds the most recent stored messages of the busiest groups,
@@ -24,7 +21,7 @@ import (
 // latest stored message. Readers never fill it from the store, so it never
 // holds anything the store does not, and it never needs invalidation.
 //
-// Memory: the cache is bounded in bytes (msgCost of each message), in total
+// Memory: the cache is bounded in bytes (MsgCost of each message), in total
 // and per group (an eighth of the total), as well as in groups and in
 // messages per group. Going over the total evicts the least recently used
 // groups.
@@ -44,7 +41,7 @@ type convKey struct{ app, conv string }
 type recentMsgs struct {
 	mu    sync.Mutex
 	msgs  []*qimpb.Message // ascending, contiguous seqs; guarded by mu
-	bytes int64            // msgCost of msgs; guarded by mu
+	bytes int64            // MsgCost of msgs; guarded by mu
 }
 
 func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
@@ -66,7 +63,7 @@ func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
 // Bytes returns what the cache holds, in bytes.
 func (c *recentCache) Bytes() int64 { return c.bytes.Load() }
 
-// add appends a just-committed message, whose msgCost is cost. Only the
+// add appends a just-committed message, whose MsgCost is cost. Only the
 // committer calls it.
 func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
 	k := convKey{app, conv}
@@ -87,7 +84,7 @@ func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
 	drop := 0
 	freed := int64(0)
 	for drop < len(e.msgs) && (len(e.msgs)-drop >= c.depth || e.bytes-freed+cost > c.groupBytes) {
-		freed += msgCost(e.msgs[drop])
+		freed += MsgCost(e.msgs[drop])
 		drop++
 	}
 	if drop > 0 {
@@ -160,72 +157,4 @@ func (c *recentCache) history(app, conv string, before uint64, limit int) ([]*qi
 		return nil, false
 	}
 	return slices.Clone(e.msgs[start-lo : end-lo+1]), true
-}
-
-// groupCache holds groups' descriptions and member lists, so that sends and
-// fan-out do not read the store. Every membership change goes through the
-// hub, which drops the entry after the store write; the next reader loads it
-// again.
-type groupCache struct {
-	lru *lru.Cache[convKey, *groupState]
-	// gen counts changes; a snapshot loaded from the store is cached only
-	// if no change happened while it was being read, so a stale snapshot
-	// never outlives the change that made it stale.
-	gen atomic.Uint64
-	mu  sync.Mutex // orders a load's check of gen and Add against forgetGroup
-}
-
-// groupState is an immutable snapshot of a group.
-type groupState struct {
-	info    store.Group // LastSeq is not kept current here
-	members []string    // sorted
-}
-
-func (g *groupState) isMember(user string) bool {
-	_, ok := slices.BinarySearch(g.members, user)
-	return ok
-}
-
-func newGroupCache(n int) (*groupCache, error) {
-	c, err := lru.New[convKey, *groupState](n)
-	if err != nil {
-		return nil, err
-	}
-	return &groupCache{lru: c}, nil
-}
-
-// group returns a group's snapshot, from the cache or the store. A group
-// that does not exist in app gives NOT_FOUND.
-func (h *Hub) group(ctx context.Context, app, id string) (*groupState, error) {
-	k := convKey{app, id}
-	if g, ok := h.groups.lru.Get(k); ok {
-		return g, nil
-	}
-	gen := h.groups.gen.Load()
-	info, err := h.store.GetGroup(ctx, app, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errorf(qimpb.Code_NOT_FOUND, "no such group")
-	}
-	if err != nil {
-		return nil, storeErr("get group", err)
-	}
-	members, err := h.store.Members(ctx, app, id)
-	if err != nil {
-		return nil, storeErr("get members", err)
-	}
-	g := &groupState{info: info, members: members}
-	h.groups.mu.Lock()
-	if h.groups.gen.Load() == gen {
-		h.groups.lru.Add(k, g)
-	}
-	h.groups.mu.Unlock()
-	return g, nil
-}
-
-// forgetGroup drops a group's snapshot after a change to it.
-func (h *Hub) forgetGroup(app, id string) {
-	h.groups.mu.Lock()
-	h.groups.gen.Add(1)
-	h.groups.lru.Remove(convKey{app, id})
-	h.groups.mu.Unlock()
 }

@@ -1,0 +1,216 @@
+// Package core is the transport-free heart of qim: it authenticates
+// CONNECTs, validates messages, commits them to the store in groups and
+// routes them, in sequence order, to the users' sessions through a Router;
+// it decides the group and contact requests, keeps the recent-messages and
+// group-member caches and the hub-wide memory budget, and applies the rate
+// and invitation limits. It knows neither connections nor streams: the
+// device layer (package session) runs one Session per device connection on
+// top of it, and a transport (package quicsrv) accepts the connections.
+package core
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/qim-im/qim/metrics"
+	qimpb "github.com/qim-im/qim/proto"
+	"github.com/qim-im/qim/store"
+)
+
+// Config configures a Hub. Zero values take the documented defaults.
+type Config struct {
+	// Store holds everything durable. Required. The hub does not close it.
+	Store store.Store
+	// Apps holds the applications' secrets, which Authenticate checks
+	// tokens with. Nil means no application: every CONNECT is refused.
+	Apps AppKeys
+	// Router carries events to the users' sessions. Nil means a
+	// LocalRouter.
+	Router Router
+	// Logger receives the hub's logs. Nil discards them.
+	Logger *slog.Logger
+	// MaxFrame is the largest frame accepted from a device, and the
+	// largest a history page may make. Zero means qimpb.DefaultMaxFrame.
+	MaxFrame int
+	// GroupCacheGroups is how many groups' recent messages the LRU cache
+	// holds, and how many groups' member lists. Zero means 4096.
+	GroupCacheGroups int
+	// GroupCacheDepth is how many recent messages are cached per group.
+	// Zero means 256.
+	GroupCacheDepth int
+	// GroupCacheBytes bounds the recent-messages cache in bytes, in total;
+	// one group holds at most an eighth of it. Zero means 64 MiB.
+	GroupCacheBytes int64
+	// TotalMemory bounds what the sessions of all devices buffer together
+	// (the hub's Budget; each device's own bound is the device layer's).
+	// Zero means 256 MiB. A device that holds nothing may still take one
+	// frame, so the bound is TotalMemory plus one frame per device.
+	TotalMemory int64
+	// MaxBatch is the most messages committed in one store call. Zero means 512.
+	MaxBatch int
+	// SendRate is how many requests per second one user may make, across
+	// all their devices, with bursts of SendBurst. Beyond it, requests are
+	// answered RATE_LIMITED. Zero means 1,000 per second with bursts of
+	// 2,000; a negative SendRate means no limit.
+	SendRate  float64
+	SendBurst int
+	// MaxGroupMembers is the largest a group may grow. Zero means 10,000.
+	MaxGroupMembers int
+	// InvitesPerHour is how many groups one user may be added to per hour
+	// by GROUP_INVITE from users who are not in their contacts (a token
+	// bucket of that size, refilled over the hour); beyond it, such
+	// invitations are answered LIMIT_EXCEEDED. Zero means 50; a negative
+	// value means no limit.
+	InvitesPerHour int
+	// DedupWindow is how long the store remembers a message's
+	// client_msg_id, so that a retry is answered with the original: the
+	// hub has the store forget older entries (store.Store.PruneDedup)
+	// every DedupWindow/24, at most hourly, the first time a minute after
+	// NewHub at most. A retry later than that is stored again, as a new
+	// message. Zero means 7 days; negative means never forget.
+	DedupWindow time.Duration
+	// Now returns the current time. Nil means time.Now.
+	Now func() time.Time
+	// Metrics records what the hub and its sessions do. Nil records nothing.
+	Metrics *metrics.Metrics
+}
+
+// Hub is the shared state of all sessions of a server. Create it with
+// NewHub; Close stops it. Its methods are safe for concurrent use.
+type Hub struct {
+	// Static after construction.
+	store    store.Store
+	apps     AppKeys
+	router   Router
+	logger   *slog.Logger
+	maxFrame int
+	maxBatch int
+	now      func() time.Time
+	recent   *recentCache
+	groups   *groupCache
+	mem      *Budget       // what all sessions buffer
+	limits   *userLimits   // nil: no rate limit
+	invites  *inviteLimits // nil: no invitation limit
+	maxGroup int
+	metrics  *metrics.Metrics // nil: off
+
+	// commits feeds the committer goroutine (commit.go).
+	commits chan *Pending
+	// stop is closed, and ctx cancelled, by Close; wg counts the
+	// committer and the prune loop (prune.go).
+	stop      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewHub returns a hub and starts its goroutines, the committer and the
+// pruner of the de-duplication index, which Close stops.
+func NewHub(cfg Config) (*Hub, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("core: Config.Store is nil")
+	}
+	h := &Hub{
+		store:    cfg.Store,
+		apps:     cfg.Apps,
+		router:   cfg.Router,
+		logger:   cfg.Logger,
+		maxFrame: cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
+		maxBatch: cmp.Or(max(cfg.MaxBatch, 0), 512),
+		now:      cfg.Now,
+		metrics:  cfg.Metrics,
+		maxGroup: cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
+		mem:      &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
+		commits:  make(chan *Pending, 1024),
+		stop:     make(chan struct{}),
+	}
+	if h.router == nil {
+		h.router = &LocalRouter{}
+	}
+	if h.logger == nil {
+		h.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	var err error
+	if cfg.SendRate >= 0 {
+		rate, burst := cfg.SendRate, cfg.SendBurst
+		if rate == 0 {
+			rate, burst = 1000, 2000
+		}
+		if burst <= 0 {
+			burst = max(1, int(2*rate))
+		}
+		if h.limits, err = newUserLimits(rate, burst); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.InvitesPerHour >= 0 {
+		if h.invites, err = newInviteLimits(cmp.Or(cfg.InvitesPerHour, 50)); err != nil {
+			return nil, err
+		}
+	}
+	depth := cmp.Or(max(cfg.GroupCacheDepth, 0), 256)
+	ngroups := cmp.Or(max(cfg.GroupCacheGroups, 0), 4096)
+	cacheBytes := cmp.Or(max(cfg.GroupCacheBytes, 0), 64<<20)
+	if h.recent, err = newRecentCache(ngroups, depth, cacheBytes); err != nil {
+		return nil, err
+	}
+	if h.groups, err = newGroupCache(ngroups); err != nil {
+		return nil, err
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.wg.Go(h.commitLoop)
+	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
+		h.wg.Go(func() { h.pruneLoop(window) })
+	}
+	return h, nil
+}
+
+// Close stops the committer and the pruner and waits for them. Appends
+// waiting for the committer fail with STORE_UNAVAILABLE. It does not close
+// the store.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() {
+		close(h.stop)
+		h.cancel()
+	})
+	h.wg.Wait()
+	return nil
+}
+
+// Store returns the hub's store.
+func (h *Hub) Store() store.Store { return h.store }
+
+// Router returns the hub's router.
+func (h *Hub) Router() Router { return h.router }
+
+// Logger returns the hub's logger.
+func (h *Hub) Logger() *slog.Logger { return h.logger }
+
+// Metrics returns the hub's metrics; nil records nothing.
+func (h *Hub) Metrics() *metrics.Metrics { return h.metrics }
+
+// Now returns the current time by the hub's clock (Config.Now).
+func (h *Hub) Now() time.Time { return h.now() }
+
+// MaxFrame returns the largest frame the hub's sessions accept.
+func (h *Hub) MaxFrame() int { return h.maxFrame }
+
+// Memory returns the hub-wide memory budget, which every device's budget
+// charges too.
+func (h *Hub) Memory() *Budget { return h.mem }
+
+// BufferedBytes returns what the sessions buffer for their devices, in
+// bytes, as charged to the hub's memory budget, and what the recent-messages
+// cache holds.
+func (h *Hub) BufferedBytes() (sessions, cache int64) {
+	return h.mem.Used(), h.recent.Bytes()
+}
