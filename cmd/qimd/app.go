@@ -33,6 +33,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "listen", Value: "127.0.0.1:4433", EnvVars: []string{"QIM_LISTEN"}, Usage: "UDP address to serve on"},
 					dataFlag,
+					&cli.StringFlag{Name: "store", EnvVars: []string{"QIM_STORE"}, Usage: "store of record: a PostgreSQL `URL` (postgres://user@host:5432/db; a password is better given in PGPASSWORD), for several qimd nodes on one database; default: the embedded store in DATA/store"},
 					&cli.StringFlag{Name: "cert", EnvVars: []string{"QIM_CERT"}, Usage: "certificate file (default: generated in DATA/certs)"},
 					&cli.StringFlag{Name: "key", EnvVars: []string{"QIM_KEY"}, Usage: "key file for --cert"},
 					&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"QIM_HOSTS"}, Usage: "extra names and addresses for a generated certificate"},
@@ -168,7 +169,16 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	st, err := openStore(c.Context, c.String("store"), logger)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		// The daemon does not close a store it was given.
+		defer st.Close()
+	}
 	d, err := daemon.StartContext(c.Context, daemon.Config{
+		Store:    st,
 		Listen:   c.String("listen"),
 		DataDir:  c.String("data"),
 		CertFile: c.String("cert"),

@@ -87,9 +87,9 @@ func TestServePostgres(t *testing.T) {
 		select {
 		case m := <-bob.Messages():
 			if m.GetToGroup() != "" {
-				group = append(group, string(m.GetPayload()))
+				group = append(group, client.Text(m))
 			} else {
-				direct = append(direct, string(m.GetPayload()))
+				direct = append(direct, client.Text(m))
 			}
 		case <-timeout:
 			t.Fatalf("bob got %q and %q, want %q", direct, group, want)
