@@ -6,6 +6,7 @@ package testserver
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/store"
+	"github.com/qim-im/qim/store/pgstore"
 )
 
 // Options configures a test server. Zero values take defaults.
@@ -59,6 +62,10 @@ type Options struct {
 	// StoreFS is the file system of the server's store (daemon.Config),
 	// at every start. Nil means the operating system's.
 	StoreFS vfs.FS
+	// Postgres, if set, is the URL of a PostgreSQL database (see
+	// internal/pgtest) that the server uses as its store, opened at every
+	// start and closed at every stop, instead of the embedded store.
+	Postgres string
 	// Metrics is the TCP address of the server's metrics endpoint
 	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
 	Metrics string
@@ -78,9 +85,10 @@ type Server struct {
 	// changes on Restart if Options.Metrics has port 0.
 	MetricsURL string
 
-	t    testing.TB
-	opts Options
-	d    *daemon.Daemon
+	t     testing.TB
+	opts  Options
+	d     *daemon.Daemon
+	store store.Store // opened for Options.Postgres; nil otherwise
 }
 
 // Start starts a server and stops it when the test ends.
@@ -115,6 +123,14 @@ func (s *Server) start(listen string) {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	var err error
+	if s.opts.Postgres != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		s.store, err = pgstore.Open(ctx, s.opts.Postgres, pgstore.Options{Logger: logger})
+		cancel()
+		if err != nil {
+			s.t.Fatalf("testserver: %v", err)
+		}
+	}
 	// The port of a restarted server may still be held for a moment.
 	for range 50 {
 		var pc net.PacketConn
@@ -124,7 +140,7 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
+		s.d, err = daemon.Start(daemon.Config{Store: s.store, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
 			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
@@ -134,6 +150,10 @@ func (s *Server) start(listen string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
+		if s.store != nil {
+			s.store.Close()
+			s.store = nil
+		}
 		s.t.Fatalf("testserver: start: %v", err)
 	}
 	s.Addr = s.d.Addr().String()
@@ -159,6 +179,16 @@ func (s *Server) Close() error {
 	}
 	err := s.d.Close()
 	s.d = nil
+	return errors.Join(err, s.closeStore())
+}
+
+// closeStore closes the store opened for Options.Postgres, if any.
+func (s *Server) closeStore() error {
+	if s.store == nil {
+		return nil
+	}
+	err := s.store.Close()
+	s.store = nil
 	return err
 }
 
@@ -173,6 +203,9 @@ func (s *Server) Shutdown() {
 		s.t.Errorf("testserver: shutdown: %v", err)
 	}
 	s.d = nil
+	if err := s.closeStore(); err != nil {
+		s.t.Errorf("testserver: close store: %v", err)
+	}
 }
 
 // Restart stops the server and starts it again on the same address and

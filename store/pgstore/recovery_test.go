@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"github.com/qim-im/qim/internal/pgtest"
 	"net/url"
 	"sync"
 	"testing"
@@ -33,20 +34,20 @@ func TestRecoverProxyOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startProxy(t, u.Host)
-	u.Host = p.addr()
+	p := pgtest.StartProxy(t, u.Host)
+	u.Host = p.Addr()
 	schema := newSchema(t, dbURL)
 	s := openT(t, u.String(), schema)
 	defer s.Close()
 
 	l := startAppendLoop(t, s)
 	l.waitSuccesses(t, 20)
-	p.setRefusing(true)
-	p.cut()
+	p.SetRefusing(true)
+	p.Cut()
 	outageStart := l.counts()
 	time.Sleep(2 * time.Second) // the outage
 	outageEnd := l.counts()
-	p.setRefusing(false)
+	p.SetRefusing(false)
 	l.waitSuccesses(t, outageEnd.successes+20)
 	l.stop()
 

@@ -1,16 +1,18 @@
-package pgstore
+package pgtest
 
 import (
 	"io"
 	"net"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
 )
 
-// tcpProxy forwards TCP connections to a target, and can cut them and
-// refuse new ones, to simulate a lost database.
-type tcpProxy struct {
+// Proxy forwards TCP connections to a target, and can cut them and refuse
+// new ones, to simulate a lost database (as a restart of PostgreSQL does to
+// its clients) without touching the shared server.
+type Proxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup // the accept loop and every forwarding goroutine
@@ -20,23 +22,24 @@ type tcpProxy struct {
 	conns  map[net.Conn]struct{} // guarded by mu; both sides of each connection
 }
 
-// startProxy starts a proxy to target on 127.0.0.1:0; it stops when the
-// test ends.
-func startProxy(t testing.TB, target string) *tcpProxy {
+// StartProxy starts a proxy to target (host:port) on 127.0.0.1:0; it stops
+// when the test ends.
+func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
 	}
-	p := &tcpProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
 	p.wg.Go(p.acceptLoop)
 	t.Cleanup(p.close)
 	return p
 }
 
-func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+// Addr returns the proxy's address, host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
-func (p *tcpProxy) acceptLoop() {
+func (p *Proxy) acceptLoop() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -51,7 +54,7 @@ func (p *tcpProxy) acceptLoop() {
 }
 
 // track records c unless the proxy refuses connections.
-func (p *tcpProxy) track(c net.Conn) bool {
+func (p *Proxy) track(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.refuse {
@@ -61,7 +64,7 @@ func (p *tcpProxy) track(c net.Conn) bool {
 	return true
 }
 
-func (p *tcpProxy) untrack(cs ...net.Conn) {
+func (p *Proxy) untrack(cs ...net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range cs {
@@ -70,7 +73,7 @@ func (p *tcpProxy) untrack(cs ...net.Conn) {
 	}
 }
 
-func (p *tcpProxy) forward(c net.Conn) {
+func (p *Proxy) forward(c net.Conn) {
 	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
 	if err != nil || !p.track(up) {
 		if up != nil {
@@ -85,8 +88,8 @@ func (p *tcpProxy) forward(c net.Conn) {
 	wg.Wait()
 }
 
-// cut closes every forwarded connection.
-func (p *tcpProxy) cut() {
+// Cut closes every forwarded connection.
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for c := range p.conns {
@@ -95,17 +98,30 @@ func (p *tcpProxy) cut() {
 	}
 }
 
-// setRefusing makes the proxy close new connections at once (refusing)
+// SetRefusing makes the proxy close new connections at once (refusing)
 // or forward them again.
-func (p *tcpProxy) setRefusing(refuse bool) {
+func (p *Proxy) SetRefusing(refuse bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.refuse = refuse
 }
 
-func (p *tcpProxy) close() {
+func (p *Proxy) close() {
 	p.ln.Close()
-	p.setRefusing(true)
-	p.cut()
+	p.SetRefusing(true)
+	p.Cut()
 	p.wg.Wait()
+}
+
+// Via returns dbURL (a postgres:// URL) with its host replaced by a new
+// proxy's address, and the proxy.
+func Via(t testing.TB, dbURL string) (string, *Proxy) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	p := StartProxy(t, u.Host)
+	u.Host = p.Addr()
+	return u.String(), p
 }
