@@ -48,8 +48,22 @@ func (h *Hub) Submit(ctx context.Context, app, conv string, m *qimpb.Message, re
 		p.members = []string{m.FromUser, m.ToUser}
 	}
 	select {
+	case <-h.stop:
+		return nil, StoreError("append", store.ErrClosed)
+	default:
+	}
+	select {
 	case h.commits <- p:
 		h.metrics.MessageIn(true)
+		select {
+		case <-h.stop:
+			// Close raced with the send: the committer may have failed
+			// the queue before p was in it. Once it has stopped, fail
+			// what is left, p included, so that nobody waits for ever.
+			h.wg.Wait()
+			h.failQueued()
+		default:
+		}
 		return p, nil
 	case <-h.stop:
 		return nil, StoreError("append", store.ErrClosed)
