@@ -182,9 +182,11 @@ func TestConvCacheConcurrent(t *testing.T) {
 }
 
 // TestConvCacheKeepsInFlight holds the sync of an Append and makes another
-// Append need the only cache slot: the entry of the conversation whose
-// message is not synced must stay, or LastSeq would read the unsynced "c"
-// key from the database.
+// Append, to two conversations, need the only cache slot: neither the
+// entry of the conversation whose message is not synced nor the one that
+// the second Append took before it looked up its second conversation may
+// go, or LastSeq would read an unsynced "c" key from the database (and the
+// next Append would make a second entry for the conversation).
 func TestConvCacheKeepsInFlight(t *testing.T) {
 	ctx := t.Context()
 	var hold atomic.Bool
@@ -207,38 +209,42 @@ func TestConvCacheKeepsInFlight(t *testing.T) {
 	defer unblock() // before Close, which waits for the Appends
 
 	var wg sync.WaitGroup
-	appendOne := func(from string) {
+	appendFrom := func(from ...string) {
+		var msgs []store.Append
+		for _, f := range from {
+			msgs = append(msgs, msg(f, "peer", "1"))
+		}
 		wg.Go(func() {
-			if _, err := s.Append(ctx, []store.Append{msg(from, "peer", "1")}); err != nil {
+			if _, err := s.Append(ctx, msgs); err != nil {
 				t.Errorf("Append: %v", err)
 			}
 		})
 	}
 	hold.Store(true)
-	appendOne("alice")
+	appendFrom("alice")
 	<-blocked // alice's batch is written and being synced
-	appendOne("bob")
-	// Wait until bob's batch is written, so that his Append has looked for
-	// a slot.
+	appendFrom("bob", "dave")
+	// Wait until the second batch is written, so that its Append has
+	// looked for slots.
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		if ok, _ := s.has(msgKey("org/app", store.DirectConv("bob", "peer"), 1)); ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("bob's batch was not written")
+			t.Fatal("the second batch was not written")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	for _, from := range []string{"alice", "bob"} {
+	for _, from := range []string{"alice", "bob", "dave"} {
 		if last, err := s.LastSeq(ctx, "org/app", store.DirectConv(from, "peer")); err != nil || last != 0 {
 			t.Errorf("LastSeq(%s) before the sync: %d, %v; want 0", from, last, err)
 		}
 	}
-	checkConvCache(t, s, 2)
+	checkConvCache(t, s, 3)
 
 	unblock()
 	wg.Wait()
-	for _, from := range []string{"alice", "bob"} {
+	for _, from := range []string{"alice", "bob", "dave"} {
 		checkDense(t, s, "org/app", store.DirectConv(from, "peer"), 1)
 	}
 	if _, err := s.Append(ctx, []store.Append{msg("carol", "peer", "1")}); err != nil {
