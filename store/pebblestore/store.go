@@ -73,7 +73,7 @@ type Options struct {
 	CacheSize int64
 
 	// MaxCachedConvs bounds the conversations whose sequence state the
-	// Store keeps in memory (about 200 bytes each); least recently used
+	// Store keeps in memory (about 150 bytes each); least recently used
 	// ones, approximately, are evicted and read again from the database
 	// when next written. Conversations with an Append in flight are never
 	// evicted, so the cache may exceed the bound by their number. Zero or
