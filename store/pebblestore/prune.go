@@ -33,10 +33,13 @@ var errBatchFull = errors.New("pebblestore: batch full")
 func (s *Store) PruneDedup(ctx context.Context, before time.Time) (int, error) {
 	s.pruneMu.Lock()
 	defer s.pruneMu.Unlock()
+	// Messages of the millisecond of before are before it if before has a
+	// fraction of a millisecond: the bound is before rounded up.
+	bound := max(before.Add(time.Millisecond-1).UnixMilli(), 0)
 	// Every index key starts with the prefix and a timestamp, so the
 	// timestamp alone is a bound below all keys of that millisecond.
 	lower := dedupTimePrefix
-	upper := keyBuf(slices.Clone(dedupTimePrefix)).u64(uint64(max(before.UnixMilli(), 0)))
+	upper := keyBuf(slices.Clone(dedupTimePrefix)).u64(uint64(bound))
 	total := 0
 	for {
 		if err := ctx.Err(); err != nil {

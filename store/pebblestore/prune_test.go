@@ -2,6 +2,8 @@ package pebblestore
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
 
 	qimpb "github.com/qim-im/qim/proto"
@@ -226,6 +229,40 @@ func TestPruneDedupConcurrentAppends(t *testing.T) {
 		t.Errorf("%d entries pruned + %d left = %d, want one per stored message, %d", pruned.Load(), left, got, total)
 	}
 	t.Logf("%d messages stored, %d entries pruned", total, pruned.Load())
+}
+
+// TestPruneDedupBound checks that PruneDedup forgets the messages stored
+// strictly before its bound, to the nanosecond.
+func TestPruneDedupBound(t *testing.T) {
+	ctx := t.Context()
+	s := openT(t, "db", Options{FS: vfs.NewMem(), NoSync: true})
+	defer s.Close()
+	res, err := s.Append(ctx, []store.Append{msg("alice", "bob", "1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := time.UnixMilli(res[0].Msg.Timestamp)
+	for _, tt := range []struct {
+		before time.Time
+		want   int
+	}{
+		{stored.Add(-time.Nanosecond), 0},
+		{stored, 0},
+		{stored.Add(time.Nanosecond), 1},
+		{stored.Add(time.Hour), 0}, // already forgotten
+	} {
+		if n, err := s.PruneDedup(ctx, tt.before); err != nil || n != tt.want {
+			t.Errorf("PruneDedup(stored%+v): %d, %v; want %d", tt.before.Sub(stored), n, err, tt.want)
+		}
+	}
+	if n, err := s.PruneDedup(ctx, time.Time{}); err != nil || n != 0 {
+		t.Errorf("PruneDedup(zero time): %d, %v", n, err)
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if n, err := s.PruneDedup(done, stored.Add(time.Hour)); !errors.Is(err, context.Canceled) || n != 0 {
+		t.Errorf("PruneDedup with a cancelled context: %d, %v", n, err)
+	}
 }
 
 // checkDedupIndex checks that every dedup entry has exactly one time index
