@@ -3,7 +3,6 @@ package pebblestore
 import (
 	"context"
 	"hash/maphash"
-	"time"
 )
 
 // NextEpoch implements store.Store. The read-increment-write shares the
@@ -30,9 +29,4 @@ func (s *Store) NextEpoch(ctx context.Context, app, user, device string) (uint64
 		return 0, err
 	}
 	return cur + 1, nil
-}
-
-// PruneDedup implements store.Store.
-func (s *Store) PruneDedup(ctx context.Context, before time.Time) (int, error) {
-	return 0, errPruneTODO
 }

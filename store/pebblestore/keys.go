@@ -28,15 +28,29 @@ package pebblestore
 //	P "ug" 0 <user> 0 <group>                -> "" (groups of user)
 //	P "e" 0 <user> 0 <device>                -> epoch of the device (NextEpoch)
 //
-// One key lives outside every tenant:
+// These keys live outside every tenant:
 //
 //	"meta" 0 "lastid"                        -> highest message id assigned
+//	"meta" 0 "dedupidx"                      -> "" (every P "d" entry has its
+//	                                            "dt" entry; see backfill.go)
+//	"dt" 0 <timestamp> <app> 0 <from_user> 0 <client_msg_id>
+//	                                         -> "" (time index of P "d")
+//
+// The time index holds one entry for every dedup entry, written and deleted
+// in the same batch as it; <timestamp> is the original message's Timestamp
+// in Unix milliseconds, 8 bytes big-endian, so that one range scan from
+// "dt" 0 finds every dedup entry older than a bound (PruneDedup). It sits
+// outside the tenants so that the scan does not visit every app; "dt" 0
+// starts no other key ("a" 0 and "meta" 0 are the only other roots).
 //
 // client_msg_id is chosen by clients and may contain 0x00; it is always the
-// last component of its key and only ever looked up exactly, never scanned.
+// last component of its key and only ever looked up exactly, never scanned
+// (the time index is scanned by timestamp, and its last component is split
+// off after the first two separators that follow the timestamp).
 // A group's LastSeq is the last seq of its conversation, GroupConv(id).
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,7 +61,11 @@ import (
 
 const sep = 0x00
 
-var metaLastIDKey = []byte("meta\x00lastid")
+var (
+	metaLastIDKey   = []byte("meta\x00lastid")
+	metaDedupIdxKey = []byte("meta\x00dedupidx")
+	dedupTimePrefix = []byte("dt\x00")
+)
 
 // keyBuf builds keys by appending components. The zero value is an empty key.
 type keyBuf []byte
@@ -86,6 +104,27 @@ func convKey(app, conv string) []byte { return tenant(app).add("c", conv) }
 
 func dedupKey(app, user, clientMsgID string) []byte {
 	return tenant(app).add("d", user, clientMsgID)
+}
+
+// dedupTimeKey returns the time index entry of a dedup entry whose message
+// has timestamp ts (Unix milliseconds; a negative one is stored as 0).
+func dedupTimeKey(ts int64, app, user, clientMsgID string) []byte {
+	k := make(keyBuf, 0, len(dedupTimePrefix)+8+len(app)+len(user)+len(clientMsgID)+2)
+	k = append(k, dedupTimePrefix...)
+	return k.u64(uint64(max(ts, 0))).add(app, user, clientMsgID)
+}
+
+// parseDedupTimeKey splits a time index key into the dedup entry it indexes.
+func parseDedupTimeKey(k []byte) (app, user, clientMsgID string, err error) {
+	rest, ok := bytes.CutPrefix(k, dedupTimePrefix)
+	if ok && len(rest) > 8 {
+		a, r, ok1 := bytes.Cut(rest[8:], []byte{sep})
+		u, c, ok2 := bytes.Cut(r, []byte{sep})
+		if ok1 && ok2 && len(a) > 0 && len(u) > 0 && len(c) > 0 {
+			return string(a), string(u), string(c), nil
+		}
+	}
+	return "", "", "", fmt.Errorf("pebblestore: corrupt dedup time index key %q", k)
 }
 
 func inboxPrefix(app, user string) keyBuf { return tenant(app).add("i", user).sep() }

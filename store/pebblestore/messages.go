@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -13,67 +12,6 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
-
-// convSeq is the sequence state of one conversation, cached so that Append
-// does not read it and readers know how far the conversation is synced.
-type convSeq struct {
-	// last is the last seq allocated. It is guarded by Store.appendMu.
-	last uint64
-	// durable is the last seq whose batch is synced. Readers see messages up
-	// to durable only. It only grows.
-	durable atomic.Uint64
-}
-
-// publish raises c.durable to seq.
-func (c *convSeq) publish(seq uint64) {
-	for {
-		cur := c.durable.Load()
-		if seq <= cur || c.durable.CompareAndSwap(cur, seq) {
-			return
-		}
-	}
-}
-
-// appendConv returns the cached state of conversation conv of app, loading
-// it from the database on a miss. The caller holds appendMu. The entry is
-// created before the Append writes anything to the conversation, so a reader
-// that finds no entry knows the database holds no unsynced message of it.
-func (s *Store) appendConv(app, conv string) (*convSeq, error) {
-	k := app + "\x00" + conv
-	s.seqMu.RLock()
-	c := s.convs[k]
-	s.seqMu.RUnlock()
-	if c != nil {
-		return c, nil
-	}
-	s.seqMu.Lock()
-	defer s.seqMu.Unlock()
-	if c := s.convs[k]; c != nil {
-		return c, nil
-	}
-	last, err := s.getU64(convKey(app, conv))
-	if err != nil {
-		return nil, err
-	}
-	c = &convSeq{last: last}
-	c.durable.Store(last)
-	s.convs[k] = c
-	return c, nil
-}
-
-// lastSeq returns the last synced seq of a conversation.
-func (s *Store) lastSeq(app, conv string) (uint64, error) {
-	s.seqMu.RLock()
-	defer s.seqMu.RUnlock()
-	if c := s.convs[app+"\x00"+conv]; c != nil {
-		return c.durable.Load(), nil
-	}
-	// No Append has written to the conversation since Open, and none can
-	// start to while seqMu is held, so the database's value is synced
-	// (Pebble syncs what it recovers on Open). Readers do not cache it, so
-	// that queries for unknown conversations do not grow the cache.
-	return s.getU64(convKey(app, conv))
-}
 
 // Append implements store.Store. It sets Id, Seq and Timestamp of the given
 // messages that are not duplicates, and restores them if it fails.
@@ -100,6 +38,8 @@ func (s *Store) Append(ctx context.Context, msgs []store.Append) ([]store.Append
 
 	s.appendMu.Lock()
 	op, err := s.prepareAppend(msgs)
+	// Released after the seqs are published, or on failure.
+	defer op.release()
 	if err != nil {
 		s.appendMu.Unlock()
 		op.undo()
@@ -164,6 +104,13 @@ type savedMsg struct {
 	timestamp int64
 }
 
+// release unpins the conversations of op.
+func (op *appendOp) release() {
+	for _, p := range op.convs {
+		p.c.unpin()
+	}
+}
+
 func (op *appendOp) undo() {
 	for _, sv := range op.saved {
 		sv.m.Id, sv.m.Seq, sv.m.Timestamp = sv.id, sv.seq, sv.timestamp
@@ -173,8 +120,9 @@ func (op *appendOp) undo() {
 type dedupID struct{ app, user, clientMsgID string }
 
 // prepareAppend allocates ids and seqs and builds the batch of an Append.
-// The caller holds appendMu. It changes no cached state: the caller installs
-// op.convs and op.lastID once the batch is written.
+// The caller holds appendMu. It changes no cached seq: the caller installs
+// op.convs and op.lastID once the batch is written. The conversations in
+// op.convs are pinned, even when it fails; see appendOp.release.
 func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 	now := time.Now().UnixMilli()
 	op := &appendOp{
@@ -227,6 +175,7 @@ func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 		op.batch.Set(msgKey(a.App, a.Conv, p.last), v, nil)
 		if m.ClientMsgId != "" {
 			op.batch.Set(dedupKey(a.App, m.FromUser, m.ClientMsgId), encodeDedup(a.Conv, p.last), nil)
+			op.batch.Set(dedupTimeKey(now, a.App, m.FromUser, m.ClientMsgId), nil, nil)
 		}
 		// Inbox entries are never deleted, and a 1:1 conversation's
 		// members never change: its first message writes them, and the

@@ -14,6 +14,7 @@
 package pebblestore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,6 +71,14 @@ type Options struct {
 	// CacheSize is the size in bytes of Pebble's block cache. Zero means
 	// 256 MiB.
 	CacheSize int64
+
+	// MaxCachedConvs bounds the conversations whose sequence state the
+	// Store keeps in memory (about 150 bytes each); least recently used
+	// ones, approximately, are evicted and read again from the database
+	// when next written. Conversations with an Append in flight are never
+	// evicted, so the cache may exceed the bound by their number. Zero or
+	// less means 100,000.
+	MaxCachedConvs int
 }
 
 // Store is a store.Store kept in a Pebble database. All methods are safe for
@@ -95,11 +104,19 @@ type Store struct {
 	appendMu sync.Mutex
 	lastID   uint64 // guarded by appendMu
 
-	// seqMu guards the map convs (not the entries, see convSeq). An entry
-	// exists for every conversation Append wrote to since Open; entries are
-	// never evicted.
-	seqMu sync.RWMutex
-	convs map[string]*convSeq
+	// seqMu guards the cache of conversations' sequence state: the map
+	// convs, by app 0x00 conv, and the same entries in convRing, which the
+	// evictor's hand (convHand) sweeps; not the entries themselves (see
+	// convSeq). It holds at most about maxConvs entries (static after
+	// Open); see appendConv and evictConv.
+	seqMu    sync.RWMutex
+	convs    map[string]*convSeq
+	convRing []*convSeq
+	convHand int
+	maxConvs int
+
+	// pruneMu serializes PruneDedup calls; see prune.go.
+	pruneMu sync.Mutex
 
 	// groupMu serializes the read-modify-write of groups and memberships.
 	groupMu sync.Mutex
@@ -127,6 +144,11 @@ func Open(dir string, opts Options) (*Store, error) {
 // both cases Pebble's opening goroutine is left behind, parked or finishing
 // on its own, and the directory stays locked until the process exits: the
 // caller is expected to exit.
+//
+// On the first Open of a data directory written before dedup entries had a
+// time index, OpenContext writes the index (see backfillDedupIndex), which
+// reads every deduplicated message once; ctx ending stops it between two
+// batches, and the next Open starts it again.
 func OpenContext(ctx context.Context, dir string, opts Options) (*Store, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -175,14 +197,18 @@ func OpenContext(ctx context.Context, dir string, opts Options) (*Store, error) 
 	}
 	bg.openSucceeded()
 	s := &Store{
-		db:      db,
-		logger:  logger,
-		sync:    !opts.NoSync,
-		bg:      bg,
-		convs:   make(map[string]*convSeq),
-		ackSeed: maphash.MakeSeed(),
+		db:       db,
+		logger:   logger,
+		sync:     !opts.NoSync,
+		bg:       bg,
+		convs:    make(map[string]*convSeq),
+		maxConvs: cmp.Or(max(opts.MaxCachedConvs, 0), defaultMaxCachedConvs),
+		ackSeed:  maphash.MakeSeed(),
 	}
 	last, err := s.getU64(metaLastIDKey)
+	if err == nil {
+		err = s.backfillDedupIndex(ctx)
+	}
 	if err != nil {
 		bg.close()
 		db.Close()

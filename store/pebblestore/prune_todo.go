@@ -1,5 +1,0 @@
-package pebblestore
-
-import "errors"
-
-var errPruneTODO = errors.New("pebblestore: PruneDedup: being written on branch pebble")
