@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/qim-im/qim/internal/pgtest"
 	"io"
 	"os"
 	"os/signal"
@@ -55,8 +56,10 @@ func ok(t *testing.T, srv *testserver.Server, user string, args ...string) strin
 	return r.stdout
 }
 
-func TestSendThenListen(t *testing.T) {
-	srv := testserver.Start(t, testserver.Options{})
+func TestSendThenListen(t *testing.T) { testSendThenListen(t, testserver.Options{}) }
+
+func testSendThenListen(t *testing.T, opts testserver.Options) {
+	srv := testserver.Start(t, opts)
 	out := ok(t, srv, "alice", "send", "--to", "bob", "hello", "world")
 	if !regexp.MustCompile(`^id=\d+ seq=1\n$`).MatchString(out) {
 		t.Fatalf("send printed %q", out)
@@ -103,6 +106,19 @@ func TestSendThenListen(t *testing.T) {
 	out = ok(t, srv, "bob", "listen", "--count", "1", "--timeout", "10s")
 	if out != "[@alice] alice: https://example.com/a.png (#3)\n" {
 		t.Fatalf("listen printed %q", out)
+	}
+}
+
+// TestPostgres runs the README walkthrough's commands against a server
+// whose store is PostgreSQL (qimd serve --store postgres://...): the same
+// commands, the same output.
+func TestPostgres(t *testing.T) {
+	for name, test := range map[string]func(*testing.T, testserver.Options){
+		"SendThenListen":   testSendThenListen,
+		"GroupCommands":    testGroupCommands,
+		"ContactsCommands": testContactsCommands,
+	} {
+		t.Run(name, func(t *testing.T) { test(t, testserver.Options{Postgres: pgtest.Database(t)}) })
 	}
 }
 
@@ -172,8 +188,10 @@ func dialLib(t *testing.T, srv *testserver.Server, user, device string) *client.
 	return c
 }
 
-func TestGroupCommands(t *testing.T) {
-	srv := testserver.Start(t, testserver.Options{})
+func TestGroupCommands(t *testing.T) { testGroupCommands(t, testserver.Options{}) }
+
+func testGroupCommands(t *testing.T, opts testserver.Options) {
+	srv := testserver.Start(t, opts)
 	out := ok(t, srv, "alice", "group", "create", "book", "club")
 	id := strings.TrimSuffix(out, "\n")
 	if id == "" || strings.ContainsAny(id, " \t\n") {
@@ -221,8 +239,10 @@ func TestGroupCommands(t *testing.T) {
 	}
 }
 
-func TestContactsCommands(t *testing.T) {
-	srv := testserver.Start(t, testserver.Options{})
+func TestContactsCommands(t *testing.T) { testContactsCommands(t, testserver.Options{}) }
+
+func testContactsCommands(t *testing.T, opts testserver.Options) {
+	srv := testserver.Start(t, opts)
 	ok(t, srv, "alice", "contacts", "add", "carol")
 	ok(t, srv, "alice", "contacts", "add", "bob")
 	if out := ok(t, srv, "alice", "contacts", "list"); out != "bob\ncarol\n" {
