@@ -19,28 +19,22 @@ func (s *Store) RemoveContact(ctx context.Context, app, user, contact string) er
 }
 
 func (s *Store) setContact(ctx context.Context, app, user, contact, sql string) error {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user, contact)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	if err := checkIDs(app, user, contact); err != nil {
-		return err
-	}
 	_, err = s.pool.Exec(ctx, sql, app, user, contact)
 	return s.fail("contact", err)
 }
 
 // Contacts implements store.Store. It returns the contacts sorted.
 func (s *Store) Contacts(ctx context.Context, app, user string) ([]string, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, user); err != nil {
-		return nil, err
-	}
 	rows, err := s.pool.Query(ctx, "SELECT contact FROM contacts WHERE app = $1 AND user_id = $2 ORDER BY contact", app, user)
 	if err != nil {
 		return nil, s.fail("contacts", err)

@@ -8,14 +8,11 @@ import (
 // NextEpoch implements store.Store, in one statement: the row lock of the
 // upsert orders concurrent calls, and the commit is synchronous.
 func (s *Store) NextEpoch(ctx context.Context, app, user, device string) (uint64, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user, device)
 	if err != nil {
 		return 0, err
 	}
 	defer cancel()
-	if err := checkIDs(app, user, device); err != nil {
-		return 0, err
-	}
 	var epoch int64
 	err = s.pool.QueryRow(ctx, `INSERT INTO epochs AS e (app, user_id, device, epoch) VALUES ($1, $2, $3, 1)
 ON CONFLICT (app, user_id, device) DO UPDATE SET epoch = e.epoch + 1 RETURNING epoch`, app, user, device).Scan(&epoch)

@@ -29,14 +29,11 @@ type groupRow struct {
 // the group conversation's last seq (0 for a new group). LastSeq in g is
 // ignored; Created is stored as given.
 func (s *Store) CreateGroup(ctx context.Context, app string, g store.Group) error {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, g.ID, g.Owner)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	if err := checkIDs(app, g.ID, g.Owner); err != nil {
-		return err
-	}
 	tag, err := s.pool.Exec(ctx, `WITH g AS (
 	INSERT INTO chat_groups (app, id, name, owner, created, joins, members)
 	VALUES ($1, $2, $3, $4, $5, 1, 1) ON CONFLICT DO NOTHING RETURNING app, id, owner
@@ -55,14 +52,11 @@ SELECT g.app, g.id, g.owner, COALESCE((SELECT c.last_seq FROM convs c WHERE c.ap
 
 // GetGroup implements store.Store.
 func (s *Store) GetGroup(ctx context.Context, app, id string) (store.Group, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id)
 	if err != nil {
 		return store.Group{}, err
 	}
 	defer cancel()
-	if err := checkIDs(app, id); err != nil {
-		return store.Group{}, err
-	}
 	rows, err := s.pool.Query(ctx, "SELECT "+sqlGroupColumns+" FROM chat_groups g WHERE g.app = $1 AND g.id = $2 AND g.members > 0", app, id)
 	if err != nil {
 		return store.Group{}, s.fail("get group", err)
@@ -91,14 +85,11 @@ func scanGroup(row pgx.CollectableRow) (store.Group, error) {
 // JoinGroup implements store.Store. A maxMembers of 0 or less means no
 // limit.
 func (s *Store) JoinGroup(ctx context.Context, app, id, user string, maxMembers int) (added bool, err error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id, user)
 	if err != nil {
 		return false, err
 	}
 	defer cancel()
-	if err := checkIDs(app, id, user); err != nil {
-		return false, err
-	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		g, err := lockGroup(ctx, tx, app, id)
 		if err != nil {
@@ -120,14 +111,11 @@ func (s *Store) JoinGroup(ctx context.Context, app, id, user string, maxMembers 
 // InviteMember implements store.Store. A maxMembers of 0 or less means no
 // limit.
 func (s *Store) InviteMember(ctx context.Context, app, id, by, user string, maxMembers int) (added bool, err error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id, by, user)
 	if err != nil {
 		return false, err
 	}
 	defer cancel()
-	if err := checkIDs(app, id, by, user); err != nil {
-		return false, err
-	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		g, err := lockGroup(ctx, tx, app, id)
 		if err != nil {
@@ -151,14 +139,11 @@ func (s *Store) InviteMember(ctx context.Context, app, id, by, user string, maxM
 
 // LeaveGroup implements store.Store.
 func (s *Store) LeaveGroup(ctx context.Context, app, id, user string) (newOwner string, err error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id, user)
 	if err != nil {
 		return "", err
 	}
 	defer cancel()
-	if err := checkIDs(app, id, user); err != nil {
-		return "", err
-	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		g, err := lockGroup(ctx, tx, app, id)
 		if err != nil {
@@ -176,14 +161,11 @@ func (s *Store) LeaveGroup(ctx context.Context, app, id, user string) (newOwner 
 // KickMember implements store.Store. Banning a user who is not a member is
 // allowed.
 func (s *Store) KickMember(ctx context.Context, app, id, by, user string) error {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id, by, user)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	if err := checkIDs(app, id, by, user); err != nil {
-		return err
-	}
 	if by == user {
 		return errKickSelf
 	}
@@ -224,14 +206,11 @@ var errKickSelf = errors.New("pgstore: the owner cannot kick themself")
 
 // Members implements store.Store.
 func (s *Store) Members(ctx context.Context, app, id string) ([]string, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, id)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, id); err != nil {
-		return nil, err
-	}
 	var users []string
 	err = s.pool.QueryRow(ctx, `SELECT ARRAY(
 	SELECT user_id FROM group_members m WHERE m.app = g.app AND m.group_id = g.id ORDER BY user_id
@@ -244,14 +223,11 @@ func (s *Store) Members(ctx context.Context, app, id string) ([]string, error) {
 
 // UserGroups implements store.Store.
 func (s *Store) UserGroups(ctx context.Context, app, user string) ([]store.Group, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, user); err != nil {
-		return nil, err
-	}
 	rows, err := s.pool.Query(ctx, "SELECT "+sqlGroupColumns+`
 FROM group_members m
 CROSS JOIN LATERAL (SELECT * FROM chat_groups g WHERE g.app = m.app AND g.id = m.group_id LIMIT 1) AS g

@@ -33,14 +33,11 @@ FROM (SELECT app, user_id, 'g:' || group_id AS conv, join_seq FROM group_members
 
 // Inbox implements store.Store. Conversations are sorted by key.
 func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.ConvState, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user, device)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, user, device); err != nil {
-		return nil, err
-	}
 	rows, err := s.pool.Query(ctx, sqlInbox, app, user, device)
 	if err != nil {
 		return nil, s.fail("inbox", err)
@@ -66,14 +63,11 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 // about three times wal_writer_delay, and a crash of the server before
 // then may lose it, as the interface allows.
 func (s *Store) SetAcked(ctx context.Context, app, user, device, conv string, seq uint64) error {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, user, device, conv)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	if err := checkIDs(app, user, device, conv); err != nil {
-		return err
-	}
 	if seq == 0 {
 		return nil // every cursor is at 0 or beyond
 	}

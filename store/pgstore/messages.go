@@ -16,14 +16,11 @@ import (
 // Append waits for the previous one of the conversation to commit before
 // it takes its seqs, so a reader never sees a gap.
 func (s *Store) Messages(ctx context.Context, app, conv string, after uint64, limit int) ([]*qimpb.Message, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, conv)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, conv); err != nil {
-		return nil, err
-	}
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -34,14 +31,11 @@ WHERE app = $1 AND conv = $2 AND seq > $3 ORDER BY seq LIMIT $4`, app, conv, cla
 
 // History implements store.Store. A limit <= 0 returns no messages.
 func (s *Store) History(ctx context.Context, app, conv string, before uint64, limit int) ([]*qimpb.Message, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, conv)
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	if err := checkIDs(app, conv); err != nil {
-		return nil, err
-	}
 	if limit <= 0 || before == 1 {
 		return nil, nil
 	}
@@ -57,14 +51,11 @@ func (s *Store) History(ctx context.Context, app, conv string, before uint64, li
 
 // LastSeq implements store.Store.
 func (s *Store) LastSeq(ctx context.Context, app, conv string) (uint64, error) {
-	ctx, cancel, err := s.enter(ctx)
+	ctx, cancel, err := s.enter(ctx, app, conv)
 	if err != nil {
 		return 0, err
 	}
 	defer cancel()
-	if err := checkIDs(app, conv); err != nil {
-		return 0, err
-	}
 	var last int64
 	err = s.pool.QueryRow(ctx, "SELECT last_seq FROM convs WHERE app = $1 AND conv = $2", app, conv).Scan(&last)
 	if errors.Is(err, pgx.ErrNoRows) {

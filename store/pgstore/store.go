@@ -140,11 +140,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// enter starts a call: it returns store.ErrClosed after Close, and
-// otherwise ctx bounded by callTimeout, with its cancel function.
-func (s *Store) enter(ctx context.Context) (context.Context, context.CancelFunc, error) {
+// enter starts a call: it returns store.ErrClosed after Close, checkIDs's
+// error if one of ids is not valid, and otherwise ctx bounded by
+// callTimeout, with its cancel function.
+func (s *Store) enter(ctx context.Context, ids ...string) (context.Context, context.CancelFunc, error) {
 	if s.closed.Load() {
 		return nil, nil, store.ErrClosed
+	}
+	if err := checkIDs(ids...); err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	return ctx, cancel, nil
