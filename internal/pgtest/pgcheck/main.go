@@ -14,11 +14,12 @@ import (
 
 func main() {
 	if err := pgtest.Check(context.Background()); err != nil {
-		fmt.Fprintf(os.Stderr, "\n*** PostgreSQL at %s is not reachable (%v):\n*** the PostgreSQL tests will be SKIPPED. Set QIM_TEST_POSTGRES to run them.\n\n", pgtest.URL(), err)
+		fmt.Fprintf(os.Stderr, "\n*** PostgreSQL at %s is not reachable (%v).\n", pgtest.URL(), err)
 		if pgtest.Required() {
-			fmt.Fprintln(os.Stderr, "*** QIM_REQUIRE_POSTGRES=1: failing.")
+			fmt.Fprintln(os.Stderr, "*** QIM_REQUIRE_POSTGRES=1: the PostgreSQL tests cannot be skipped; failing.")
 			os.Exit(1)
 		}
+		fmt.Fprint(os.Stderr, "*** The PostgreSQL tests will be SKIPPED. Set QIM_TEST_POSTGRES to run them.\n\n")
 		return
 	}
 	fmt.Printf("PostgreSQL tests run against %s\n", pgtest.URL())
