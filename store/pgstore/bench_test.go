@@ -24,6 +24,7 @@ import (
 var benchShapes = []struct {
 	batch, goroutines int
 }{
+	{512, 1}, // the committer's largest batch, about its average under pair-durable-pg
 	{64, 1},
 	{1, 1},
 	{64, 4},
