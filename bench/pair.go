@@ -176,7 +176,7 @@ func Pair(ctx context.Context, e *Env, o PairOptions) (PairResult, error) {
 		res.FirstErr = *p
 	}
 	if res.Delivered == 0 {
-		return res, fmt.Errorf("bench: pair-%s delivered nothing (send errors: %d, first: %v)", kind, res.Errors, res.FirstErr)
+		return res, fmt.Errorf("bench: pair-%s delivered nothing in %v (acknowledged sends: %d, send errors: %d, first: %v)", kind, elapsed.Round(time.Millisecond), res.Sent, res.Errors, res.FirstErr)
 	}
 	return res, ctx.Err()
 }

@@ -33,7 +33,9 @@ func TestPair(t *testing.T) {
 	e, _ := startEnv(t)
 	for _, offline := range []bool{false, true} {
 		r, err := bench.Pair(context.Background(), e, bench.PairOptions{
-			Pairs: 4, Window: 4, Offline: offline, Warmup: 100 * time.Millisecond, Duration: 500 * time.Millisecond,
+			// A smoke test: a second measured, so that one slow fsync of a
+			// machine busy with other test packages cannot leave it empty.
+			Pairs: 4, Window: 4, Offline: offline, Warmup: 200 * time.Millisecond, Duration: time.Second,
 		})
 		if err != nil {
 			t.Fatalf("offline=%v: %v", offline, err)
