@@ -32,22 +32,17 @@ func (r *countingRouter) Deliver(app string, users []string, ev core.Event) {
 	r.LocalRouter.Deliver(app, users, ev)
 }
 
-// TestCallerStoreAndRouter starts a daemon on a store and a router the
-// caller made: messages go through both, and the daemon leaves the store
-// open when it closes (the caller owns it).
-func TestCallerStoreAndRouter(t *testing.T) {
-	st, err := pebblestore.Open("db", pebblestore.Options{FS: vfs.NewMem(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var router countingRouter
+// startWithStore starts a daemon on st (and router, if not nil) in a new
+// data directory, and returns it with the client configuration of user
+// that reaches it; the daemon is closed when the test ends.
+func startWithStore(t *testing.T, st store.Store, router core.Router) (*daemon.Daemon, func(user string) client.Config) {
+	t.Helper()
 	data := t.TempDir()
-	d, err := daemon.Start(daemon.Config{Listen: "127.0.0.1:0", DataDir: data, Store: st, Router: &router})
+	d, err := daemon.Start(daemon.Config{Listen: "127.0.0.1:0", DataDir: data, Store: st, Router: router})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
 	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
 	if err != nil {
 		t.Fatal(err)
@@ -56,11 +51,31 @@ func TestCallerStoreAndRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial := func(user string) *client.Client {
-		return testserver.Dial(t, client.Config{Addr: d.Addr().String(), TLSConfig: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey,
-			User: user, Device: "d", Token: auth.Mint(secret, daemon.DemoOrg, daemon.DemoAppkey, user, time.Now().Add(time.Hour))})
+	return d, func(user string) client.Config {
+		return client.Config{Addr: d.Addr().String(), TLSConfig: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey,
+			User: user, Device: "d", Token: auth.Mint(secret, daemon.DemoOrg, daemon.DemoAppkey, user, time.Now().Add(time.Hour))}
 	}
-	alice, bob := dial("alice"), dial("bob")
+}
+
+// memStore returns an in-memory Pebble store, closed when the test ends.
+func memStore(t *testing.T) *pebblestore.Store {
+	t.Helper()
+	st, err := pebblestore.Open("db", pebblestore.Options{FS: vfs.NewMem(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestCallerStoreAndRouter starts a daemon on a store and a router the
+// caller made: messages go through both, and the daemon leaves the store
+// open when it closes (the caller owns it).
+func TestCallerStoreAndRouter(t *testing.T) {
+	st := memStore(t)
+	var router countingRouter
+	d, config := startWithStore(t, st, &router)
+	alice, bob := testserver.Dial(t, config("alice")), testserver.Dial(t, config("bob"))
 	if _, err := alice.Send(t.Context(), client.Peer{User: "bob"}, client.Outgoing{Text: "through the caller's store"}); err != nil {
 		t.Fatal(err)
 	}
@@ -97,29 +112,10 @@ func (epochless) NextEpoch(context.Context, string, string, string) (uint64, err
 // cannot get the device's epoch from the store is refused with
 // STORE_UNAVAILABLE, and opens no session.
 func TestConnectRefusedWithoutEpoch(t *testing.T) {
-	st, err := pebblestore.Open("db", pebblestore.Options{FS: vfs.NewMem(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	data := t.TempDir()
-	d, err := daemon.Start(daemon.Config{Listen: "127.0.0.1:0", DataDir: data, Store: epochless{st}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, config := startWithStore(t, epochless{memStore(t)}, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, client.Config{Addr: d.Addr().String(), TLSConfig: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey,
-		User: "alice", Device: "d", Token: auth.Mint(secret, daemon.DemoOrg, daemon.DemoAppkey, "alice", time.Now().Add(time.Hour))})
+	c, err := client.Dial(ctx, config("alice"))
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Code != qimpb.Code_STORE_UNAVAILABLE {
 		if c != nil {

@@ -41,25 +41,6 @@ func TestReopen(t *testing.T) {
 	})
 }
 
-func TestInvalidIDs(t *testing.T) {
-	s := openT(t, t.TempDir(), Options{NoSync: true})
-	defer s.Close()
-	ctx := t.Context()
-	for name, err := range map[string]error{
-		"app with NUL":  s.AddContact(ctx, "org/a\x00b", "alice", "bob"),
-		"empty user":    s.AddContact(ctx, "org/app", "", "bob"),
-		"device w/ NUL": s.SetAcked(ctx, "org/app", "alice", "ph\x00one", "u:a:b", 1),
-		"empty conv": func() error {
-			_, err := s.Messages(ctx, "org/app", "", 0, 10)
-			return err
-		}(),
-	} {
-		if err == nil {
-			t.Errorf("%s: no error", name)
-		}
-	}
-}
-
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }

@@ -169,3 +169,26 @@ func testClosed(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testInvalidIDs checks that ids the store cannot keep apart (empty, or
+// holding NUL) are refused, not stored.
+func testInvalidIDs(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for name, err := range map[string]error{
+		"app with NUL":  s.AddContact(ctx, "org/a\x00b", "alice", "bob"),
+		"empty user":    s.AddContact(ctx, appA, "", "bob"),
+		"device w/ NUL": s.SetAcked(ctx, appA, "alice", "ph\x00one", "u:a:b", 1),
+		"empty conv": func() error {
+			_, err := s.Messages(ctx, appA, "", 0, 10)
+			return err
+		}(),
+		"epoch of an empty device": func() error {
+			_, err := s.NextEpoch(ctx, appA, "alice", "")
+			return err
+		}(),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GroupConcurrentLeaves", testGroupConcurrentLeaves},
 		{"TenantIsolation", testTenantIsolation},
 		{"KeyPrefixes", testKeyPrefixes},
+		{"InvalidIDs", testInvalidIDs},
 		{"Closed", testClosed},
 		{"ConcurrentAppend", testConcurrentAppend},
 		{"NextEpoch", testNextEpoch},
