@@ -3,10 +3,7 @@ package bench
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -16,7 +13,7 @@ import (
 
 // PGOptions shapes the PostgreSQL baseline.
 type PGOptions struct {
-	URL      string        // a database of its own (see CreateDatabase)
+	URL      string        // a database of its own (internal/pgdb)
 	Convs    int           // conversations the batches spread over; 0 means 50
 	Batch    int           // messages per transaction; 0 means 512, the committer's largest
 	Size     int           // message bytes; 0 means 100
@@ -65,34 +62,37 @@ func PGBaseline(ctx context.Context, o PGOptions) (PGResult, error) {
 	}
 	slices.Sort(convs)
 	body := make([]byte, o.Size)
-	var msgs, id int64
+	// Message i of every batch goes to conversation i % Convs, as the pairs
+	// send; so every batch bumps the same conversations by the same counts.
+	perConv := make([]int64, o.Convs)
+	for i := range o.Batch {
+		perConv[i%o.Convs]++
+	}
+	senders, cids, msgConvs := make([]string, o.Batch), make([]string, o.Batch), make([]string, o.Batch)
+	seqs, bodies := make([]int64, o.Batch), make([][]byte, o.Batch)
+	var msgs int64
 	runCtx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 	start := time.Now()
 	for runCtx.Err() == nil {
-		// Messages spread evenly over the conversations, as the pairs send.
-		per := make(map[string]int64, o.Convs)
 		for i := range o.Batch {
-			per[convs[i%o.Convs]]++
+			senders[i] = "s" + strconv.Itoa(i%o.Convs)
+			cids[i] = strconv.FormatInt(msgs+int64(i), 10)
+			msgConvs[i] = convs[i%o.Convs]
+			seqs[i] = msgs + int64(i) + 1 // unique, and the message id too
+			bodies[i] = body
 		}
 		b := &pgx.Batch{}
 		b.Queue(`BEGIN`)
-		for i := range o.Batch {
-			b.Queue(`INSERT INTO bench_base.dedup VALUES ($1, $2, $3, 0, now()) ON CONFLICT DO NOTHING`,
-				"s"+strconv.Itoa(i%o.Convs), strconv.FormatInt(msgs+int64(i), 10), convs[i%o.Convs])
-		}
-		for _, c := range convs {
-			if n := per[c]; n > 0 {
+		b.Queue(`INSERT INTO bench_base.dedup SELECT s, c, v, q, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(s, c, v, q) ON CONFLICT DO NOTHING`,
+			senders, cids, msgConvs, seqs)
+		for i, c := range convs {
+			if n := perConv[i]; n > 0 {
 				b.Queue(`INSERT INTO bench_base.convs VALUES ($1, $2) ON CONFLICT (conv) DO UPDATE SET last_seq = convs.last_seq + $2 RETURNING last_seq`, c, n)
 			}
 		}
-		rows := make([][]any, 0, o.Batch)
-		for i := range o.Batch {
-			id++
-			rows = append(rows, []any{convs[i%o.Convs], msgs + int64(i) + 1, id, body})
-		}
 		b.Queue(`INSERT INTO bench_base.msgs SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[])`,
-			column[string](rows, 0), column[int64](rows, 1), column[int64](rows, 2), column[[]byte](rows, 3))
+			msgConvs, seqs, seqs, bodies)
 		b.Queue(`COMMIT`)
 		if err := conn.SendBatch(runCtx, b).Close(); err != nil {
 			if runCtx.Err() != nil {
@@ -103,42 +103,4 @@ func PGBaseline(ctx context.Context, o PGOptions) (PGResult, error) {
 		msgs += int64(o.Batch)
 	}
 	return PGResult{Msgs: msgs, Elapsed: time.Since(start)}, nil
-}
-
-func column[T any](rows [][]any, i int) []T {
-	out := make([]T, len(rows))
-	for j, r := range rows {
-		out[j] = r[i].(T)
-	}
-	return out
-}
-
-// CreateDatabase creates a new database on the PostgreSQL server of base
-// (a postgres:// URL) and returns its URL and a func that drops it.
-func CreateDatabase(ctx context.Context, base string) (string, func(), error) {
-	u, err := url.Parse(base)
-	if err != nil {
-		return "", nil, fmt.Errorf("bench: postgres URL: %w", err)
-	}
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		return "", nil, fmt.Errorf("bench: postgres: %w", err)
-	}
-	defer conn.Close(context.Background())
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "qimbench_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, fmt.Errorf("bench: postgres: %w", err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, base); err == nil {
-			c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			c.Close(ctx)
-		}
-	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
 }

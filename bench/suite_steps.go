@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"github.com/qim-im/qim/internal/pgdb"
 	"path/filepath"
 	"time"
 
@@ -198,9 +199,9 @@ func (s *suite) pairPG(ctx context.Context) error {
 	o := s.o.Pair
 	o.defaults()
 	o.Offline = true
-	dbURL, drop, err := CreateDatabase(ctx, s.o.Postgres)
+	dbURL, drop, err := pgdb.Create(ctx, s.o.Postgres, "qimbench_")
 	if err != nil {
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	defer drop()
 	env, p, err := s.startQimd(ctx, "qimd-pg", filepath.Join(s.o.Dir, "qimd-pg"), freeUDP(), freeTCP(), "--store", dbURL)

@@ -8,10 +8,7 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"net/url"
+	"github.com/qim-im/qim/internal/pgdb"
 	"os"
 	"testing"
 	"time"
@@ -67,40 +64,14 @@ func Database(t testing.TB) string {
 	Skip(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, URL())
+	dbURL, drop, err := pgdb.Create(ctx, URL(), "qimtest_")
 	if err != nil {
-		t.Fatalf("pgtest: connect: %v", err)
-	}
-	defer c.Close(context.Background())
-	name := "qimtest_" + randomHex(6)
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+		t.Fatalf("pgtest: %v", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, URL())
-		if err != nil {
-			t.Errorf("pgtest: connect to drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		if err := drop(); err != nil {
+			t.Errorf("pgtest: %v", err)
 		}
 	})
-	u, err := url.Parse(URL())
-	if err != nil {
-		t.Fatalf("pgtest: QIM_TEST_POSTGRES: %v", err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("pgtest: %v", err))
-	}
-	return hex.EncodeToString(b)
+	return dbURL
 }

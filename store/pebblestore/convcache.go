@@ -136,10 +136,3 @@ func (s *Store) lastSeq(app, conv string) (uint64, error) {
 	// for unknown conversations do not grow the cache.
 	return s.getU64(convKey(app, conv))
 }
-
-// cachedConvs returns the number of cached conversations, for tests.
-func (s *Store) cachedConvs() int {
-	s.seqMu.RLock()
-	defer s.seqMu.RUnlock()
-	return len(s.convs)
-}

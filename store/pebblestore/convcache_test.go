@@ -3,14 +3,9 @@ package pebblestore
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/qim-im/qim/store"
 )
@@ -189,24 +184,10 @@ func TestConvCacheConcurrent(t *testing.T) {
 // next Append would make a second entry for the conversation).
 func TestConvCacheKeepsInFlight(t *testing.T) {
 	ctx := t.Context()
-	var hold atomic.Bool
-	blocked := make(chan struct{}, 16)
-	release := make(chan struct{})
-	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if hold.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, ".log") {
-			blocked <- struct{}{}
-			<-release
-		}
-		return nil
-	}))
+	gate, fs := newSyncGate()
 	s := openT(t, t.TempDir(), Options{FS: fs, MaxCachedConvs: 1})
 	defer s.Close()
-	var once sync.Once
-	unblock := func() {
-		hold.Store(false)
-		once.Do(func() { close(release) })
-	}
-	defer unblock() // before Close, which waits for the Appends
+	defer gate.open() // before Close, which waits for the Appends
 
 	var wg sync.WaitGroup
 	appendFrom := func(from ...string) {
@@ -220,9 +201,9 @@ func TestConvCacheKeepsInFlight(t *testing.T) {
 			}
 		})
 	}
-	hold.Store(true)
+	gate.hold.Store(true)
 	appendFrom("alice")
-	<-blocked // alice's batch is written and being synced
+	<-gate.blocked // alice's batch is written and being synced
 	appendFrom("bob", "dave")
 	// Wait until the second batch is written, so that its Append has
 	// looked for slots.
@@ -242,7 +223,7 @@ func TestConvCacheKeepsInFlight(t *testing.T) {
 	}
 	checkConvCache(t, s, 3)
 
-	unblock()
+	gate.open()
 	wg.Wait()
 	for _, from := range []string{"alice", "bob", "dave"} {
 		checkDense(t, s, "org/app", store.DirectConv(from, "peer"), 1)

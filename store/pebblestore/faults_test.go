@@ -148,28 +148,14 @@ func TestFatalfPanics(t *testing.T) {
 // waiting for the first one's sync.
 func TestReadsWaitForSync(t *testing.T) {
 	ctx := t.Context()
-	var hold atomic.Bool
-	blocked := make(chan struct{}, 16)
-	release := make(chan struct{})
-	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if hold.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, ".log") {
-			blocked <- struct{}{}
-			<-release
-		}
-		return nil
-	}))
+	gate, fs := newSyncGate()
 	s := openT(t, t.TempDir(), Options{FS: fs})
 	defer s.Close()
 	conv := store.DirectConv("alice", "bob")
 
-	var once sync.Once
-	unblock := func() {
-		hold.Store(false)
-		once.Do(func() { close(release) })
-	}
-	defer unblock() // before Close, which waits for the Appends
+	defer gate.open() // before Close, which waits for the Appends
 
-	hold.Store(true)
+	gate.hold.Store(true)
 	done := make(chan []store.AppendResult, 2)
 	appendOne := func(id string) {
 		res, err := s.Append(ctx, []store.Append{msg("alice", "bob", id)})
@@ -179,7 +165,7 @@ func TestReadsWaitForSync(t *testing.T) {
 		done <- res
 	}
 	go appendOne("1")
-	<-blocked // the first Append's batch is written and being synced
+	<-gate.blocked // the first Append's batch is written and being synced
 	go appendOne("2")
 
 	// Pebble serves the unsynced message (once it has applied it to the
@@ -205,7 +191,7 @@ func TestReadsWaitForSync(t *testing.T) {
 		t.Errorf("Inbox before the sync = %v, %v; want empty", inbox, err)
 	}
 
-	unblock()
+	gate.open()
 	var got []uint64
 	for range 2 {
 		for _, r := range <-done {
@@ -219,4 +205,31 @@ func TestReadsWaitForSync(t *testing.T) {
 	if last, err := s.LastSeq(ctx, "org/app", conv); err != nil || last != 2 {
 		t.Errorf("LastSeq after the sync = %d, %v; want 2", last, err)
 	}
+}
+
+// syncGate holds the syncs of Pebble's log while held: each held sync
+// signals on blocked, then waits until open is called.
+type syncGate struct {
+	hold    atomic.Bool
+	blocked chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+// newSyncGate returns a gate, not held, and the file system it guards.
+func newSyncGate() (*syncGate, vfs.FS) {
+	g := &syncGate{blocked: make(chan struct{}, 16), release: make(chan struct{})}
+	return g, errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if g.hold.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, ".log") {
+			g.blocked <- struct{}{}
+			<-g.release
+		}
+		return nil
+	}))
+}
+
+// open lets every sync through, now and from now on.
+func (g *syncGate) open() {
+	g.hold.Store(false)
+	g.once.Do(func() { close(g.release) })
 }
