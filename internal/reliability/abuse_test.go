@@ -78,7 +78,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Generous: a shared 2-core machine; the point is that the pair is not
 	// stuck behind the flood.
-	if p50 := percentile(during, 50); p50 > 50*time.Millisecond {
+	if p50 := percentile(during, 50); p50 > 200*time.Millisecond {
 		t.Fatalf("pair p50 latency %v during the flood", p50)
 	}
 }
@@ -144,8 +144,11 @@ func TestAuthFailuresSlowedDown(t *testing.T) {
 	if lat[8] < 400*time.Millisecond {
 		t.Fatalf("9th failure answered after %v, want at least 400ms", lat[8])
 	}
-	if d, err := attempt("alice", srv.Token("alice")); err != nil || d > 300*time.Millisecond {
-		t.Fatalf("good token after failures: %v after %v", err, d)
+	// A 10th failure would wait 800 ms; a good token must not wait at all.
+	// The bound is the penalty, not a handshake time, so that a loaded
+	// machine (CI answered a handshake in 300 ms) cannot fail it.
+	if d, err := attempt("alice", srv.Token("alice")); err != nil || d >= 800*time.Millisecond {
+		t.Fatalf("good token after failures: %v after %v, want no back-off", err, d)
 	}
 }
 
