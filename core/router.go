@@ -1,6 +1,7 @@
 package core
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ type Event struct {
 	// Replaces).
 	ReplaceDevice string
 	ReplaceEpoch  uint64
+	// Group, in an event broadcast to every node (Router.Broadcast), names
+	// a group of the app whose members or description changed: every hub
+	// drops its cached copy of the group.
+	Group string
 }
 
 // Replaces reports whether ev asks the session of device connected at
@@ -54,9 +59,26 @@ type Receiver interface {
 	Receive(ev Event)
 }
 
+// Listener is a node's hub, or its device layer, as the router sees it.
+type Listener interface {
+	// ReceiveNode is handed every event broadcast by any node, this one
+	// included (Router.Broadcast), and every event that another node
+	// delivered to sessions of this node: once per addressed user with a
+	// session here, so possibly several times. It must not block.
+	ReceiveNode(app string, ev Event)
+	// Missed is called when the router may have lost events addressed to
+	// this node: after a reconnection, an overflow, or another node's
+	// report that events it sent may have been lost. The listener has its
+	// sessions re-read from the store what they may have missed. It must
+	// not block.
+	Missed()
+}
+
 // Router carries events to the sessions of users, wherever they are
-// connected. LocalRouter serves one process; a multi-node router (NATS) can
-// implement the same interface.
+// connected. LocalRouter serves one process; cluster.NATSRouter carries
+// events between the nodes of a cluster. Any Router other than a
+// *LocalRouter is taken to connect several nodes that share a store (see
+// Hub).
 type Router interface {
 	// Register adds r as a session of user in app; the returned func removes it.
 	Register(app, user string, r Receiver) (unregister func())
@@ -64,13 +86,19 @@ type Router interface {
 	// Delivery is best-effort and never blocks; stored messages that a
 	// session misses are read from the store on its next catch-up.
 	Deliver(app string, users []string, ev Event)
+	// Broadcast hands ev to the listeners of every node, this one
+	// included. It is best-effort and never blocks.
+	Broadcast(app string, ev Event)
+	// Listen adds l as a listener of this node; the returned func removes it.
+	Listen(l Listener) (stop func())
 }
 
 // LocalRouter is a Router for a single process. The zero value is ready to
 // use.
 type LocalRouter struct {
-	mu    sync.RWMutex
-	users map[userKey][]Receiver // guarded by mu; copy-on-write slices
+	mu        sync.RWMutex
+	users     map[userKey][]Receiver // guarded by mu; copy-on-write slices
+	listeners []Listener             // guarded by mu; copy-on-write
 }
 
 type userKey struct{ app, user string }
@@ -116,5 +144,34 @@ func (r *LocalRouter) Deliver(app string, users []string, ev Event) {
 		for _, rc := range r.users[userKey{app, u}] {
 			rc.Receive(ev)
 		}
+	}
+}
+
+// Broadcast implements Router: there is only this node.
+func (r *LocalRouter) Broadcast(app string, ev Event) {
+	r.mu.RLock()
+	ls := r.listeners
+	r.mu.RUnlock()
+	for _, l := range ls {
+		l.ReceiveNode(app, ev)
+	}
+}
+
+// Listen implements Router. A LocalRouter has no other node, so its
+// listeners hear only broadcasts, and never Missed.
+func (r *LocalRouter) Listen(l Listener) func() {
+	r.mu.Lock()
+	r.listeners = append(slices.Clip(r.listeners), l)
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			i := slices.Index(r.listeners, l)
+			if i >= 0 {
+				r.listeners = slices.Delete(slices.Clone(r.listeners), i, i+1)
+			}
+		})
 	}
 }

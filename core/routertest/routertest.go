@@ -48,6 +48,8 @@ func Run(t *testing.T, open func(t *testing.T, nodes int) []core.Router) {
 		{"UserIDs", testUserIDs},
 		{"EventFields", testEventFields},
 		{"Concurrent", testConcurrent},
+		{"Broadcast", testBroadcast},
+		{"RemoteToListeners", testRemoteToListeners},
 	} {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open) })
 	}
@@ -309,4 +311,144 @@ func count(s []string, v string) int {
 		}
 	}
 	return n
+}
+
+// Listener is a core.Listener that records what it hears.
+type Listener struct {
+	mu     sync.Mutex
+	got    []core.Event
+	apps   []string
+	missed int
+}
+
+// ReceiveNode implements core.Listener.
+func (l *Listener) ReceiveNode(app string, ev core.Event) {
+	l.mu.Lock()
+	l.got = append(l.got, ev)
+	l.apps = append(l.apps, app)
+	l.mu.Unlock()
+}
+
+// Missed implements core.Listener.
+func (l *Listener) Missed() {
+	l.mu.Lock()
+	l.missed++
+	l.mu.Unlock()
+}
+
+// Events returns what l has heard so far, and the apps they came with.
+func (l *Listener) Events() ([]core.Event, []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.got), slices.Clone(l.apps)
+}
+
+// MissedCount returns how many times Missed was called.
+func (l *Listener) MissedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.missed
+}
+
+// groups returns the Group fields of the events l heard.
+func (l *Listener) groups() []string {
+	evs, _ := l.Events()
+	var out []string
+	for _, ev := range evs {
+		if ev.Group != "" {
+			out = append(out, ev.Group)
+		}
+	}
+	return out
+}
+
+// distinct reports whether the routers are distinct nodes (a router of one
+// process is opened as the same router several times).
+func distinct(rs []core.Router) bool {
+	for i := range rs {
+		for j := range i {
+			if rs[i] == rs[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// testBroadcast: a broadcast reaches the listeners of every node, the
+// sender's included, once each, with its app and fields intact; a
+// listener removed hears nothing more.
+func testBroadcast(t *testing.T, open func(t *testing.T, nodes int) []core.Router) {
+	rs := open(t, 3)
+	var ls []*Listener
+	var stops []func()
+	for _, r := range rs {
+		l := new(Listener)
+		ls = append(ls, l)
+		stops = append(stops, r.Listen(l))
+	}
+	if !distinct(rs) {
+		// One process: one listener is enough to check.
+		for _, stop := range stops[1:] {
+			stop()
+		}
+		ls, stops = ls[:1], stops[:1]
+	}
+	rs[1].Broadcast("org/app.x", core.Event{Group: "g.1@x"})
+	deadline := time.Now().Add(Wait)
+	for i, l := range ls {
+		for len(l.groups()) < 1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("listener of node %d heard nothing", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(Quiet)
+	for i, l := range ls {
+		evs, apps := l.Events()
+		if len(evs) != 1 || evs[0].Group != "g.1@x" || apps[0] != "org/app.x" {
+			t.Fatalf("listener of node %d heard %+v in %q, want one event of group g.1@x in org/app.x", i, evs, apps)
+		}
+	}
+	stops[0]()
+	rs[len(rs)-1].Broadcast("app", core.Event{Group: "g2"})
+	time.Sleep(Quiet)
+	if evs, _ := ls[0].Events(); len(evs) != 1 {
+		t.Fatalf("a removed listener heard %+v", evs)
+	}
+	for _, stop := range stops[1:] {
+		stop()
+	}
+}
+
+// testRemoteToListeners: an event delivered from another node to a session
+// of this node reaches this node's listeners too (so that its hub sees
+// other nodes' messages); one delivered within a node, or to a node with
+// no addressed session, does not.
+func testRemoteToListeners(t *testing.T, open func(t *testing.T, nodes int) []core.Router) {
+	rs := open(t, 2)
+	l0, l1 := new(Listener), new(Listener)
+	defer rs[0].Listen(l0)()
+	if !distinct(rs) {
+		rs[0].Deliver("app", []string{"bob"}, msg("local"))
+		time.Sleep(Quiet)
+		if evs, _ := l0.Events(); len(evs) != 0 {
+			t.Fatalf("a local delivery reached the listener: %+v", evs)
+		}
+		return
+	}
+	defer rs[1].Listen(l1)()
+	bob := new(Receiver)
+	defer rs[1].Register("app", "bob", bob)()
+	rs[0].Deliver("app", []string{"bob"}, msg("remote"))
+	rs[1].Deliver("app", []string{"bob"}, msg("local"))
+	waitTexts(t, "bob", bob, "remote", "local")
+	evs, _ := l1.Events()
+	if len(evs) != 1 || evs[0].Msg == nil || string(evs[0].Msg.Payload) != "remote" {
+		t.Fatalf("listener of bob's node heard %+v, want the remote message only", evs)
+	}
+	if evs, _ := l0.Events(); len(evs) != 0 {
+		t.Fatalf("listener of the sending node heard %+v", evs)
+	}
 }
