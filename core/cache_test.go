@@ -21,7 +21,7 @@ func TestRecentCacheBytes(t *testing.T) {
 		groups   = 200
 		perGroup = 160
 	)
-	c, err := newRecentCache(4096, 256, budget)
+	c, err := newRecentCache(4096, 256, budget, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,4 +60,56 @@ func TestRecentCacheBytes(t *testing.T) {
 		t.Fatalf("after(%d) = %d messages, %v; want seqs %d..%d", perGroup-5, len(got), ok, perGroup-4, perGroup)
 	}
 	runtime.KeepAlive(c)
+}
+
+// TestRecentCacheCluster checks the cache of a node in a cluster: other
+// nodes' messages arrive late, several times or not at all, and the cache
+// still holds only a contiguous run of the store, never answers for the
+// tail (another node may have appended since), and never serves a hole.
+func TestRecentCacheCluster(t *testing.T) {
+	c, err := newRecentCache(16, 64, 1<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const app, conv = "demo/demo", "g:g1"
+	add := func(seqs ...uint64) {
+		for _, seq := range seqs {
+			m := &qimpb.Message{Seq: seq, FromUser: "alice", ToGroup: "g1", Payload: fmt.Appendf(nil, "m%d", seq)}
+			c.add(app, conv, m, MsgCost(m))
+		}
+	}
+	seqs := func(ms []*qimpb.Message) []uint64 {
+		var out []uint64
+		for _, m := range ms {
+			out = append(out, m.Seq)
+		}
+		return out
+	}
+	add(3, 4, 4, 5, 3) // late and repeated copies change nothing
+	if got, ok := c.after(app, conv, 2, 10); !ok || fmt.Sprint(seqs(got)) != "[3 4 5]" {
+		t.Fatalf("after(2) = %v, %v; want [3 4 5]", seqs(got), ok)
+	}
+	if _, ok := c.after(app, conv, 5, 10); ok {
+		t.Fatal("after(5) answered: the cache cannot know that nothing newer exists")
+	}
+	if _, ok := c.history(app, conv, 0, 2); ok {
+		t.Fatal("history(latest) answered: the cache cannot know the latest")
+	}
+	if got, ok := c.history(app, conv, 6, 2); !ok || fmt.Sprint(seqs(got)) != "[4 5]" {
+		t.Fatalf("history(before 6) = %v, %v; want [4 5]", seqs(got), ok)
+	}
+	if _, ok := c.history(app, conv, 7, 2); ok {
+		t.Fatal("history(before 7) answered: seq 6 may exist")
+	}
+	add(8) // 6 and 7 were lost: the run starts again at 8
+	if _, ok := c.after(app, conv, 5, 10); ok {
+		t.Fatal("after(5) answered across a hole")
+	}
+	add(6, 7) // late: older than the run, ignored
+	if got, ok := c.after(app, conv, 7, 10); !ok || fmt.Sprint(seqs(got)) != "[8]" {
+		t.Fatalf("after(7) = %v, %v; want [8]", seqs(got), ok)
+	}
+	if c.Bytes() <= 0 {
+		t.Fatalf("the cache holds %d B", c.Bytes())
+	}
 }

@@ -154,7 +154,7 @@ func (h *Hub) Group(ctx context.Context, app, user string, r *qimpb.GroupRequest
 func (h *Hub) joinGroup(ctx context.Context, app, id, user string) error {
 	added, err := h.store.JoinGroup(ctx, app, id, user, h.maxGroup)
 	if added {
-		h.forgetGroup(app, id)
+		h.changedGroup(app, id)
 	}
 	return h.groupErr("join group", err, "removed from the group by its owner")
 }
@@ -181,7 +181,7 @@ func (h *Hub) inviteMember(ctx context.Context, app string, g *groupState, by, u
 	}
 	added, err := h.store.InviteMember(ctx, app, id, by, user, h.maxGroup)
 	if added {
-		h.forgetGroup(app, id)
+		h.changedGroup(app, id)
 	} else if limited != nil {
 		limited.CancelAt(now)
 	}
@@ -193,7 +193,7 @@ func (h *Hub) inviteMember(ctx context.Context, app string, g *groupState, by, u
 // at once.
 func (h *Hub) leaveGroup(ctx context.Context, app, id, user string) error {
 	_, err := h.store.LeaveGroup(ctx, app, id, user)
-	h.forgetGroup(app, id)
+	h.changedGroup(app, id)
 	if err != nil {
 		return h.groupErr("leave group", err, "")
 	}
@@ -205,7 +205,7 @@ func (h *Hub) leaveGroup(ctx context.Context, app, id, user string) error {
 // one store write, and stops pushes to user's devices at once.
 func (h *Hub) kickMember(ctx context.Context, app, id, by, user string) error {
 	err := h.store.KickMember(ctx, app, id, by, user)
-	h.forgetGroup(app, id)
+	h.changedGroup(app, id)
 	if err != nil {
 		return h.groupErr("kick", err, "")
 	}

@@ -43,6 +43,12 @@ type Config struct {
 	// GroupCacheDepth is how many recent messages are cached per group.
 	// Zero means 256.
 	GroupCacheDepth int
+	// GroupCacheTTL is, in a cluster (a Router other than a LocalRouter),
+	// how long a group's cached member list is used before it is read
+	// again: the bound on how long a change made on another node whose
+	// broadcast was lost goes unseen here. Zero means 5 seconds. On one
+	// node, entries do not expire: every change passes through this hub.
+	GroupCacheTTL time.Duration
 	// GroupCacheBytes bounds the recent-messages cache in bytes, in total;
 	// one group holds at most an eighth of it. Zero means 64 MiB.
 	GroupCacheBytes int64
@@ -91,6 +97,7 @@ type Hub struct {
 	maxFrame int
 	maxBatch int
 	now      func() time.Time
+	shared   bool // other nodes share the store (a Router other than a LocalRouter)
 	recent   *recentCache
 	groups   *groupCache
 	mem      *Budget       // what all sessions buffer
@@ -98,6 +105,9 @@ type Hub struct {
 	invites  *inviteLimits // nil: no invitation limit
 	maxGroup int
 	metrics  *metrics.Metrics // nil: off
+
+	// stopListen removes the hub from the router's listeners (cluster.go).
+	stopListen func()
 
 	// commits feeds the committer goroutine (commit.go).
 	commits chan *Pending
@@ -133,6 +143,8 @@ func NewHub(cfg Config) (*Hub, error) {
 	if h.router == nil {
 		h.router = &LocalRouter{}
 	}
+	_, local := h.router.(*LocalRouter)
+	h.shared = !local
 	if h.logger == nil {
 		h.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -160,12 +172,17 @@ func NewHub(cfg Config) (*Hub, error) {
 	depth := cmp.Or(max(cfg.GroupCacheDepth, 0), 256)
 	ngroups := cmp.Or(max(cfg.GroupCacheGroups, 0), 4096)
 	cacheBytes := cmp.Or(max(cfg.GroupCacheBytes, 0), 64<<20)
-	if h.recent, err = newRecentCache(ngroups, depth, cacheBytes); err != nil {
+	if h.recent, err = newRecentCache(ngroups, depth, cacheBytes, !h.shared); err != nil {
 		return nil, err
 	}
-	if h.groups, err = newGroupCache(ngroups); err != nil {
+	var ttl time.Duration
+	if h.shared {
+		ttl = cmp.Or(max(cfg.GroupCacheTTL, 0), 5*time.Second)
+	}
+	if h.groups, err = newGroupCache(ngroups, ttl); err != nil {
 		return nil, err
 	}
+	h.stopListen = h.router.Listen(hubListener{h})
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Go(h.commitLoop)
 	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
@@ -179,6 +196,7 @@ func NewHub(cfg Config) (*Hub, error) {
 // the store.
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
+		h.stopListen()
 		close(h.stop)
 		h.cancel()
 	})

@@ -13,13 +13,20 @@ import (
 // recentCache holds the most recent stored messages of the busiest groups,
 // in front of the store, for catch-up pushes and history pages.
 //
-// Consistency: only the committer adds to it, right after the store commit
-// returns, in sequence order, and it is the only goroutine that appends
-// messages. So an entry, from the moment it is created (at the first message
-// committed for that group after the server started or after the entry was
-// evicted), holds a contiguous run of sequence numbers ending at the group's
-// latest stored message. Readers never fill it from the store, so it never
-// holds anything the store does not, and it never needs invalidation.
+// Consistency: an entry only ever holds a contiguous run of sequence
+// numbers of messages the store holds. Messages are added right after the
+// store commit returns (by the committer), or when another node's event
+// brings them (in a cluster); add appends a message that extends the run,
+// ignores one it holds already or older, and starts the run again at a
+// message that leaves a hole. Readers never fill it from the store, so it
+// never holds anything the store does not, and it never needs
+// invalidation.
+//
+// On one node (tail), every commit passes through the committer, so the run
+// ends at the group's latest stored message and the cache may also answer
+// "nothing newer". In a cluster, other nodes append too, and their events
+// may be late or lost: the cache then answers only from what it holds and
+// sends any question about the tail to the store.
 //
 // Memory: the cache is bounded in bytes (MsgCost of each message), in total
 // and per group (an eighth of the total), as well as in groups and in
@@ -27,12 +34,15 @@ import (
 // groups.
 type recentCache struct {
 	// Static after construction.
+	tail       bool // the cache sees every commit: it may answer for the tail
 	depth      int
 	maxBytes   int64 // in total
 	groupBytes int64 // per group
 	lru        *lru.Cache[convKey, *recentMsgs]
 
 	bytes atomic.Int64 // held by all entries in the cache
+
+	addMu sync.Mutex // serialises add (the committer and the router's events)
 }
 
 type convKey struct{ app, conv string }
@@ -44,8 +54,8 @@ type recentMsgs struct {
 	bytes int64            // MsgCost of msgs; guarded by mu
 }
 
-func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
-	c := &recentCache{depth: depth, maxBytes: maxBytes, groupBytes: max(maxBytes/8, 1)}
+func newRecentCache(groups, depth int, maxBytes int64, tail bool) (*recentCache, error) {
+	c := &recentCache{tail: tail, depth: depth, maxBytes: maxBytes, groupBytes: max(maxBytes/8, 1)}
 	var err error
 	c.lru, err = lru.NewWithEvict(groups, func(_ convKey, e *recentMsgs) {
 		e.mu.Lock()
@@ -63,9 +73,11 @@ func newRecentCache(groups, depth int, maxBytes int64) (*recentCache, error) {
 // Bytes returns what the cache holds, in bytes.
 func (c *recentCache) Bytes() int64 { return c.bytes.Load() }
 
-// add appends a just-committed message, whose MsgCost is cost. Only the
-// committer calls it.
+// add appends a stored message, whose MsgCost is cost: one just committed,
+// or one another node committed.
 func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
+	c.addMu.Lock()
+	defer c.addMu.Unlock()
 	k := convKey{app, conv}
 	e, ok := c.lru.Get(k)
 	if !ok {
@@ -74,9 +86,16 @@ func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
 	}
 	e.mu.Lock()
 	if n := len(e.msgs); n > 0 && e.msgs[n-1].Seq+1 != m.Seq {
-		// Not contiguous: cannot happen with one committer, but never
-		// serve a run with a hole in it.
+		if m.Seq <= e.msgs[n-1].Seq {
+			// Held already, or older than the run: another node's
+			// event, late or once per user of this node.
+			e.mu.Unlock()
+			return
+		}
+		// A hole (another node's messages not seen yet, or lost): never
+		// serve a run with a hole in it; start again here.
 		c.bytes.Add(-e.bytes)
+		clear(e.msgs)
 		e.msgs, e.bytes = e.msgs[:0], 0
 	}
 	// Drop the oldest messages to make room (a message that does not fit
@@ -119,7 +138,8 @@ func (c *recentCache) after(app, conv string, after uint64, limit int) ([]*qimpb
 	}
 	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
 	if after >= hi {
-		return nil, true
+		// Nothing newer, if this cache sees every commit.
+		return nil, c.tail
 	}
 	if after+1 < lo {
 		return nil, false
@@ -143,6 +163,10 @@ func (c *recentCache) history(app, conv string, before uint64, limit int) ([]*qi
 	}
 	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
 	end := hi // last seq wanted
+	if !c.tail && (before == 0 || before > hi+1) {
+		// Messages newer than hi may exist.
+		return nil, false
+	}
 	if before != 0 && before <= hi {
 		if before <= lo {
 			return nil, before <= 1

@@ -435,6 +435,9 @@ func (d *Daemon) closeParts() error {
 		}
 		d.pc = nil
 	}
+	if d.devices != nil {
+		d.devices.Close()
+	}
 	if d.hub != nil {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,12 @@ type Config struct {
 	// the device's to finish; the server finishes them only after this
 	// long. Zero means 10 minutes.
 	PeerStreamIdle time.Duration
+	// CatchUpEvery is, in a cluster (core.Hub.Shared), how often every
+	// session re-reads its inbox for messages whose events the router lost
+	// without noticing (catchup.go): the bound on how late such a message
+	// reaches an online device. Zero means 30 s. On one node there is no
+	// such pass.
+	CatchUpEvery time.Duration
 }
 
 // Devices is the device layer of a server: it opens a Session for each
@@ -75,6 +82,15 @@ type Devices struct {
 	// opened counts sessions opened (successful CONNECTs), for tests and
 	// metrics.
 	opened atomic.Uint64
+
+	// In a cluster: the catch-up loop (catchup.go), which Close stops.
+	catchUpEvery time.Duration
+	missed       chan struct{} // capacity 1: a pass is wanted at once
+	stop         chan struct{} // closed by Close
+	stopListen   func()
+	done         sync.WaitGroup
+	closeOnce    sync.Once
+	passes       atomic.Uint64
 }
 
 // NewDevices returns the device layer over cfg.Hub.
@@ -83,7 +99,7 @@ func NewDevices(cfg Config) (*Devices, error) {
 		return nil, errors.New("session: Config.Hub is nil")
 	}
 	h := cfg.Hub
-	return &Devices{
+	d := &Devices{
 		hub:         h,
 		logger:      h.Logger(),
 		metrics:     h.Metrics(),
@@ -93,7 +109,28 @@ func NewDevices(cfg Config) (*Devices, error) {
 		pushStreams: cmp.Or(max(cfg.PushStreams, 0), 100),
 		streamIdle:  cmp.Or(max(cfg.StreamIdle, 0), time.Minute),
 		peerIdle:    cmp.Or(max(cfg.PeerStreamIdle, 0), 10*time.Minute),
-	}, nil
+
+		catchUpEvery: cmp.Or(max(cfg.CatchUpEvery, 0), 30*time.Second),
+		missed:       make(chan struct{}, 1),
+		stop:         make(chan struct{}),
+	}
+	if h.Shared() {
+		d.stopListen = h.Router().Listen(devicesListener{d})
+		d.done.Go(d.catchUpLoop)
+	}
+	return d, nil
+}
+
+// Close stops the catch-up loop of a cluster's device layer. It does not
+// end the sessions: the transport does.
+func (d *Devices) Close() {
+	d.closeOnce.Do(func() {
+		if d.stopListen != nil {
+			d.stopListen()
+		}
+		close(d.stop)
+	})
+	d.done.Wait()
 }
 
 // Hub returns the core the sessions run on.
@@ -155,6 +192,17 @@ func (d *Devices) Open(ctx context.Context, app string, c *qimpb.Connect, conn C
 	})
 	if !s.sendOnly {
 		s.wg.Go(s.catchUp)
+		if d.hub.Shared() {
+			s.wg.Go(func() {
+				t := time.NewTimer(settleAfter)
+				defer t.Stop()
+				select {
+				case <-t.C:
+					s.recatch(s.ctx)
+				case <-s.ctx.Done():
+				}
+			})
+		}
 	}
 	return s, nil
 }
