@@ -110,6 +110,14 @@ type Config struct {
 	// reveal the server's internals: the address must not be reachable
 	// from outside.
 	Metrics string
+	// ServerID is this node's id in a cluster, 1 to MaxServerID (65535):
+	// the connection IDs it issues carry it (QUIC-LB, see QUICLB), so
+	// that a QUIC-aware load balancer routes each packet to it, and its
+	// stateless reset key is its own. Every node of a cluster has a
+	// different id and a copy of the same DATA/keys/server.key. Zero means
+	// a single node: random connection IDs, and the stateless reset key of
+	// earlier versions.
+	ServerID int
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -210,7 +218,11 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	keys, err := loadServerKeys(cfg.DataDir)
+	keys, err := loadServerKeys(cfg.DataDir, cfg.ServerID)
+	if err != nil {
+		return err
+	}
+	connIDs, err := connIDGenerator(keys, cfg.ServerID)
 	if err != nil {
 		return err
 	}
@@ -274,7 +286,8 @@ func (d *Daemon) start(ctx context.Context) error {
 		go d.pollApps(cfg.AppsPoll)
 	}
 	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Devices: d.devices, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
-		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP}
+		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP,
+		ConnectionIDGenerator: connIDs, TokenKey: &keys.token}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)

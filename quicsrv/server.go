@@ -51,6 +51,20 @@ type Server struct {
 	// reset, so that devices reconnect at once. It must be the same across
 	// restarts. Nil disables stateless resets.
 	StatelessResetKey *quic.StatelessResetKey
+	// ConnectionIDGenerator, if set, makes the connection IDs the server
+	// issues (quic.Transport.ConnectionIDGenerator): a QUICLBGenerator,
+	// so that a QUIC-aware load balancer routes each packet to this
+	// server by its connection ID. Nil means quic-go's, random 4 bytes.
+	// Servers behind one balancer must each have their own
+	// StatelessResetKey: a packet routed to the wrong server is then
+	// answered with a reset the device ignores, instead of one that ends
+	// its connection on another server.
+	ConnectionIDGenerator quic.ConnectionIDGenerator
+	// TokenKey, if set, protects the address-validation tokens the server
+	// gives (in a Retry, and in NEW_TOKEN for the device's next
+	// connection). Servers with the same key accept each other's tokens,
+	// also across restarts. Nil means a random key per Serve.
+	TokenKey *quic.TokenGeneratorKey
 	// HandshakeRate is the rate of new connection attempts per second
 	// above which the server answers with a QUIC Retry, so that a client
 	// must prove it owns its address before the server keeps any state for
@@ -173,9 +187,11 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		return ErrServerClosed
 	}
 	tr := &quic.Transport{
-		Conn:                pc,
-		StatelessResetKey:   s.StatelessResetKey,
-		VerifySourceAddress: s.verifySourceAddress(),
+		Conn:                  pc,
+		StatelessResetKey:     s.StatelessResetKey,
+		ConnectionIDGenerator: s.ConnectionIDGenerator,
+		TokenGeneratorKey:     s.TokenKey,
+		VerifySourceAddress:   s.verifySourceAddress(),
 	}
 	defer tr.Close()
 	tlsConf := s.TLSConfig.Clone()

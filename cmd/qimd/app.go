@@ -52,6 +52,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "max-unauth", Value: 1000, EnvVars: []string{"QIM_MAX_UNAUTH"}, Usage: "connections that have not authenticated yet, in total, beyond which the server stops accepting (negative: no limit)"},
 					&cli.IntFlag{Name: "max-unauth-per-ip", Value: 100, EnvVars: []string{"QIM_MAX_UNAUTH_PER_IP"}, Usage: "connections from one IP address that have not authenticated yet, beyond which a new one is closed with RATE_LIMITED (negative: no limit)"},
 					&cli.StringFlag{Name: "metrics", EnvVars: []string{"QIM_METRICS"}, Usage: "serve /metrics (Prometheus) and /debug/pprof over HTTP on TCP `ADDR`, e.g. 127.0.0.1:9090 (default: off); do not expose it publicly, profiles reveal the server's internals"},
+					&cli.IntFlag{Name: "server-id", EnvVars: []string{"QIM_SERVER_ID"}, Usage: "this node's `N` in a cluster, 1-65535, one per node (0: a single node): its QUIC connection IDs carry N, encrypted, for a QUIC-aware load balancer (QUIC-LB), and its stateless reset key is its own. The nodes share copies of DATA/keys/server.key, DATA/certs and DATA/apps"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
@@ -199,6 +200,7 @@ func serve(c *cli.Context) error {
 		AuthTimeout:     c.Duration("auth-timeout"),
 		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
+		ServerID:        c.Int("server-id"),
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),

@@ -153,6 +153,9 @@ func TestStartupFailures(t *testing.T) {
 			}
 			return data, nil
 		}, "server key"},
+		{"server id out of range", func(t *testing.T) (string, []string) {
+			return filepath.Join(t.TempDir(), "data"), []string{"--server-id", "65536"}
+		}, "server id 65536: want 0 to 65535"},
 		{"bad application secret", func(t *testing.T) (string, []string) {
 			data := filepath.Join(t.TempDir(), "data")
 			if err := os.MkdirAll(filepath.Join(data, "apps", "acme"), 0o700); err != nil {
