@@ -48,22 +48,19 @@ type Config struct {
 	// in this order. Nil means Addr is the only server.
 	//
 	// Dial tries Addr, then each of Addrs, until one accepts the session;
-	// a refusal that every node would repeat (UNAUTHENTICATED,
-	// TOKEN_EXPIRED, INVALID_ARGUMENT and the like) ends it at once. With
-	// Reconnect, the client keeps to the node it is connected to; it moves
-	// to the next address, round-robin, when its node says it is going
-	// away (GOING_AWAY, at shutdown) and after each failed attempt to
-	// reconnect, so that a node that died is left after one attempt. The
-	// backoff between attempts counts every failed attempt, whichever the
-	// node. Requests waiting for an answer are sent again to the new node
-	// (a message with its client_msg_id, which the shared store
-	// de-duplicates), and the new node pushes what the device has not
-	// acknowledged (the cursors are in the store too). Migrate keeps the
-	// connection on its node. A node that dies silently is noticed after
-	// IdleTimeout, and each attempt on a node that does not answer costs
-	// the QUIC handshake timeout (QUICConfig.HandshakeIdleTimeout, 5 s by
-	// default). To spread devices over the nodes, give each its list in
-	// another order.
+	// a refusal every node would repeat (UNAUTHENTICATED, TOKEN_EXPIRED,
+	// INVALID_ARGUMENT and the like) ends it at once. With Reconnect, the
+	// client keeps to its node, and moves to the next address,
+	// round-robin, when its node says GOING_AWAY (it is shutting down) or
+	// after an attempt to reconnect to it failed; the backoff counts every
+	// failed attempt, whichever the node. Waiting requests are sent again
+	// to the new node, a message with its client_msg_id, which the shared
+	// store de-duplicates, and the new node pushes what the device has not
+	// acknowledged. Migrate never changes the node. A node that dies
+	// silently is noticed after IdleTimeout, and an attempt on a node that
+	// does not answer lasts the QUIC handshake timeout
+	// (QUICConfig.HandshakeIdleTimeout, 5 s by default). To spread devices
+	// over the nodes, give each its list in another order.
 	Addrs []string
 	// TLSConfig is required. It is cloned; NextProtos defaults to ["qim/1"]
 	// and ServerName to the host of Addr: the nodes of a cluster share one

@@ -200,6 +200,10 @@ func TestFailover(t *testing.T) {
 			if got := alice.ServerAddr(); got != n2.Addr {
 				t.Errorf("alice on %s after the failover, want %s", got, n2.Addr)
 			}
+			if !tt.silent && !alice.Used0RTT() {
+				// (After a failed attempt, crypto/tls has dropped the ticket.)
+				t.Errorf("alice did not resume in 0-RTT on node 2, which shares node 1's ticket key")
+			}
 			attempts := aliceStates.count(client.Reconnecting)
 			if tt.silent && attempts < 2 || !tt.silent && attempts != 1 {
 				// GOING_AWAY: straight to node 2; silent: node 1 first.
