@@ -7,9 +7,10 @@
 // CONNECT (Client.Migrate, QUIC connection migration; with
 // Client.PrepareMigration beforehand, the switch itself costs no round
 // trip), survives outages by reconnecting by itself, in 0-RTT when it can,
-// with nothing lost or delivered twice (Config.Reconnect), and closes its
-// connection while the app is in the background (Client.Background,
-// Client.Foreground).
+// with nothing lost or delivered twice (Config.Reconnect), fails over to
+// another node of a cluster when its own goes away (Config.Addrs), and
+// closes its connection while the app is in the background
+// (Client.Background, Client.Foreground).
 package client
 
 import (
@@ -17,7 +18,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -40,9 +40,31 @@ const closeGrace = time.Second
 // Config configures Dial. Only Addr, TLSConfig and the credentials are
 // required; every other zero value means the default stated on the field.
 type Config struct {
-	Addr string // server host:port
+	// Addr is the server's address, host:port. With Addrs, it is the first
+	// node of a cluster that the client tries.
+	Addr string
+	// Addrs are the other nodes of the same cluster (qimd processes that
+	// share one store and one certificate), as host:port, tried after Addr
+	// in this order. Nil means Addr is the only server.
+	//
+	// Dial tries Addr, then each of Addrs, until one accepts the session;
+	// a refusal every node would repeat (UNAUTHENTICATED, TOKEN_EXPIRED,
+	// INVALID_ARGUMENT and the like) ends it at once. With Reconnect, the
+	// client keeps to its node, and moves to the next address,
+	// round-robin, when its node says GOING_AWAY (it is shutting down) or
+	// after an attempt to reconnect to it failed; the backoff counts every
+	// failed attempt, whichever the node. Waiting requests are sent again
+	// to the new node, a message with its client_msg_id, which the shared
+	// store de-duplicates, and the new node pushes what the device has not
+	// acknowledged. Migrate never changes the node. A node that dies
+	// silently is noticed after IdleTimeout, and an attempt on a node that
+	// does not answer lasts the QUIC handshake timeout
+	// (QUICConfig.HandshakeIdleTimeout, 5 s by default). To spread devices
+	// over the nodes, give each its list in another order.
+	Addrs []string
 	// TLSConfig is required. It is cloned; NextProtos defaults to ["qim/1"]
-	// and ServerName to the host of Addr.
+	// and ServerName to the host of Addr: the nodes of a cluster share one
+	// certificate.
 	TLSConfig *tls.Config
 	// QUICConfig nil means KeepAlivePeriod KeepAlive, MaxIdleTimeout
 	// IdleTimeout, MaxIncomingStreams 1000 (the server opens a stream per
@@ -121,6 +143,12 @@ type Config struct {
 	// state, in order, from a goroutine of the Client. It must return
 	// quickly and must not call Close or Foreground.
 	OnState func(State)
+	// OnFailover, if set, is called when the server accepted a
+	// reconnection on another node than the previous connection's, with
+	// both addresses as given in Addr and Addrs, just before OnState
+	// reports Connected, from the same goroutine and with the same
+	// restrictions.
+	OnFailover func(from, to string)
 
 	// Logger nil means discard.
 	Logger *slog.Logger
@@ -133,7 +161,8 @@ type Config struct {
 // connection is lost for any reason but Close, Background, a refusal that
 // would recur (REPLACED, UNAUTHENTICATED, TOKEN_EXPIRED and the like) or a
 // protocol error, the client reconnects with exponential backoff and sends
-// CONNECT again. Messages stays open, and the server pushes everything the
+// CONNECT again, to the same node or, with Config.Addrs, to another one
+// (see there). Messages stays open, and the server pushes everything the
 // device has not acknowledged, which the client de-duplicates by seq, so
 // each message is delivered once and in order. Requests waiting for an
 // answer when the connection was lost are sent again on the next one if
@@ -152,7 +181,7 @@ type Client struct {
 	cfg        Config
 	tlsConf    *tls.Config
 	quicConf   *quic.Config
-	raddr      *net.UDPAddr
+	addrs      []string       // the nodes: Config.Addr, then Config.Addrs
 	connectMsg *qimpb.Connect // Token guarded by mu (TokenFunc changes it)
 	log        *slog.Logger
 	me         string // the authenticated user
@@ -174,6 +203,8 @@ type Client struct {
 	connected   *qimpb.Connected
 	highest     map[Peer]uint64 // highest seq delivered, by conversation
 	localAddr   string          // the address the next socket binds to
+	node        int             // index in addrs of the node the next attempt dials (failover.go)
+	served      int             // index in addrs of the node of the last accepted connection
 	closeCalled bool
 	background  bool
 	wantDial    bool               // Foreground asks supervise to dial now
@@ -190,15 +221,18 @@ type Client struct {
 // CONNECT and waits for the server's answer. ctx bounds only the connecting;
 // the session lasts until Close or until the connection ends (with
 // cfg.Reconnect, until a connection ends for good). A refusal by the server
-// is returned as an *Error (for example UNAUTHENTICATED); Dial itself does
-// not retry.
+// is returned as an *Error (for example UNAUTHENTICATED). Dial makes one
+// attempt per address, each bounded by ctx and 15 s: when cfg.Addr fails,
+// it tries each of cfg.Addrs in turn, unless the server refused the
+// session for a reason every node shares (see Config.Addrs); if none
+// accepts it, the error holds every attempt's.
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.TLSConfig == nil {
 		return nil, errors.New("qim: Config.TLSConfig is required")
 	}
-	raddr, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	addrs, err := nodeAddrs(cfg.Addr, cfg.Addrs)
 	if err != nil {
-		return nil, fmt.Errorf("qim: dial %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	tlsConf := cfg.TLSConfig.Clone()
 	if len(tlsConf.NextProtos) == 0 {
@@ -250,7 +284,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:      cfg,
 		tlsConf:  tlsConf,
 		quicConf: quicConf,
-		raddr:    raddr,
+		addrs:    addrs,
 		connectMsg: &qimpb.Connect{
 			Org:      cfg.Org,
 			Appkey:   cfg.Appkey,
@@ -271,11 +305,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.maxStreams = cmp.Or(max(cfg.MaxStreams, 0), 100)
 	c.sendLimit.Store(qimpb.DefaultMaxFrame)
-	l, err := c.dialLink(ctx, false)
+	l, err := c.dialFirst(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c.log.Debug("connected", "server", cfg.Addr, "max_frame", l.connected.GetMaxFrame())
+	c.log.Debug("connected", "server", addrs[l.node], "max_frame", l.connected.GetMaxFrame())
 	c.mu.Lock()
 	c.setLinkLocked(l)
 	c.mu.Unlock()

@@ -21,6 +21,7 @@ import (
 type link struct {
 	// Static after dialLink.
 	c     *Client
+	node  int // index in c.addrs of the node the link connects to
 	conn  *quic.Conn
 	paths *pathSet
 	log   *slog.Logger
@@ -68,30 +69,41 @@ var errClosing = errors.New("qim: client closing")
 // errBackground is the end reason of a link closed by Background.
 var errBackground = errors.New("qim: client in the background")
 
-// dialLink opens a socket, dials the server and sends CONNECT. With early,
-// the link is installed as the client's current one as soon as CONNECT is
-// written, so that waiting requests go out with it (in 0-RTT when the
-// session cache has a ticket); otherwise only once the server accepted it.
-// On success the link's control reader and stream acceptor are running.
-func (c *Client) dialLink(ctx context.Context, early bool) (*link, error) {
+// dialLink opens a socket, dials node (an index in c.addrs) and sends
+// CONNECT. With early, the link is installed as the client's current one as
+// soon as CONNECT is written, so that waiting requests go out with it (in
+// 0-RTT when the session cache has a ticket); otherwise only once the
+// server accepted it. On success the link's control reader and stream
+// acceptor are running.
+func (c *Client) dialLink(ctx context.Context, node int, early bool) (*link, error) {
+	addr := c.addrs[node]
+	raddr, err := resolve(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("qim: dial %s: %w", addr, err)
+	}
 	c.mu.Lock()
 	laddr := c.localAddr
 	c.mu.Unlock()
-	paths, tr, err := newPathSet(laddr, c.raddr, c.cfg.ListenPacket)
+	paths, tr, err := newPathSet(laddr, raddr, c.cfg.ListenPacket)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := tr.DialEarly(ctx, c.raddr, c.tlsConf, c.quicConf)
+	conn, err := tr.DialEarly(ctx, raddr, c.tlsConf, c.quicConf)
 	if err != nil {
 		paths.close()
-		return nil, fmt.Errorf("qim: dial %s: %w", c.cfg.Addr, err)
+		return nil, fmt.Errorf("qim: dial %s: %w", addr, err)
 	}
 	paths.conn = conn
+	log := c.log
+	if len(c.addrs) > 1 {
+		log = log.With("server", addr)
+	}
 	l := &link{
 		c:             c,
+		node:          node,
 		conn:          conn,
 		paths:         paths,
-		log:           c.log,
+		log:           log,
 		rejectHandled: make(chan struct{}),
 		streams:       make(map[Peer]*stream),
 		opening:       make(map[Peer]chan struct{}),
@@ -212,6 +224,8 @@ func (l *link) openControl(ctx context.Context, rejected bool) (*quic.Stream, er
 		// 0-RTT is still accepted, CONNECT just goes in 1-RTT packets.
 		select {
 		case <-l.conn.HandshakeComplete():
+		case <-l.conn.Context().Done(): // the handshake failed or timed out
+			return nil, context.Cause(l.conn.Context())
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

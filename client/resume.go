@@ -157,6 +157,9 @@ func (c *Client) supervise(l *link) {
 // of the session, whose reason it records. It returns the new connection,
 // or nil when the session ends. It is called by supervise.
 func (c *Client) resume(reason error, aborted bool) *link {
+	if isGoingAway(reason) {
+		c.nextNode() // the node is shutting down: do not come back to it
+	}
 	for failures, refreshes := 0, 0; ; {
 		c.mu.Lock()
 		closing, bg, want := c.closeCalled, c.background, c.wantDial
@@ -210,6 +213,9 @@ func (c *Client) resume(reason error, aborted bool) *link {
 		failures++
 		reason = err
 		c.log.Debug("reconnection failed", "attempt", failures, "err", err)
+		if !isTokenRefusal(err) {
+			c.nextNode() // the node may be gone: try the next one
+		}
 		c.mu.Lock()
 		c.dialErrs++
 		c.dialErr = err
@@ -221,9 +227,9 @@ func (c *Client) resume(reason error, aborted bool) *link {
 	}
 }
 
-// redial makes one reconnection attempt. It returns the new link, now the
-// current one, or the attempt's error, or neither when Close or Background
-// cancelled it.
+// redial makes one reconnection attempt, to the node chosen by nextNode.
+// It returns the new link, now the current one, or the attempt's error, or
+// neither when Close or Background cancelled it.
 func (c *Client) redial() (*link, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
@@ -233,9 +239,10 @@ func (c *Client) redial() (*link, error) {
 		return nil, nil
 	}
 	c.cancelDial = cancel
+	node := c.node
 	c.mu.Unlock()
 
-	l, err := c.dialLink(ctx, true)
+	l, err := c.dialLink(ctx, node, true)
 
 	c.mu.Lock()
 	c.cancelDial = nil
@@ -243,9 +250,13 @@ func (c *Client) redial() (*link, error) {
 	if err == nil && !closing && !bg {
 		c.reconnects++
 		c.wantDial = false
+		prev := c.served
 		c.setLinkLocked(l)
 		c.mu.Unlock()
-		c.log.Debug("reconnected", "0rtt", l.conn.ConnectionState().Used0RTT)
+		l.log.Debug("reconnected", "0rtt", l.conn.ConnectionState().Used0RTT)
+		if l.node != prev {
+			c.failedOver(c.addrs[prev], c.addrs[l.node])
+		}
 		c.emit(Connected)
 		return l, nil
 	}
@@ -394,6 +405,7 @@ func (c *Client) uninstall(l *link) {
 // connection. c.mu must be held.
 func (c *Client) setLinkLocked(l *link) {
 	c.cur = l
+	c.node, c.served = l.node, l.node
 	c.connected = l.connected
 	limit := int64(l.connected.GetMaxFrame())
 	if limit <= 0 {

@@ -127,10 +127,14 @@ func (e *env) benchCommand() *cli.Command {
 // benchEnv builds the scenario environment from the global and common flags.
 func (e *env) benchEnv(cCtx *cli.Context) (*bench.Env, error) {
 	g := e.g
-	host, _, err := net.SplitHostPort(g.server)
+	addrs, err := serverAddrs(g.server)
 	if err != nil {
-		return nil, fmt.Errorf("qim: --server %q: %w", g.server, err)
+		return nil, err
 	}
+	if len(addrs) > 1 {
+		return nil, fmt.Errorf("qim: bench: --server %q: give one node: a benchmark measures one server", g.server)
+	}
+	host, _, _ := net.SplitHostPort(addrs[0])
 	tlsConf, err := certs.ClientTLS(g.ca, g.insecure, host)
 	if err != nil {
 		return nil, err
@@ -159,7 +163,7 @@ func (e *env) benchEnv(cCtx *cli.Context) (*bench.Env, error) {
 		prefix = "bench-" + randomHex(3)
 	}
 	return &bench.Env{
-		Addr: g.server, TLS: tlsConf, Org: g.org, Appkey: g.appkey, Secret: secret,
+		Addr: addrs[0], TLS: tlsConf, Org: g.org, Appkey: g.appkey, Secret: secret,
 		Prefix: prefix, Metrics: strings.TrimSuffix(cCtx.String("metrics"), "/"), Progress: e.stderr,
 	}, nil
 }

@@ -31,7 +31,8 @@ type globals struct {
 // the environment variable QIM_<NAME>.
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "server", Value: "127.0.0.1:4433", Usage: "server `HOST:PORT`", EnvVars: envVars("server")},
+		&cli.StringFlag{Name: "server", Value: "127.0.0.1:4433", Usage: "server `HOST:PORT`, or the nodes of a cluster as HOST:PORT,HOST:PORT,...: " +
+			"tried in order until one answers; listen and chat move to the next when theirs goes away", EnvVars: envVars("server")},
 		&cli.StringFlag{Name: "ca", Value: "data/certs/ca.pem", Usage: "PEM `FILE` of the CA that signed the server's certificate", EnvVars: envVars("ca")},
 		&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server's certificate (development only)", EnvVars: envVars("insecure")},
 		&cli.StringFlag{Name: "org", Value: "demo", Usage: "organisation `ID` of the application", EnvVars: envVars("org")},
@@ -74,10 +75,11 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 	case g.token == "":
 		return nil, errors.New("qim: --token (or QIM_TOKEN) is required")
 	}
-	host, _, err := net.SplitHostPort(g.server)
+	addrs, err := serverAddrs(g.server)
 	if err != nil {
-		return nil, fmt.Errorf("qim: --server %q: %w", g.server, err)
+		return nil, err
 	}
+	host, _, _ := net.SplitHostPort(addrs[0])
 	if g.insecure {
 		fmt.Fprintln(e.stderr, "qim: warning: --insecure: the server's certificate is not verified")
 	}
@@ -93,7 +95,8 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 		}
 	}
 	cfg := client.Config{
-		Addr:      g.server,
+		Addr:      addrs[0],
+		Addrs:     addrs[1:],
 		TLSConfig: tlsConf,
 		Org:       g.org,
 		Appkey:    g.appkey,
@@ -108,6 +111,11 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 		// listen --count never acknowledges a message it does not show.
 		Inbox: -1,
 	}
+	if !oneShot {
+		cfg.OnFailover = func(from, to string) {
+			fmt.Fprintf(e.stderr, "qim: failed over from %s to %s\n", from, to)
+		}
+	}
 	dctx, cancel := context.WithTimeout(ctx, g.connectTimeout)
 	defer cancel()
 	c, err := client.Dial(dctx, cfg)
@@ -115,6 +123,19 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 		return nil, fmt.Errorf("qim: connect to %s: no answer within %v", g.server, g.connectTimeout)
 	}
 	return c, err
+}
+
+// serverAddrs splits --server into the addresses of the nodes it names,
+// each a HOST:PORT.
+func serverAddrs(server string) ([]string, error) {
+	addrs := strings.Split(server, ",")
+	for i, a := range addrs {
+		addrs[i] = strings.TrimSpace(a)
+		if _, _, err := net.SplitHostPort(addrs[i]); err != nil {
+			return nil, fmt.Errorf("qim: --server %q: %w", server, err)
+		}
+	}
+	return addrs, nil
 }
 
 func randomHex(n int) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/client"
+	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pgstore"
@@ -66,6 +67,14 @@ type Options struct {
 	// internal/pgtest) that the server uses as its store, opened at every
 	// start and closed at every stop, instead of the embedded store.
 	Postgres string
+	// Store, if set, is the store of every start of the server, which the
+	// server does not close (the caller does), in place of Postgres or the
+	// embedded store. Several servers on one Store are nodes of a cluster
+	// (see StartCluster).
+	Store store.Store
+	// Router carries events between sessions (daemon.Config.Router). Nil
+	// means a LocalRouter of the server's own.
+	Router core.Router
 	// Metrics is the TCP address of the server's metrics endpoint
 	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
 	Metrics string
@@ -88,7 +97,7 @@ type Server struct {
 	t     testing.TB
 	opts  Options
 	d     *daemon.Daemon
-	store store.Store // opened for Options.Postgres; nil otherwise
+	store store.Store // opened for Options.Postgres, and closed; nil otherwise
 }
 
 // Start starts a server and stops it when the test ends.
@@ -123,13 +132,15 @@ func (s *Server) start(listen string) {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	var err error
-	if s.opts.Postgres != "" {
+	st := s.opts.Store
+	if st == nil && s.opts.Postgres != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		s.store, err = pgstore.Open(ctx, s.opts.Postgres, pgstore.Options{Logger: logger})
 		cancel()
 		if err != nil {
 			s.t.Fatalf("testserver: %v", err)
 		}
+		st = s.store
 	}
 	// The port of a restarted server may still be held for a moment.
 	for range 50 {
@@ -140,7 +151,7 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Store: s.store, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
+		s.d, err = daemon.Start(daemon.Config{Store: st, Router: s.opts.Router, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
 			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
