@@ -35,7 +35,8 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
-FUZZ_TARGETS := ./proto:FuzzFrame ./core:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest
+FUZZ_TARGETS := ./proto:FuzzFrame ./core:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest \
+	./cluster:FuzzDecode ./cluster:FuzzUserSubject
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
@@ -63,9 +64,10 @@ bench: build
 	$(BIN)/qim bench suite --qimd $(BIN)/qimd --postgres "$(BENCH_POSTGRES)"
 	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./core/ ./store/pebblestore/
 	QIM_TEST_POSTGRES="$(BENCH_POSTGRES)" $(GO) test -run '^$$' -bench 'AppendPG|BarePGXBatch' -benchtime 3s -count 1 ./store/pgstore/
+	$(GO) test -run '^$$' -bench 'NATSRoute|BareNATSPubSub' -count 1 ./cluster/
 	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
 
-## proto: regenerate proto/qim.pb.go with the pinned generators.
+## proto: regenerate proto/*.pb.go (qim.proto, route.proto) with the pinned generators.
 proto: tools
 	PATH=$(TOOLS):$$PATH $(TOOLS)/buf generate
 
