@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/qim-im/qim/certs"
+	"github.com/qim-im/qim/cluster"
 	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
@@ -118,6 +119,30 @@ type Config struct {
 	// a single node: random connection IDs, and the stateless reset key of
 	// earlier versions.
 	ServerID int
+	// NATS and NATSEmbed make the server a node of a cluster, whose nodes
+	// carry events to each other's sessions through NATS (a
+	// cluster.NATSRouter; see docs/CLUSTER.md). NATS is the URL of an
+	// external NATS server, or several separated by commas. NATSEmbed
+	// runs a NATS server inside this process (NATSListen, NATSCluster,
+	// NATSRoutes) and connects to it. A cluster needs a Store that every
+	// node shares (PostgreSQL) and a different ServerID on every node;
+	// Router must then be nil.
+	NATS      string
+	NATSEmbed bool
+	// NATSListen is the embedded NATS server's client address. Empty
+	// means 127.0.0.1 on a free port: only this process connects to it.
+	NATSListen string
+	// NATSCluster is the embedded NATS server's cluster address
+	// (HOST:PORT) that the other members connect to. Empty means none:
+	// the server is alone.
+	NATSCluster string
+	// NATSRoutes are the cluster addresses (nats://HOST:PORT) of other
+	// members of the NATS cluster; one is enough, they gossip the rest.
+	NATSRoutes []string
+	// CatchUpEvery is, in a cluster, how often every session re-reads its
+	// inbox for messages whose events were lost (session.Config). Zero
+	// means 30 s.
+	CatchUpEvery time.Duration
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -134,6 +159,10 @@ type Daemon struct {
 	hub      *core.Hub
 	devices  *session.Devices
 	srv      *quicsrv.Server
+	// In a cluster (cluster.go): the router and the embedded NATS server;
+	// nil otherwise.
+	router *cluster.NATSRouter
+	nats   *cluster.Server
 	// The metrics endpoint; nil when Config.Metrics is empty.
 	metricsLn   net.Listener
 	metricsSrv  *http.Server
@@ -233,6 +262,13 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	}
+	router := cfg.Router
+	if cfg.NATS != "" || cfg.NATSEmbed {
+		if err := d.joinCluster(); err != nil {
+			return err
+		}
+		router = d.router
+	}
 	var createdApps []string
 	if d.apps, createdApps, err = LoadKeyRing(cfg.DataDir); err != nil {
 		return err
@@ -248,7 +284,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	d.hub, err = core.NewHub(core.Config{
 		Store:           d.store,
-		Router:          cfg.Router,
+		Router:          router,
 		Apps:            d.apps,
 		Logger:          logger,
 		MaxFrame:        cfg.MaxFrame,
@@ -264,7 +300,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	if d.devices, err = session.NewDevices(session.Config{Hub: d.hub, DeviceMemory: cfg.DeviceMemory}); err != nil {
+	if d.devices, err = session.NewDevices(session.Config{Hub: d.hub, DeviceMemory: cfg.DeviceMemory, CatchUpEvery: cfg.CatchUpEvery}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
 	if d.pc = cfg.PacketConn; d.pc == nil {
@@ -455,6 +491,7 @@ func (d *Daemon) closeParts() error {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil
 	}
+	d.leaveCluster()
 	if d.store != nil && d.ownStore {
 		errs = append(errs, d.store.Close())
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -53,6 +54,12 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "max-unauth-per-ip", Value: 100, EnvVars: []string{"QIM_MAX_UNAUTH_PER_IP"}, Usage: "connections from one IP address that have not authenticated yet, beyond which a new one is closed with RATE_LIMITED (negative: no limit)"},
 					&cli.StringFlag{Name: "metrics", EnvVars: []string{"QIM_METRICS"}, Usage: "serve /metrics (Prometheus) and /debug/pprof over HTTP on TCP `ADDR`, e.g. 127.0.0.1:9090 (default: off); do not expose it publicly, profiles reveal the server's internals"},
 					&cli.IntFlag{Name: "server-id", EnvVars: []string{"QIM_SERVER_ID"}, Usage: "this node's `N` in a cluster, 1-65535, one per node (0: a single node): its QUIC connection IDs carry N, encrypted, for a QUIC-aware load balancer (QUIC-LB), and its stateless reset key is its own. The nodes share copies of DATA/keys/server.key, DATA/certs and DATA/apps"},
+					&cli.StringFlag{Name: "nats", EnvVars: []string{"QIM_NATS"}, Usage: "join a cluster through an external NATS cluster: its `URL`s, comma-separated (nats://host:4222,...); needs --store postgres://... and --server-id (see docs/CLUSTER.md)"},
+					&cli.BoolFlag{Name: "nats-embed", EnvVars: []string{"QIM_NATS_EMBED"}, Usage: "join a cluster through a NATS server run inside this qimd (with --nats-cluster and --nats-routes, every qimd a member of one NATS cluster, no other process); needs --store postgres://... and --server-id"},
+					&cli.StringFlag{Name: "nats-cluster", EnvVars: []string{"QIM_NATS_CLUSTER"}, Usage: "with --nats-embed: the `HOST:PORT` (TCP) the other qimd nodes' NATS servers connect to"},
+					&cli.StringFlag{Name: "nats-routes", EnvVars: []string{"QIM_NATS_ROUTES"}, Usage: "with --nats-embed: the other nodes' --nats-cluster addresses, as `URL`s nats://HOST:PORT, comma-separated (one is enough: they tell each other the rest)"},
+					&cli.StringFlag{Name: "nats-listen", EnvVars: []string{"QIM_NATS_LISTEN"}, Usage: "with --nats-embed: the `HOST:PORT` (TCP) of its client port (default: 127.0.0.1, a free port; only this qimd needs it)"},
+					&cli.DurationFlag{Name: "catch-up-every", Value: 30 * time.Second, EnvVars: []string{"QIM_CATCH_UP_EVERY"}, Usage: "in a cluster: how often every session re-reads its inbox for messages whose live events NATS lost unnoticed (the bound on their delay)"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
@@ -201,6 +208,12 @@ func serve(c *cli.Context) error {
 		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
 		ServerID:        c.Int("server-id"),
+		NATS:            c.String("nats"),
+		NATSEmbed:       c.Bool("nats-embed"),
+		NATSListen:      c.String("nats-listen"),
+		NATSCluster:     c.String("nats-cluster"),
+		NATSRoutes:      splitList(c.String("nats-routes")),
+		CatchUpEvery:    c.Duration("catch-up-every"),
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
@@ -272,4 +285,15 @@ func tellServer(c *cli.Context, done string) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "%s; the running server ended %d session(s)\n", done, resp.Ended)
 	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

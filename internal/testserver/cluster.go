@@ -3,6 +3,7 @@ package testserver
 import (
 	"context"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -20,7 +21,8 @@ import (
 type Cluster struct {
 	// Nodes are the servers, each on its own address and data directory.
 	Nodes []*Server
-	// Store and Router are what every node serves from.
+	// Store is what every node serves from; Router is their shared router
+	// when StartCluster was given one (nil: each node has its NATS router).
 	Store  store.Store
 	Router core.Router
 }
@@ -30,12 +32,16 @@ type Cluster struct {
 // and stateless resets, and the application secrets.
 var sharedDirs = []string{"certs", "keys", "apps"}
 
-// StartCluster starts n servers on one store and one router, and stops
-// them when the test ends. The store is opts.Store or else, required then,
-// the database at opts.Postgres, opened once for every node and closed
-// after them. The router is opts.Router, or else one core.LocalRouter,
-// which stands in for a cluster's router: an event of any node reaches
-// the sessions of every node. The first node's data directory is
+// StartCluster starts n servers on one store, and stops them when the test
+// ends. The store is opts.Store or else, required then, the database at
+// opts.Postgres, opened once for every node and closed after them. The
+// nodes are a cluster (server ids 1 to n): unless opts.Router, opts.NATS
+// or opts.NATSNodes is set, each runs an embedded NATS server, the servers
+// clustered over loopback (every node routes to the first), as `qimd serve
+// --nats-embed` does. With opts.NATS or opts.NATSNodes, they connect to
+// that NATS instead; with
+// opts.Router, they share that router (a *core.LocalRouter stands in for
+// a cluster's router in one process). The first node's data directory is
 // opts.DataDir or a new one; each other node gets its own, with a copy of
 // the first's certificates, server key and application secrets.
 func StartCluster(t testing.TB, n int, opts Options) *Cluster {
@@ -54,23 +60,62 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 		t.Cleanup(func() { st.Close() }) // after the nodes' Stop: cleanups run last first
 		c.Store = st
 	}
-	if c.Router == nil {
-		c.Router = &core.LocalRouter{}
+	opts.Store, opts.Postgres = c.Store, ""
+	embed := opts.Router == nil && opts.NATS == "" && len(opts.NATSNodes) == 0
+	if embed {
+		opts.NATSEmbed, opts.NATSCluster = true, "127.0.0.1:0"
 	}
-	opts.Store, opts.Router, opts.Postgres = c.Store, c.Router, ""
-	first := Start(t, opts)
-	c.Nodes = append(c.Nodes, first)
-	for range n - 1 {
+	for i := range n {
 		o := opts
-		o.DataDir = t.TempDir()
-		for _, dir := range sharedDirs {
-			if err := copyDir(filepath.Join(first.DataDir, dir), filepath.Join(o.DataDir, dir)); err != nil {
-				t.Fatalf("testserver: copy the first node's %s: %v", dir, err)
+		if opts.Router == nil {
+			o.ServerID = i + 1
+		}
+		if k := len(opts.NATSNodes); k > 0 {
+			o.NATS = opts.NATSNodes[i%k]
+		}
+		if i > 0 {
+			o.DataDir = t.TempDir()
+			first := c.Nodes[0]
+			for _, dir := range sharedDirs {
+				if err := copyDir(filepath.Join(first.DataDir, dir), filepath.Join(o.DataDir, dir)); err != nil {
+					t.Fatalf("testserver: copy the first node's %s: %v", dir, err)
+				}
+			}
+			if embed {
+				o.NATSRoutes = []string{first.d.NATSServer().ClusterURL()}
 			}
 		}
-		c.Nodes = append(c.Nodes, Start(t, o))
+		node := Start(t, o)
+		if embed {
+			// A restarted node keeps its cluster address, which the
+			// others route to.
+			u, err := url.Parse(node.d.NATSServer().ClusterURL())
+			if err != nil {
+				t.Fatalf("testserver: %v", err)
+			}
+			node.opts.NATSCluster = u.Host
+		}
+		c.Nodes = append(c.Nodes, node)
+	}
+	if embed {
+		c.waitRoutes(t)
 	}
 	return c
+}
+
+// waitRoutes waits until every node's NATS server has routes to all the
+// others.
+func (c *Cluster) waitRoutes(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, s := range c.Nodes {
+		for s.d.NATSServer().NumPeers() < len(c.Nodes)-1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("testserver: the NATS servers did not form a cluster of %d", len(c.Nodes))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // Addrs returns the nodes' addresses, in order.

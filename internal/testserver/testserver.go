@@ -75,6 +75,18 @@ type Options struct {
 	// Router carries events between sessions (daemon.Config.Router). Nil
 	// means a LocalRouter of the server's own.
 	Router core.Router
+	// ServerID, NATS, NATSEmbed, NATSCluster, NATSRoutes and CatchUpEvery
+	// make the server a node of a cluster (daemon.Config); StartCluster
+	// sets them.
+	ServerID     int
+	NATS         string
+	NATSEmbed    bool
+	NATSCluster  string
+	NATSRoutes   []string
+	CatchUpEvery time.Duration
+	// NATSNodes, for StartCluster, gives each node its NATS: node i
+	// connects to NATSNodes[i%len(NATSNodes)] (its NATS option) first.
+	NATSNodes []string
 	// Metrics is the TCP address of the server's metrics endpoint
 	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
 	Metrics string
@@ -151,7 +163,8 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Store: st, Router: s.opts.Router, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
+		s.d, err = daemon.Start(daemon.Config{Store: st, Router: s.opts.Router,
+			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
 			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
@@ -300,3 +313,6 @@ func Dial(t testing.TB, cfg client.Config) *client.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Daemon returns the running server's daemon.
+func (s *Server) Daemon() *daemon.Daemon { return s.d }
