@@ -271,4 +271,3 @@ func copyTree(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
-
