@@ -14,13 +14,8 @@ import (
 // logs, is "qim-" and its server id.
 func (d *Daemon) joinCluster() error {
 	cfg := d.cfg
-	switch {
-	case cfg.Store == nil:
-		return errors.New("daemon: a cluster needs a store every node shares (qimd serve --store postgres://...), not the embedded one")
-	case cfg.Router != nil:
-		return errors.New("daemon: a cluster has its own router: set NATS or Router, not both")
-	case cfg.ServerID == 0:
-		return errors.New("daemon: every node of a cluster needs its own server id (qimd serve --server-id N, 1 to 65535)")
+	if err := CheckCluster(cfg, cfg.Store != nil); err != nil {
+		return err
 	}
 	name := "qim-" + strconv.Itoa(cfg.ServerID)
 	var urls []string
@@ -53,6 +48,31 @@ func (d *Daemon) joinCluster() error {
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: connect to NATS: %w", err)
+	}
+	return nil
+}
+
+// CheckCluster checks the cluster part of cfg, with sharedStore saying
+// whether the node has a store that other nodes can share (Config.Store,
+// or a PostgreSQL URL not opened yet): a node of a cluster (NATS or
+// NATSEmbed set) needs one, no Router of its own and a server id; the
+// embedded NATS server's options need NATSEmbed.
+func CheckCluster(cfg Config, sharedStore bool) error {
+	if cfg.NATS == "" && !cfg.NATSEmbed {
+		if cfg.NATSCluster != "" || len(cfg.NATSRoutes) > 0 || cfg.NATSListen != "" {
+			return errors.New("daemon: --nats-cluster, --nats-routes and --nats-listen configure the embedded NATS server: add --nats-embed")
+		}
+		return nil
+	}
+	switch {
+	case !sharedStore:
+		return errors.New("daemon: a cluster needs a store every node shares (qimd serve --store postgres://...), not the embedded one")
+	case cfg.Router != nil:
+		return errors.New("daemon: a cluster has its own router: set NATS or Router, not both")
+	case cfg.ServerID == 0:
+		return errors.New("daemon: every node of a cluster needs its own server id (qimd serve --server-id N, 1 to 65535)")
+	case !cfg.NATSEmbed && (cfg.NATSCluster != "" || len(cfg.NATSRoutes) > 0 || cfg.NATSListen != ""):
+		return errors.New("daemon: --nats-cluster, --nats-routes and --nats-listen configure the embedded NATS server: add --nats-embed")
 	}
 	return nil
 }

@@ -82,6 +82,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				},
 			},
 			{
+				Name:  "quiclb",
+				Usage: "print the QUIC-LB configuration of the cluster whose nodes share DATA/keys/server.key, for a QUIC-aware load balancer (the key is a secret)",
+				Flags: []cli.Flag{dataFlag},
+				Action: func(c *cli.Context) error {
+					lb, err := daemon.QUICLB(c.String("data"))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(c.App.Writer, "config_id=%d server_id_len=%d nonce_len=%d cid_len=%d key=%x\n", lb.ConfigID, lb.ServerIDLen, lb.NonceLen, lb.CIDLen(), lb.Key)
+					return nil
+				},
+			},
+			{
 				Name:  "token",
 				Usage: "print a token for a user of an application",
 				Flags: []cli.Flag{
@@ -177,6 +190,9 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	if err := daemon.CheckCluster(clusterConfig(c), c.String("store") != ""); err != nil {
+		return err // before the store is opened: one line
+	}
 	st, err := openStore(c.Context, c.String("store"), logger)
 	if err != nil {
 		return err
@@ -296,4 +312,17 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// clusterConfig returns the cluster part of serve's daemon.Config, for
+// daemon.CheckCluster before the store is opened.
+func clusterConfig(c *cli.Context) daemon.Config {
+	return daemon.Config{
+		ServerID:    c.Int("server-id"),
+		NATS:        c.String("nats"),
+		NATSEmbed:   c.Bool("nats-embed"),
+		NATSListen:  c.String("nats-listen"),
+		NATSCluster: c.String("nats-cluster"),
+		NATSRoutes:  splitList(c.String("nats-routes")),
+	}
 }

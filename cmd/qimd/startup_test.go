@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/pgtest"
 	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
@@ -156,6 +157,15 @@ func TestStartupFailures(t *testing.T) {
 		{"server id out of range", func(t *testing.T) (string, []string) {
 			return filepath.Join(t.TempDir(), "data"), []string{"--server-id", "65536"}
 		}, "server id 65536: want 0 to 65535"},
+		{"cluster on the embedded store", func(t *testing.T) (string, []string) {
+			return filepath.Join(t.TempDir(), "data"), []string{"--nats-embed", "--server-id", "1"}
+		}, "a cluster needs a store every node shares"},
+		{"cluster node without a server id", func(t *testing.T) (string, []string) {
+			return filepath.Join(t.TempDir(), "data"), []string{"--nats", "nats://127.0.0.1:1", "--store", pgtest.URL()}
+		}, "needs its own server id"},
+		{"embedded NATS options without --nats-embed", func(t *testing.T) (string, []string) {
+			return filepath.Join(t.TempDir(), "data"), []string{"--nats-cluster", "127.0.0.1:6222"}
+		}, "add --nats-embed"},
 		{"bad application secret", func(t *testing.T) (string, []string) {
 			data := filepath.Join(t.TempDir(), "data")
 			if err := os.MkdirAll(filepath.Join(data, "apps", "acme"), 0o700); err != nil {
