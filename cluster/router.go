@@ -105,7 +105,7 @@ const (
 //
 // Its methods may be called from any goroutine. Deliver and Broadcast
 // never block; Register may wait, up to RouterConfig.RegisterTimeout, for
-// NATS to confirm a new subscription.
+// the other nodes to confirm a new subscription (see barrier.go).
 type NATSRouter struct {
 	// Static after construction.
 	logger          *slog.Logger
@@ -113,24 +113,28 @@ type NATSRouter struct {
 	ownConn         bool
 	node            string
 	subj            subjects
-	in              chan *nats.Msg
-	out             *outQueue
 	missedInterval  time.Duration
 	registerTimeout time.Duration
 	heartbeat       time.Duration
-	members         *members
 	startedConn     bool          // connected when NewNATSRouter returned
 	started         chan struct{} // closed when NewNATSRouter returns
 	done            chan struct{} // closed by Close
 	wg              sync.WaitGroup
-	missedTrigger   chan struct{} // capacity 1
-	reportReconnect atomic.Bool   // a reconnection is to be reported
-	helloPending    atomic.Bool   // a hello is to be published
-	syncWake        chan struct{} // capacity 1: registrations wait for a barrier
-	syncReplies     chan syncReply
-	syncID          uint64 // owned by syncLoop
 	closeOnce       sync.Once
+
+	// Safe for concurrent use.
+	in              chan *nats.Msg // every subscription's, drained by receiveLoop
+	out             *outQueue      // drained by publishLoop
+	members         *members
 	stats           counters
+	missedTrigger   chan struct{} // capacity 1: wakes missedLoop
+	syncWake        chan struct{} // capacity 1: wakes syncLoop
+	syncReplies     chan syncReply
+	reportReconnect atomic.Bool // publishLoop is to report a reconnection
+	helloPending    atomic.Bool // syncLoop is to publish a hello
+
+	// Owned by syncLoop.
+	syncID uint64 // the last barrier's number
 
 	mu        sync.RWMutex
 	users     map[userKey]*entry // guarded by mu
@@ -160,8 +164,9 @@ type entry struct {
 type session struct{ rc core.Receiver }
 
 // NewNATSRouter returns a router connected to NATS, subscribed to the
-// subjects every node hears (broadcasts and missed reports), with its
-// goroutines started. When it connects itself, it keeps reconnecting
+// subjects every node hears (broadcasts, missed reports, heartbeats and
+// barriers), with its goroutines started; it announces itself to the
+// other nodes (Peers). When it connects itself, it keeps reconnecting
 // forever, and it returns even if no server can be reached yet (it then
 // connects in the background, and tells its listeners they missed events
 // once it does). Close stops it.
