@@ -80,7 +80,10 @@ type Listener interface {
 // *LocalRouter is taken to connect several nodes that share a store (see
 // Hub).
 type Router interface {
-	// Register adds r as a session of user in app; the returned func removes it.
+	// Register adds r as a session of user in app; the returned func
+	// removes it. A router between nodes may wait, for a bounded time,
+	// until the other nodes route the user's events to this one, so that
+	// an event of a message committed after Register returns is not lost.
 	Register(app, user string, r Receiver) (unregister func())
 	// Deliver hands ev to every registered session of each of users in app.
 	// Delivery is best-effort and never blocks; stored messages that a
@@ -97,22 +100,27 @@ type Router interface {
 // use.
 type LocalRouter struct {
 	mu        sync.RWMutex
-	users     map[userKey][]Receiver // guarded by mu; copy-on-write slices
+	users     map[userKey][]*localReg // guarded by mu; copy-on-write slices
 	listeners []Listener             // guarded by mu; copy-on-write
 }
 
 type userKey struct{ app, user string }
 
+// localReg is one registration: unregister finds it by its address, so
+// that a Receiver need not be comparable.
+type localReg struct{ rc Receiver }
+
 // Register implements Router.
 func (r *LocalRouter) Register(app, user string, rc Receiver) func() {
 	k := userKey{app, user}
+	reg := &localReg{rc}
 	r.mu.Lock()
 	if r.users == nil {
-		r.users = make(map[userKey][]Receiver)
+		r.users = make(map[userKey][]*localReg)
 	}
 	old := r.users[k]
-	next := make([]Receiver, 0, len(old)+1)
-	next = append(append(next, old...), rc)
+	next := make([]*localReg, 0, len(old)+1)
+	next = append(append(next, old...), reg)
 	r.users[k] = next
 	r.mu.Unlock()
 	var once sync.Once
@@ -121,9 +129,9 @@ func (r *LocalRouter) Register(app, user string, rc Receiver) func() {
 			r.mu.Lock()
 			defer r.mu.Unlock()
 			old := r.users[k]
-			next := make([]Receiver, 0, len(old))
+			next := make([]*localReg, 0, len(old))
 			for _, x := range old {
-				if x != rc {
+				if x != reg {
 					next = append(next, x)
 				}
 			}
@@ -141,8 +149,8 @@ func (r *LocalRouter) Deliver(app string, users []string, ev Event) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, u := range users {
-		for _, rc := range r.users[userKey{app, u}] {
-			rc.Receive(ev)
+		for _, reg := range r.users[userKey{app, u}] {
+			reg.rc.Receive(ev)
 		}
 	}
 }
