@@ -101,7 +101,7 @@ type Router interface {
 type LocalRouter struct {
 	mu        sync.RWMutex
 	users     map[userKey][]*localReg // guarded by mu; copy-on-write slices
-	listeners []Listener             // guarded by mu; copy-on-write
+	listeners []Listener              // guarded by mu; copy-on-write
 }
 
 type userKey struct{ app, user string }
