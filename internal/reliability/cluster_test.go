@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,6 +83,7 @@ func TestClusterKill9(t *testing.T) {
 		cid string
 	}
 	acked := make([][]sent, senders)
+	var retried, duplicates atomic.Int64
 	var acks sync.WaitGroup
 	ackedCount := make(chan struct{}, senders*perSender)
 	for s := range senders {
@@ -101,8 +103,12 @@ func TestClusterKill9(t *testing.T) {
 					ack, err = c.Send(ctx, client.ToUser("rcv"), client.Outgoing{Text: fmt.Sprintf("%s %d", name, k), ClientMsgID: cid})
 					cancel()
 					if err == nil {
+						if ack.Duplicate {
+							duplicates.Add(1)
+						}
 						break
 					}
+					retried.Add(1)
 					time.Sleep(100 * time.Millisecond)
 				}
 				if err != nil {
@@ -122,7 +128,7 @@ func TestClusterKill9(t *testing.T) {
 	ps[1].kill()
 	t.Logf("node 1 killed")
 	acks.Wait()
-	t.Logf("every sender done %v after the kill", time.Since(killed).Round(time.Millisecond))
+	t.Logf("every sender done %v after the kill; %d sends retried, %d answered duplicate", time.Since(killed).Round(time.Millisecond), retried.Load(), duplicates.Load())
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -167,6 +173,7 @@ func TestClusterKill9(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM qim.messages), (SELECT count(*) FROM qim.dedup)`).Scan(&rows, &ids); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("store: %d messages, %d client_msg_ids", rows, ids)
 	if rows != ids || rows < senders*perSender {
 		t.Fatalf("the store holds %d messages for %d client_msg_ids, want %d or more, one each", rows, ids, senders*perSender)
 	}
