@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/internal/pgtest"
+	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -48,12 +48,12 @@ func TestClusterKill9(t *testing.T) {
 			}
 		}
 		ps[i].args = []string{"--store", db, "--server-id", fmt.Sprint(i + 1), "--nats-embed",
-			"--nats-cluster", natsPorts[i], "--nats-routes", joinComma(routes), "--catch-up-every", "5s"}
+			"--nats-cluster", natsPorts[i], "--nats-routes", strings.Join(routes, ","), "--catch-up-every", "5s"}
 		if i > 0 {
 			// The nodes share the first's certificates, keys and
 			// application secrets.
-			for _, dir := range []string{"certs", "keys", "apps"} {
-				copyTree(t, filepath.Join(ps[0].data, dir), filepath.Join(ps[i].data, dir))
+			if err := testserver.CopyShared(ps[0].data, ps[i].data); err != nil {
+				t.Fatal(err)
 			}
 		}
 		ps[i].start()
@@ -239,42 +239,4 @@ func freeTCPAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-func joinComma(s []string) string {
-	out := ""
-	for i, v := range s {
-		if i > 0 {
-			out += ","
-		}
-		out += v
-	}
-	return out
-}
-
-// copyTree copies the directory tree src to dst, keeping permissions.
-func copyTree(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, e os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		if e.IsDir() {
-			return os.MkdirAll(target, info.Mode().Perm())
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, info.Mode().Perm())
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"net/url"
 	"os"
@@ -76,10 +77,8 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 		if i > 0 {
 			o.DataDir = t.TempDir()
 			first := c.Nodes[0]
-			for _, dir := range sharedDirs {
-				if err := copyDir(filepath.Join(first.DataDir, dir), filepath.Join(o.DataDir, dir)); err != nil {
-					t.Fatalf("testserver: copy the first node's %s: %v", dir, err)
-				}
+			if err := CopyShared(first.DataDir, o.DataDir); err != nil {
+				t.Fatalf("testserver: %v", err)
 			}
 			if embed {
 				o.NATSRoutes = []string{first.d.NATSServer().ClusterURL()}
@@ -134,6 +133,18 @@ func (c *Cluster) ClientConfig(user, device string) client.Config {
 	cfg := c.Nodes[0].ClientConfig(user, device)
 	cfg.Addrs = c.Addrs()[1:]
 	return cfg
+}
+
+// CopyShared copies what the nodes of a cluster share (certificates,
+// server key, application secrets) from the data directory src to dst, as
+// an operator does for a new node.
+func CopyShared(src, dst string) error {
+	for _, dir := range sharedDirs {
+		if err := copyDir(filepath.Join(src, dir), filepath.Join(dst, dir)); err != nil {
+			return fmt.Errorf("copy %s: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // copyDir copies the directory tree src to dst, keeping permissions.
