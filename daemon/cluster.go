@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/qim-im/qim/cluster"
+	"github.com/qim-im/qim/metrics"
+	"github.com/qim-im/qim/session"
 )
 
 // joinCluster starts the embedded NATS server if asked, and connects the
@@ -96,3 +98,13 @@ func (d *Daemon) Router() *cluster.NATSRouter { return d.router }
 // NATSServer returns the node's embedded NATS server, or nil if it has
 // none.
 func (d *Daemon) NATSServer() *cluster.Server { return d.nats }
+
+// clusterStats returns what reads a node's cluster counters, for the
+// metrics.
+func clusterStats(r *cluster.NATSRouter, dev *session.Devices) func() metrics.ClusterStats {
+	return func() metrics.ClusterStats {
+		rs := r.Stats()
+		return metrics.ClusterStats{Published: rs.Published, Received: rs.Received, DroppedOut: rs.DroppedOut, DroppedIn: rs.DroppedIn,
+			MissedCalls: rs.MissedCalls, Reconnects: rs.Reconnects, Subscriptions: rs.Subscriptions, CatchUpPasses: dev.CatchUpPasses()}
+	}
+}

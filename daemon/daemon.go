@@ -303,6 +303,9 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.devices, err = session.NewDevices(session.Config{Hub: d.hub, DeviceMemory: cfg.DeviceMemory, CatchUpEvery: cfg.CatchUpEvery}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
+	if d.router != nil {
+		m.WatchCluster(clusterStats(d.router, d.devices))
+	}
 	if d.pc = cfg.PacketConn; d.pc == nil {
 		udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
 		if err != nil {

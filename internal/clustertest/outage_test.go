@@ -2,6 +2,9 @@ package clustertest
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +58,37 @@ func TestClusterNATSMemberStops(t *testing.T) {
 	quiet(t, bob, 200*time.Millisecond)
 	st := c.Nodes[1].Daemon().Router().Stats()
 	t.Logf("bob's node: %+v", st)
+}
+
+// TestClusterMetrics checks that a node of a cluster exports its router's
+// counters at /metrics.
+func TestClusterMetrics(t *testing.T) {
+	c := startCluster(t, 2, testserver.Options{Metrics: "127.0.0.1:0"})
+	alice := dial(t, c, 0, "alice", "phone")
+	bob := dial(t, c, 1, "bob", "phone")
+	if _, err := alice.Send(ctxT(t), client.ToUser("bob"), client.Outgoing{Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, bob, 1, waitTime)
+	body := scrape(t, c.Nodes[1].MetricsURL+"/metrics")
+	for _, want := range []string{"qim_cluster_events_received_total 1", "qim_cluster_subscriptions 1", "qim_cluster_catchup_passes_total", "qim_cluster_missed_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("node 1's metrics lack %q", want)
+		}
+	}
+}
+
+// scrape returns the body of url.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
