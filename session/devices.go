@@ -188,6 +188,7 @@ func (d *Devices) Open(ctx context.Context, app string, c *qimpb.Connect, conn C
 	s.wg.Go(func() {
 		if s.handshakeDone(s.ctx) == nil {
 			router.Deliver(app, []string{s.user}, core.Event{ReplaceDevice: s.device, ReplaceEpoch: s.epoch})
+			s.checkEpoch()
 		}
 	})
 	if !s.sendOnly {

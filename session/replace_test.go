@@ -69,3 +69,41 @@ func TestReplaceOnlyOlder(t *testing.T) {
 		t.Fatalf("newer session closed with %v by the older one's handshake", got)
 	}
 }
+
+// TestReplaceMissedAnnouncement opens a device's session, then has a newer
+// connection of the same device take its epoch without its announcement
+// ever reaching this session (it came before this session registered, or
+// another node's was lost): once its handshake completes, the session
+// finds the newer epoch in the store and closes with REPLACED.
+func TestReplaceMissedAnnouncement(t *testing.T) {
+	d := newDevices(t, Config{}, core.Config{})
+	connect := &qimpb.Connect{User: "alice", Device: "phone", SendOnly: true}
+	older := &fakeConn{handshake: make(chan struct{})}
+	s1, err := d.Open(t.Context(), "app", connect, older, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	// The newer connection, elsewhere: its epoch only.
+	if _, err := d.Hub().Store().NextEpoch(t.Context(), "app", "alice", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	close(older.handshake)
+	waitFor(t, func() bool { return len(older.codes()) == 1 })
+	if got := older.codes(); got[0] != qimpb.Code_REPLACED {
+		t.Fatalf("older session closed with %v", got)
+	}
+	// The newest session is not replaced by its own check.
+	done := make(chan struct{})
+	close(done)
+	newest := &fakeConn{handshake: done}
+	s3, err := d.Open(t.Context(), "app", connect, newest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3.wg.Wait()
+	defer s3.Close()
+	if got := newest.codes(); len(got) != 0 {
+		t.Fatalf("the newest session closed with %v", got)
+	}
+}

@@ -154,6 +154,24 @@ func (s *Session) Receive(ev core.Event) {
 	}
 }
 
+// checkEpoch closes the session with REPLACED if the store holds a newer
+// epoch of its device: a newer connection announced itself before this
+// session registered with the router (a session that stalled between
+// taking its epoch and registering), so the announcement missed it. A
+// failed read is only logged: the announcement is the rule, this check
+// the backstop.
+func (s *Session) checkEpoch() {
+	cur, err := s.hub.Store().Epoch(s.ctx, s.app, s.user, s.device)
+	switch {
+	case err != nil:
+		if s.ctx.Err() == nil {
+			s.logger.Warn("check epoch", "err", err)
+		}
+	case cur > s.epoch:
+		s.conn.Disconnect(qimpb.Code_REPLACED, "the same device connected again")
+	}
+}
+
 // HandleStream serves a stream the device opened. It returns at once; the
 // stream's goroutines belong to the session.
 func (s *Session) HandleStream(str Stream) {

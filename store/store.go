@@ -167,6 +167,12 @@ type Store interface {
 	// write is durable, and concurrent calls return distinct values.
 	NextEpoch(ctx context.Context, app, user, device string) (uint64, error)
 
+	// Epoch returns the current epoch of device of user (the last
+	// NextEpoch returned), 0 if it never connected. A session checks it
+	// after registering with the router, so that a newer connection whose
+	// announcement came before the registration still replaces it.
+	Epoch(ctx context.Context, app, user, device string) (uint64, error)
+
 	// PruneDedup forgets the de-duplication entries of messages stored
 	// before t (by their Timestamp): a retry of such a message afterwards
 	// is stored again, as a new message. Messages themselves stay. It

@@ -30,3 +30,15 @@ func (s *Store) NextEpoch(ctx context.Context, app, user, device string) (uint64
 	}
 	return cur + 1, nil
 }
+
+// Epoch implements store.Store.
+func (s *Store) Epoch(ctx context.Context, app, user, device string) (uint64, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.exit()
+	if err := checkIDs(app, user, device); err != nil {
+		return 0, err
+	}
+	return s.getU64(epochKey(app, user, device))
+}

@@ -2,6 +2,8 @@ package pgstore
 
 import (
 	"context"
+	"errors"
+	"github.com/jackc/pgx/v5"
 	"time"
 )
 
@@ -17,6 +19,21 @@ func (s *Store) NextEpoch(ctx context.Context, app, user, device string) (uint64
 	err = s.pool.QueryRow(ctx, `INSERT INTO epochs AS e (app, user_id, device, epoch) VALUES ($1, $2, $3, 1)
 ON CONFLICT (app, user_id, device) DO UPDATE SET epoch = e.epoch + 1 RETURNING epoch`, app, user, device).Scan(&epoch)
 	return uint64(epoch), s.fail("next epoch", err)
+}
+
+// Epoch implements store.Store.
+func (s *Store) Epoch(ctx context.Context, app, user, device string) (uint64, error) {
+	ctx, cancel, err := s.enter(ctx, app, user, device)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	var epoch int64
+	err = s.pool.QueryRow(ctx, `SELECT epoch FROM epochs WHERE app = $1 AND user_id = $2 AND device = $3`, app, user, device).Scan(&epoch)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(epoch), s.fail("epoch", err)
 }
 
 // PruneDedup implements store.Store. It deletes the entries whose message

@@ -9,8 +9,8 @@ import (
 	"github.com/qim-im/qim/store"
 )
 
-// testNextEpoch checks that epochs count per device, from 1, and that
-// concurrent calls get distinct values.
+// testNextEpoch checks that epochs count per device, from 1, that Epoch
+// reads the current one, and that concurrent calls get distinct values.
 func testNextEpoch(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	next := func(app, user, device string) uint64 {
@@ -21,9 +21,23 @@ func testNextEpoch(t *testing.T, s store.Store) {
 		}
 		return e
 	}
+	epoch := func(app, user, device string) uint64 {
+		t.Helper()
+		e, err := s.Epoch(ctx, app, user, device)
+		if err != nil {
+			t.Fatalf("Epoch(%s, %s, %s): %v", app, user, device, err)
+		}
+		return e
+	}
+	if got := epoch(appA, "alice", "phone"); got != 0 {
+		t.Fatalf("epoch of a device that never connected: %d, want 0", got)
+	}
 	for i, want := range []uint64{1, 2, 3} {
 		if got := next(appA, "alice", "phone"); got != want {
 			t.Fatalf("call %d: epoch %d, want %d", i+1, got, want)
+		}
+		if got := epoch(appA, "alice", "phone"); got != want {
+			t.Fatalf("after call %d: Epoch %d, want %d", i+1, got, want)
 		}
 	}
 	// Other devices, users and apps have their own count.
