@@ -23,7 +23,7 @@ import (
 type SuiteOptions struct {
 	Qimd string // the qimd binary
 	Qim  string // the qim binary, which serves the baseline (qim bench quic-server)
-	Dir  string // working directory; "" means a new temporary one, removed after
+	Dir  string // working directory, made if missing and kept; "" means a new temporary one, removed after
 
 	// The scenarios' shapes; zero values take each scenario's defaults.
 	Pair           PairOptions
@@ -88,6 +88,8 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 		}
 		defer os.RemoveAll(dir)
 		o.Dir = dir
+	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	s := &suite{o: o, progress: o.Progress}
 	defer s.stop()
