@@ -53,8 +53,8 @@ fuzz:
 soak:
 	QIM_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./internal/reliability/
 
-## BENCH_POSTGRES: the PostgreSQL server of pair-durable-pg (a database is created on it and
-## dropped after); empty skips that scenario.
+## BENCH_POSTGRES: the PostgreSQL server of pair-durable-pg, cluster-pair-durable and
+## cluster-fanout (each creates a database on it, dropped after); empty skips them.
 BENCH_POSTGRES ?= $(or $(QIM_TEST_POSTGRES),postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
 
 ## bench: qim bench suite (qimd and a bare quic-go server in processes of their own, every scenario

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,10 +12,12 @@ import (
 	"github.com/qim-im/qim/client"
 )
 
-// dialAll connects one client per user, at most par at a time, retrying each
-// a few times: a server under a connection storm may drop handshakes. On
+// dialAll connects one client per user, user i to nodes[i%len(nodes)], at
+// most par at a time, retrying each a few times: a server under a
+// connection storm may drop handshakes. Progress goes to nodes[0]'s. On
 // error it closes what it opened.
-func dialAll(ctx context.Context, e *Env, users []string, par int, edit func(*client.Config)) ([]*client.Client, error) {
+func dialAll(ctx context.Context, nodes []*Env, users []string, par int, edit func(*client.Config)) ([]*client.Client, error) {
+	e := nodes[0]
 	out := make([]*client.Client, len(users))
 	var (
 		wg    sync.WaitGroup
@@ -35,7 +38,7 @@ func dialAll(ctx context.Context, e *Env, users []string, par int, edit func(*cl
 				if i >= len(users) || ctx.Err() != nil {
 					return
 				}
-				cfg := e.ClientConfig(users[i])
+				cfg := nodes[i%len(nodes)].ClientConfig(users[i])
 				if edit != nil {
 					edit(&cfg)
 				}
@@ -61,6 +64,13 @@ func dialAll(ctx context.Context, e *Env, users []string, par int, edit func(*cl
 		return nil, first
 	}
 	return out, nil
+}
+
+// rotate returns nodes turned left by k: node k first, then k+1, and so on
+// around; dialAll with it puts user i on node (i+k) % len(nodes).
+func rotate(nodes []*Env, k int) []*Env {
+	k %= len(nodes)
+	return append(slices.Clone(nodes[k:]), nodes[:k]...)
 }
 
 func dialRetry(ctx context.Context, cfg client.Config) (*client.Client, error) {

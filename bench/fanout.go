@@ -44,6 +44,20 @@ func (r FanoutResult) Rate() float64 { return perSecond(r.Deliveries, r.Elapsed)
 // Fanout runs the fanout scenario, one group size after the other, from the
 // smallest; the devices of a group stay connected for the next, larger one.
 func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error) {
+	return FanoutAcross(ctx, []*Env{e}, o)
+}
+
+// FanoutAcross runs the fanout scenario over the nodes of a cluster: member
+// k of a group is on nodes[k%len(nodes)], the sender (member 0) on
+// nodes[0], so that the members are spread evenly over the nodes and most
+// deliveries cross from the sender's node to another. ServerCPU is the sum
+// over the nodes. The users are named after nodes[0], which gets the
+// progress lines.
+func FanoutAcross(ctx context.Context, nodes []*Env, o FanoutOptions) ([]FanoutResult, error) {
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("bench: fanout: no node")
+	}
+	e := nodes[0]
 	if len(o.Members) == 0 {
 		o.Members = []int{100, 1000, 10000}
 	}
@@ -52,7 +66,7 @@ func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error
 	if slices.Min(o.Members) < 2 {
 		return nil, fmt.Errorf("bench: a fanout group needs at least 2 members")
 	}
-	sender, err := dialAll(ctx, e, []string{e.User("fan-s", 0)}, 1, nil)
+	sender, err := dialAll(ctx, nodes[:1], []string{e.User("fan-s", 0)}, 1, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -71,13 +85,14 @@ func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error
 			for i := range users {
 				users[i] = e.User("fan-r", len(rx)+i)
 			}
-			cs, err := dialAll(ctx, e, users, 64, nil)
+			// Receiver r is member r+1.
+			cs, err := dialAll(ctx, rotate(nodes, len(rx)+1), users, 64, nil)
 			if err != nil {
 				return out, err
 			}
 			rx = append(rx, cs...)
 		}
-		r, err := fanoutOne(ctx, e, o, s, rx[:n-1])
+		r, err := fanoutOne(ctx, nodes, o, s, rx[:n-1])
 		if err != nil {
 			return out, err
 		}
@@ -86,7 +101,8 @@ func Fanout(ctx context.Context, e *Env, o FanoutOptions) ([]FanoutResult, error
 	return out, nil
 }
 
-func fanoutOne(ctx context.Context, e *Env, o FanoutOptions, s *client.Client, rx []*client.Client) (FanoutResult, error) {
+func fanoutOne(ctx context.Context, nodes []*Env, o FanoutOptions, s *client.Client, rx []*client.Client) (FanoutResult, error) {
+	e := nodes[0]
 	n := len(rx) + 1
 	msgs := o.Messages
 	if msgs == 0 {
@@ -139,7 +155,7 @@ func fanoutOne(ctx context.Context, e *Env, o FanoutOptions, s *client.Client, r
 		})
 	}
 
-	before, _ := e.scrape(ctx, false)
+	before := scrapeAll(ctx, nodes)
 	e.progressf("fanout-%d: sending %d messages", n, msgs)
 	pad := fmt.Sprintf("%0*d", o.Size-stampLen-8, 0)
 	var (
@@ -177,7 +193,7 @@ func fanoutOne(ctx context.Context, e *Env, o FanoutOptions, s *client.Client, r
 	case <-time.After(timeout):
 	}
 	stopProgress()
-	after, _ := e.scrape(ctx, false)
+	after := scrapeAll(ctx, nodes)
 	stop()
 	wg.Wait()
 

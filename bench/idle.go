@@ -41,7 +41,7 @@ func Idle(ctx context.Context, e *Env, o IdleOptions) (IdleResult, error) {
 	for i := range users {
 		users[i] = e.User("idle", i)
 	}
-	cs, err := dialAll(ctx, e, users, 64, nil)
+	cs, err := dialAll(ctx, []*Env{e}, users, 64, nil)
 	if err != nil {
 		return IdleResult{}, err
 	}

@@ -64,6 +64,19 @@ func (r PairResult) CPUPerMsg() float64 {
 
 // Pair runs the pair scenario.
 func Pair(ctx context.Context, e *Env, o PairOptions) (PairResult, error) {
+	return PairAcross(ctx, []*Env{e}, o)
+}
+
+// PairAcross runs the pair scenario over the nodes of a cluster: pair i's
+// sender is on nodes[i%len(nodes)] and its receiver on the next node,
+// nodes[(i+1)%len(nodes)], so that with two nodes or more every message
+// crosses from one node to another. ServerCPU is the sum over the nodes.
+// The users are named after nodes[0], which gets the progress lines.
+func PairAcross(ctx context.Context, nodes []*Env, o PairOptions) (PairResult, error) {
+	if len(nodes) == 0 {
+		return PairResult{}, fmt.Errorf("bench: pair: no node")
+	}
+	e := nodes[0]
 	o.defaults()
 	kind := "ephemeral"
 	if o.Offline {
@@ -74,12 +87,12 @@ func Pair(ctx context.Context, e *Env, o PairOptions) (PairResult, error) {
 	for i := range o.Pairs {
 		senders[i], receivers[i] = e.User("pair-s", i), e.User("pair-r", i)
 	}
-	rx, err := dialAll(ctx, e, receivers, 32, nil)
+	rx, err := dialAll(ctx, rotate(nodes, 1), receivers, 32, nil)
 	if err != nil {
 		return PairResult{}, err
 	}
 	defer closeAll(rx)
-	tx, err := dialAll(ctx, e, senders, 32, func(c *client.Config) { c.SendOnly = true })
+	tx, err := dialAll(ctx, nodes, senders, 32, func(c *client.Config) { c.SendOnly = true })
 	if err != nil {
 		return PairResult{}, err
 	}
@@ -150,7 +163,7 @@ func Pair(ctx context.Context, e *Env, o PairOptions) (PairResult, error) {
 
 	e.progressf("pair-%s: warming up %v", kind, o.Warmup)
 	sleepCtx(ctx, o.Warmup)
-	before, _ := e.scrape(ctx, false)
+	before := scrapeAll(ctx, nodes)
 	e.progressf("pair-%s: measuring %v", kind, o.Duration)
 	start := time.Now()
 	measuring.Store(true)
@@ -161,7 +174,7 @@ func Pair(ctx context.Context, e *Env, o PairOptions) (PairResult, error) {
 	measuring.Store(false)
 	elapsed := time.Since(start)
 	stopProgress()
-	after, _ := e.scrape(ctx, false)
+	after := scrapeAll(ctx, nodes)
 	stop()
 	wg.Wait()
 	res := PairResult{
@@ -211,6 +224,19 @@ func (e *Env) scrape(ctx context.Context, gc bool) (Sample, error) {
 		e.progressf("  metrics: %v", err)
 	}
 	return s, err
+}
+
+// scrapeAll reads every node's metrics, as Env.scrape does, and returns
+// their sum: the cluster's CPU seconds, commits, and so on.
+func scrapeAll(ctx context.Context, nodes []*Env) Sample {
+	sum := Sample{At: time.Now(), Values: make(map[string]float64)}
+	for _, e := range nodes {
+		s, _ := e.scrape(ctx, false)
+		for k, v := range s.Values {
+			sum.Values[k] += v
+		}
+	}
+	return sum
 }
 
 func perSecond(n int64, d time.Duration) float64 {

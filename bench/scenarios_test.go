@@ -2,11 +2,13 @@ package bench_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/qim-im/qim/bench"
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/pgtest"
 	"github.com/qim-im/qim/internal/testserver"
 )
 
@@ -79,6 +81,67 @@ func TestFanout(t *testing.T) {
 		if r.LastRecipient.N != 30 || r.Elapsed <= 0 {
 			t.Errorf("fanout-%d: %+v", r.Members, r)
 		}
+	}
+}
+
+// TestAcross runs PairAcross and FanoutAcross on a cluster of three nodes
+// and checks that they put each device on the node they say: pair i's
+// sender on node i, its receiver on node i+1; group member k on node k.
+func TestAcross(t *testing.T) {
+	c := testserver.StartCluster(t, 3, testserver.Options{Postgres: pgtest.Database(t), SendRate: -1, HandshakeRate: 1e6})
+	var nodes []*bench.Env
+	for _, srv := range c.Nodes {
+		secret, err := daemon.AppSecret(srv.DataDir, daemon.DemoOrg, daemon.DemoAppkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, &bench.Env{Addr: srv.Addr, TLS: srv.ClientTLS(), Org: daemon.DemoOrg,
+			Appkey: daemon.DemoAppkey, Secret: secret, Prefix: "t"})
+	}
+	// connects returns how many sessions each node has opened so far.
+	connects := func() []uint64 {
+		var n []uint64
+		for _, srv := range c.Nodes {
+			n = append(n, srv.Connects())
+		}
+		return n
+	}
+	sub := func(a, b []uint64) []uint64 {
+		d := make([]uint64, len(a))
+		for i := range a {
+			d[i] = a[i] - b[i]
+		}
+		return d
+	}
+
+	before := connects()
+	r, err := bench.PairAcross(context.Background(), nodes, bench.PairOptions{
+		Pairs: 3, Window: 4, Offline: true, Warmup: 200 * time.Millisecond, Duration: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pair across 3 nodes: %.0f msgs/s, p99 %v", r.Rate(), r.Latency.P99)
+	if r.Errors != 0 || r.Delivered == 0 {
+		t.Errorf("pair: %+v", r)
+	}
+	// Each node: one pair's sender and the previous pair's receiver.
+	if got := sub(connects(), before); !slices.Equal(got, []uint64{2, 2, 2}) {
+		t.Errorf("pair: sessions opened per node %v, want [2 2 2]", got)
+	}
+
+	before = connects()
+	rs, err := bench.FanoutAcross(context.Background(), nodes, bench.FanoutOptions{Members: []int{7}, Messages: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(20 * 6); len(rs) != 1 || rs[0].Deliveries != want {
+		t.Fatalf("fanout: %+v, want %d deliveries", rs, want)
+	}
+	t.Logf("fanout-7 across 3 nodes: %.0f deliveries/s", rs[0].Rate())
+	// Members 0 (the sender), 3 and 6; 1 and 4; 2 and 5.
+	if got := sub(connects(), before); !slices.Equal(got, []uint64{3, 2, 2}) {
+		t.Errorf("fanout: sessions opened per node %v, want [3 2 2]", got)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,7 +23,7 @@ import (
 type SuiteOptions struct {
 	Qimd string // the qimd binary
 	Qim  string // the qim binary, which serves the baseline (qim bench quic-server)
-	Dir  string // working directory; "" means a new temporary one, removed after
+	Dir  string // working directory, made if missing and kept; "" means a new temporary one, removed after
 
 	// The scenarios' shapes; zero values take each scenario's defaults.
 	Pair           PairOptions
@@ -30,10 +32,18 @@ type SuiteOptions struct {
 	IdleDevices    int
 	Connect        ConnectOptions
 	Migrate        MigrateOptions
-	// Postgres is a PostgreSQL server (postgres:// URL) for pair-durable-pg,
-	// which runs a second qimd with --store on a new database of it; ""
-	// skips that scenario.
+	// ClusterFanout is the group size of cluster-fanout; 0 means 1,000.
+	ClusterFanout int
+	// Postgres is a PostgreSQL server (postgres:// URL) for the scenarios
+	// of qimd on PostgreSQL: pair-durable-pg, which runs a second qimd with
+	// --store on a new database of it, cluster-pair-durable and
+	// cluster-fanout, which run three qimd nodes as a cluster (and one
+	// more qimd, cluster-fanout's baseline), each on a new database of it.
+	// "" skips them.
 	Postgres string
+	// Only, if not empty, names the steps to run (Steps lists them); the
+	// others are skipped.
+	Only []string
 
 	Out      io.Writer // one Line per figure
 	Progress io.Writer // progress lines; nil means none
@@ -48,13 +58,29 @@ func (o *SuiteOptions) Quick() {
 	o.IdleDevices = 50
 	o.Connect = ConnectOptions{Concurrency: 4, Duration: time.Second}
 	o.Migrate = MigrateOptions{Switches: 3}
+	o.ClusterFanout = 30
+}
+
+// Steps are the names of the suite's steps, in the order they run, for
+// SuiteOptions.Only. A step emits one scenario's lines or several:
+// "pair" is pair-ephemeral (at its peak and at half of it) and
+// pair-durable, "fanout" is every fanout-N, and "cluster-fanout" is
+// cluster-fanout-N; the names of the other steps' lines start with theirs.
+func Steps() []string {
+	return []string{"idle", "pair", "pair-durable-pg", "connect", "migrate", "cluster-pair-durable", "cluster-fanout", "fanout"}
 }
 
 // RunSuite is `make bench`: it starts qimd and the bare quic-go baseline
 // server as two processes of their own on loopback, runs every scenario
 // against qimd and the same shape against the baseline, one after the
 // other, and writes a Line per figure to o.Out as soon as it is known.
+// With o.Only, it runs those steps only.
 func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
+	for _, name := range o.Only {
+		if !slices.Contains(Steps(), name) {
+			return nil, fmt.Errorf("bench: no step %q in the suite (steps: %s)", name, strings.Join(Steps(), ", "))
+		}
+	}
 	if o.Dir == "" {
 		dir, err := os.MkdirTemp("", "qim-bench-")
 		if err != nil {
@@ -62,6 +88,8 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 		}
 		defer os.RemoveAll(dir)
 		o.Dir = dir
+	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	s := &suite{o: o, progress: o.Progress}
 	defer s.stop()
@@ -69,11 +97,17 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 		return nil, err
 	}
 	// Idle comes first, on a fresh server, and fan-out last: the memory of
-	// its 10,000 devices takes a while to go.
-	steps := []func(context.Context) error{s.idle, s.pair, s.pairPG, s.connect, s.migrate, s.fanout}
+	// its 10,000 devices takes a while to go. The order is Steps'.
+	steps := map[string]func(context.Context) error{
+		"idle": s.idle, "pair": s.pair, "pair-durable-pg": s.pairPG, "connect": s.connect, "migrate": s.migrate,
+		"cluster-pair-durable": s.clusterPair, "cluster-fanout": s.clusterFanout, "fanout": s.fanout,
+	}
 	var errs []error
-	for _, step := range steps {
-		if err := step(ctx); err != nil {
+	for _, name := range Steps() {
+		if len(o.Only) > 0 && !slices.Contains(o.Only, name) {
+			continue
+		}
+		if err := steps[name](ctx); err != nil {
 			if ctx.Err() != nil {
 				return s.lines, err
 			}

@@ -218,11 +218,7 @@ func (s *suite) pairPG(ctx context.Context) error {
 	// Kill it now, so that the baseline has the cores to itself.
 	p.cmd.Process.Kill()
 	<-p.exited
-	const commits = "qim_store_commit_messages"
-	batch := 64
-	if n := after.Get(commits) - before.Get(commits); n > 0 {
-		batch = max(1, int((after.Get(commits+"_sum")-before.Get(commits+"_sum"))/n+0.5))
-	}
+	batch := commitBatch(before, after)
 	s.progressf("baseline: bare pgx, batches of %d messages (qimd's average) over %d conversations", batch, o.Pairs)
 	base, err := PGBaseline(ctx, PGOptions{URL: dbURL, Convs: o.Pairs, Batch: batch, Size: o.Size, Duration: o.Duration})
 	if err != nil {
@@ -231,4 +227,15 @@ func (s *suite) pairPG(ctx context.Context) error {
 	s.emit(Line{"pair-durable-pg", dur.Rate(), "msgs/s", base.Rate()})
 	s.emit(Line{"pair-durable-pg-p99", ms(dur.Latency.P99), "ms", 0})
 	return nil
+}
+
+// commitBatch is the average number of messages per commit of the store's
+// committer between two scrapes, rounded; 64 if it made none.
+func commitBatch(before, after Sample) int {
+	const commits = "qim_store_commit_messages"
+	n := after.Get(commits) - before.Get(commits)
+	if n <= 0 {
+		return 64
+	}
+	return max(1, int((after.Get(commits+"_sum")-before.Get(commits+"_sum"))/n+0.5))
 }

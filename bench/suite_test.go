@@ -30,7 +30,8 @@ func TestSuiteQuick(t *testing.T) {
 	var out, progress strings.Builder
 	o := bench.SuiteOptions{Qimd: filepath.Join(dir, "qimd"), Qim: filepath.Join(dir, "qim"), Out: &out, Progress: &progress}
 	o.Quick()
-	// pair-durable-pg runs where PostgreSQL does (and must, in CI).
+	// pair-durable-pg and the cluster scenarios run where PostgreSQL does
+	// (and must, in CI).
 	withPG := pgtest.Required() || pgtest.Check(t.Context()) == nil
 	if withPG {
 		o.Postgres = pgtest.Database(t)
@@ -49,11 +50,11 @@ func TestSuiteQuick(t *testing.T) {
 	for _, name := range []string{
 		"idle", "pair-ephemeral", "pair-ephemeral-p99", "pair-durable", "connect",
 		"migrate", "migrate-prepared", "migrate-reconnect", "fanout-10", "fanout-50",
-		"pair-durable-pg",
+		"pair-durable-pg", "cluster-pair-durable", "cluster-fanout-30", "cluster-fanout-30-p99",
 	} {
 		l, ok := got[name]
 		switch {
-		case name == "pair-durable-pg" && !withPG:
+		case (name == "pair-durable-pg" || strings.HasPrefix(name, "cluster-")) && !withPG:
 			t.Logf("PostgreSQL not reachable: no %s", name)
 		case !ok:
 			t.Errorf("no %s line", name)
@@ -65,5 +66,14 @@ func TestSuiteQuick(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "scenario="); n != len(lines) {
 		t.Errorf("%d lines printed, %d returned", n, len(lines))
+	}
+}
+
+// TestSuiteOnly checks that a suite asked for a step it does not have
+// refuses before it starts anything.
+func TestSuiteOnly(t *testing.T) {
+	_, err := bench.RunSuite(t.Context(), bench.SuiteOptions{Qimd: "/nonexistent/qimd", Dir: t.TempDir(), Only: []string{"pair", "no-such-step"}})
+	if err == nil || !strings.Contains(err.Error(), `"no-such-step"`) {
+		t.Fatalf("got %v, want an error naming the unknown step", err)
 	}
 }

@@ -104,7 +104,8 @@ func (e *env) benchCommand() *cli.Command {
 					&cli.StringFlag{Name: "qimd", Value: "bin/qimd", Usage: "qimd `BINARY` to run"},
 					&cli.StringFlag{Name: "dir", Usage: "working `DIR` (default: a temporary directory, removed after)"},
 					&cli.BoolFlag{Name: "quick", Usage: "small, short runs (a smoke test of the suite)"},
-					&cli.StringFlag{Name: "postgres", EnvVars: []string{"QIM_BENCH_POSTGRES"}, Usage: "PostgreSQL server `URL` for pair-durable-pg (a new database is created on it and dropped after); empty skips it"},
+					&cli.StringFlag{Name: "postgres", EnvVars: []string{"QIM_BENCH_POSTGRES"}, Usage: "PostgreSQL server `URL` for pair-durable-pg, cluster-pair-durable and cluster-fanout (each creates a new database on it, dropped after); empty skips them"},
+					&cli.StringFlag{Name: "only", Usage: "run only these `STEPS`, comma-separated: " + strings.Join(bench.Steps(), ", ") + " (default: all)"},
 				},
 				Action: e.benchSuite,
 			},
@@ -249,6 +250,9 @@ func (e *env) benchSuite(cCtx *cli.Context) error {
 	o := bench.SuiteOptions{Qimd: cCtx.String("qimd"), Qim: self, Dir: cCtx.String("dir"), Postgres: cCtx.String("postgres"), Out: e.stdout, Progress: e.stderr}
 	if cCtx.Bool("quick") {
 		o.Quick()
+	}
+	if only := cCtx.String("only"); only != "" {
+		o.Only = strings.Split(only, ",")
 	}
 	_, err = bench.RunSuite(cCtx.Context, o)
 	return err
