@@ -72,7 +72,7 @@ func BenchmarkNATSRoute(b *testing.B) {
 	b.Cleanup(rs[1].Register(benchApp, benchUser, receiverFunc(func(core.Event) { got <- struct{}{} })))
 	ev := benchEvent()
 	users := []string{benchUser}
-	data, _ := encodeEvent(benchApp, rs[0].Node(), ev)
+	data, _ := encodeEvent(benchApp, rs[0].Node(), ev, nil)
 	for range 100 {
 		rs[0].Deliver(benchApp, users, ev)
 		waitFor(b, got)
@@ -114,7 +114,7 @@ func BenchmarkBareNATSPubSub(b *testing.B) {
 	if err := sub.Flush(); err != nil {
 		b.Fatal(err)
 	}
-	data, _ := encodeEvent(benchApp, "node0-01234567", benchEvent())
+	data, _ := encodeEvent(benchApp, "node0-01234567", benchEvent(), nil)
 	payload := []byte(strings.Repeat("x", len(data)))
 	// The subscription reaches the publisher's server asynchronously.
 	for deadline := time.Now().Add(10 * time.Second); ; {

@@ -10,10 +10,12 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 )
 
-// encodeEvent returns the RouteEvent of ev, an event of app sent by node.
+// encodeEvent returns the RouteEvent of ev, an event of app sent by node,
+// addressed to users (nil on a user's subject and the broadcast subject).
 // It drops ev.Frame, a process-local optimisation.
-func encodeEvent(app, node string, ev core.Event) ([]byte, error) {
+func encodeEvent(app, node string, ev core.Event, users []string) ([]byte, error) {
 	env := &qimpb.RouteEvent{
+		Users:         users,
 		App:           app,
 		Node:          node,
 		Msg:           ev.Msg,
@@ -36,9 +38,16 @@ func encodeEvent(app, node string, ev core.Event) ([]byte, error) {
 // decodeEvent returns the event, its app and its sender's node, of the
 // RouteEvent encoded in b.
 func decodeEvent(b []byte) (app, node string, ev core.Event, err error) {
+	app, node, ev, _, err = decodeEventUsers(b)
+	return app, node, ev, err
+}
+
+// decodeEventUsers is decodeEvent, with the users the event is addressed
+// to (on the fan-out subject).
+func decodeEventUsers(b []byte) (app, node string, ev core.Event, users []string, err error) {
 	var env qimpb.RouteEvent
 	if err := proto.Unmarshal(b, &env); err != nil {
-		return "", "", core.Event{}, fmt.Errorf("cluster: decode event: %w", err)
+		return "", "", core.Event{}, nil, fmt.Errorf("cluster: decode event: %w", err)
 	}
 	ev = core.Event{
 		Msg:           env.Msg,
@@ -51,7 +60,7 @@ func decodeEvent(b []byte) (app, node string, ev core.Event, err error) {
 	if env.ReadUnixNano != 0 {
 		ev.Read = time.Unix(0, env.ReadUnixNano)
 	}
-	return env.App, env.Node, ev, nil
+	return env.App, env.Node, ev, env.Users, nil
 }
 
 // encodeMissed returns the RouteMissed of node, which dropped dropped

@@ -30,7 +30,7 @@ var sampleEvents = []core.Event{
 func TestEventRoundTrip(t *testing.T) {
 	for _, ev := range sampleEvents {
 		ev.Frame = new(core.PushFrame)
-		b, err := encodeEvent("org/app", "node-1", ev)
+		b, err := encodeEvent("org/app", "node-1", ev, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func TestEventRoundTrip(t *testing.T) {
 // value that encodes back to the same value, and never panic.
 func FuzzDecode(f *testing.F) {
 	for _, ev := range sampleEvents {
-		b, _ := encodeEvent("org/app", "node-1", ev)
+		b, _ := encodeEvent("org/app", "node-1", ev, nil)
 		f.Add(b)
 	}
 	for _, enc := range []func() ([]byte, error){
@@ -61,7 +61,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if app, node, ev, err := decodeEvent(b); err == nil {
-			again, err := encodeEvent(app, node, ev)
+			again, err := encodeEvent(app, node, ev, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -56,6 +56,30 @@ func (r *NATSRouter) handle(m *nats.Msg) {
 		for _, l := range ls {
 			l.ReceiveNode(app, ev)
 		}
+	case r.subj.fanout:
+		app, node, ev, users, err := decodeEventUsers(m.Data)
+		if err != nil {
+			r.undecodable(m, err)
+			return
+		}
+		if node == r.node {
+			return
+		}
+		here := false
+		for _, u := range users {
+			if r.receiveRemote(app, u, ev) {
+				here = true
+			}
+		}
+		if !here {
+			return
+		}
+		r.mu.RLock()
+		ls := r.listeners
+		r.mu.RUnlock()
+		for _, l := range ls {
+			l.ReceiveNode(app, ev)
+		}
 	case r.subj.missed:
 		node, dropped, err := decodeMissed(m.Data)
 		if err != nil {

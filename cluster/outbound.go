@@ -5,7 +5,8 @@ import (
 )
 
 // outItem is one Deliver or Broadcast waiting to be published: data on
-// subject, or (subject empty) on the subject of each of users in app.
+// subject (the broadcast or the fan-out subject), or (subject empty) on
+// the subject of each of users in app.
 type outItem struct {
 	subject string
 	app     string

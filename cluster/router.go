@@ -64,6 +64,12 @@ type RouterConfig struct {
 	// the user's first session on this node subscribes (see barrier.go).
 	// Zero means 2 s.
 	RegisterTimeout time.Duration
+	// FanoutUsers is the number of addressed users from which Deliver
+	// publishes an event once, on the fan-out subject every node hears,
+	// with the list of users, instead of once on each user's subject: a
+	// group's message costs NATS one message instead of one per member,
+	// and every node decodes it once. Zero means 16.
+	FanoutUsers int
 	// HeartbeatInterval is how often the router tells the other nodes it
 	// is there; a node silent for three intervals is taken to be gone, and
 	// Register stops waiting for it. Zero means 1 s.
@@ -78,6 +84,7 @@ const (
 	DefaultMissedInterval    = 100 * time.Millisecond
 	DefaultRegisterTimeout   = 2 * time.Second
 	DefaultHeartbeatInterval = time.Second
+	DefaultFanoutUsers       = 16
 )
 
 // The NATS connection's options when the router connects itself.
@@ -115,6 +122,7 @@ type NATSRouter struct {
 	subj            subjects
 	missedInterval  time.Duration
 	registerTimeout time.Duration
+	fanoutUsers     int
 	heartbeat       time.Duration
 	startedConn     bool          // connected when NewNATSRouter returned
 	started         chan struct{} // closed when NewNATSRouter returns
@@ -179,6 +187,7 @@ func NewNATSRouter(cfg RouterConfig) (*NATSRouter, error) {
 		missedInterval:  cmp.Or(cfg.MissedInterval, DefaultMissedInterval),
 		registerTimeout: cmp.Or(cfg.RegisterTimeout, DefaultRegisterTimeout),
 		heartbeat:       cmp.Or(cfg.HeartbeatInterval, DefaultHeartbeatInterval),
+		fanoutUsers:     cmp.Or(cfg.FanoutUsers, DefaultFanoutUsers),
 		syncWake:        make(chan struct{}, 1),
 		syncReplies:     make(chan syncReply, 1024),
 		started:         make(chan struct{}),
@@ -231,6 +240,7 @@ func NewNATSRouter(cfg RouterConfig) (*NATSRouter, error) {
 		handler nats.MsgHandler // nil: into the inbound channel
 	}{
 		{r.subj.broadcast, nil},
+		{r.subj.fanout, nil},
 		{r.subj.missed, nil},
 		{r.subj.node, r.onNode},
 		{r.subj.sync, r.onSync},
@@ -373,7 +383,17 @@ func (r *NATSRouter) Deliver(app string, users []string, ev core.Event) {
 		return
 	}
 	ev.Frame = nil
-	data, err := encodeEvent(app, r.node, ev)
+	if len(users) >= r.fanoutUsers {
+		data, err := encodeEvent(app, r.node, ev, users)
+		if err != nil {
+			r.logger.Error("cluster: deliver", "app", app, "err", err)
+			r.dropped(len(users))
+			return
+		}
+		r.enqueue(outItem{subject: r.subj.fanout, data: data, size: itemOverhead + len(data)})
+		return
+	}
+	data, err := encodeEvent(app, r.node, ev, nil)
 	if err != nil {
 		r.logger.Error("cluster: deliver", "app", app, "err", err)
 		r.dropped(len(users))
@@ -409,7 +429,7 @@ func (r *NATSRouter) Broadcast(app string, ev core.Event) {
 		l.ReceiveNode(app, ev)
 	}
 	ev.Frame = nil
-	data, err := encodeEvent(app, r.node, ev)
+	data, err := encodeEvent(app, r.node, ev, nil)
 	if err != nil {
 		r.logger.Error("cluster: broadcast", "app", app, "err", err)
 		r.dropped(1)

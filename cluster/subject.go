@@ -8,6 +8,8 @@ import (
 // The NATS subjects of a router with prefix P (RouterConfig.Prefix):
 //
 //	P.u.APP.USER   events for the sessions of USER in APP (RouteEvent)
+//	P.f            deliveries to many users at once, every node's users
+//	               among those listed (RouteEvent with users)
 //	P.b            broadcasts to every node's listeners (RouteEvent)
 //	P.missed       reports of events that may have been lost (RouteMissed)
 //	P.node         heartbeats of the nodes (RouteNode)
@@ -27,6 +29,7 @@ import (
 // subjects are the subjects of one router, built once from its prefix.
 type subjects struct {
 	user      string // prefix of the users' subjects, "P.u."
+	fanout    string
 	broadcast string
 	missed    string
 	node      string
@@ -37,6 +40,7 @@ type subjects struct {
 func newSubjects(prefix string) subjects {
 	return subjects{
 		user:      prefix + ".u.",
+		fanout:    prefix + ".f",
 		broadcast: prefix + ".b",
 		missed:    prefix + ".missed",
 		node:      prefix + ".node",

@@ -32,7 +32,9 @@ const (
 // the event but Frame (a process-local optimisation), with the app it
 // belongs to. On a user's subject it is addressed to that user (the
 // subject names the user, so the envelope carries no list); on the
-// broadcast subject it is addressed to every node's listeners.
+// fan-out subject, to the users it lists (a delivery to many users, a
+// group's members, goes out once instead of once per member); on the
+// broadcast subject, to every node's listeners.
 type RouteEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	App           string                 `protobuf:"bytes,1,opt,name=app,proto3" json:"app,omitempty"`
@@ -44,6 +46,7 @@ type RouteEvent struct {
 	ReplaceDevice string                 `protobuf:"bytes,7,opt,name=replace_device,json=replaceDevice,proto3" json:"replace_device,omitempty"` // core.Event.ReplaceDevice
 	ReplaceEpoch  uint64                 `protobuf:"varint,8,opt,name=replace_epoch,json=replaceEpoch,proto3" json:"replace_epoch,omitempty"`   // core.Event.ReplaceEpoch
 	Group         string                 `protobuf:"bytes,9,opt,name=group,proto3" json:"group,omitempty"`                                      // core.Event.Group
+	Users         []string               `protobuf:"bytes,10,rep,name=users,proto3" json:"users,omitempty"`                                     // on the fan-out subject: the addressed users
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +142,13 @@ func (x *RouteEvent) GetGroup() string {
 		return x.Group
 	}
 	return ""
+}
+
+func (x *RouteEvent) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
 }
 
 // RouteMissed tells every other node that events a node sent may have
@@ -323,7 +333,7 @@ var File_route_proto protoreflect.FileDescriptor
 
 const file_route_proto_rawDesc = "" +
 	"\n" +
-	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\x86\x02\n" +
+	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\x9c\x02\n" +
 	"\n" +
 	"RouteEvent\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
@@ -334,7 +344,9 @@ const file_route_proto_rawDesc = "" +
 	"\x06revoke\x18\x06 \x01(\tR\x06revoke\x12%\n" +
 	"\x0ereplace_device\x18\a \x01(\tR\rreplaceDevice\x12#\n" +
 	"\rreplace_epoch\x18\b \x01(\x04R\freplaceEpoch\x12\x14\n" +
-	"\x05group\x18\t \x01(\tR\x05group\";\n" +
+	"\x05group\x18\t \x01(\tR\x05group\x12\x14\n" +
+	"\x05users\x18\n" +
+	" \x03(\tR\x05users\";\n" +
 	"\vRouteMissed\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"O\n" +

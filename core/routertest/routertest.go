@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T, nodes int) []core.Router) {
 		{"UserIDs", testUserIDs},
 		{"EventFields", testEventFields},
 		{"Concurrent", testConcurrent},
+		{"ManyUsers", testManyUsers},
 		{"Broadcast", testBroadcast},
 		{"RemoteToListeners", testRemoteToListeners},
 	} {
@@ -451,4 +452,27 @@ func testRemoteToListeners(t *testing.T, open func(t *testing.T, nodes int) []co
 	if evs, _ := l0.Events(); len(evs) != 0 {
 		t.Fatalf("listener of the sending node heard %+v", evs)
 	}
+}
+
+// testManyUsers: a delivery to many users at once (a big group's members,
+// which a router may send differently from a delivery to one or two)
+// reaches every session of each of them on every node once, and nobody
+// else.
+func testManyUsers(t *testing.T, open func(t *testing.T, nodes int) []core.Router) {
+	rs := open(t, 3)
+	const n = 60
+	var users []string
+	all := make(map[string]expect)
+	for i := range n {
+		u := fmt.Sprintf("m%02d.x@y", i)
+		users = append(users, u)
+		r := new(Receiver)
+		defer rs[i%len(rs)].Register("app", u, r)()
+		all[u] = expect{r, []string{"to all"}}
+	}
+	outsider := new(Receiver)
+	defer rs[1].Register("app", "outsider", outsider)()
+	all["outsider"] = expect{outsider, nil}
+	rs[0].Deliver("app", users, msg("to all"))
+	waitAll(t, all)
 }
