@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -99,16 +98,6 @@ func dense(n int) []uint64 {
 	return out
 }
 
-// byConv splits messages by conversation as seen by me.
-func byConv(me string, ms []*qimpb.Message) map[string][]*qimpb.Message {
-	out := make(map[string][]*qimpb.Message)
-	for _, m := range ms {
-		k := client.ConvOf(me, m).String()
-		out[k] = append(out[k], m)
-	}
-	return out
-}
-
 // eventually polls cond every 10 ms until it holds or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -121,4 +110,3 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-var _ = fmt.Sprintf
