@@ -22,8 +22,9 @@ import (
 // new seqs from its own messages (routed on its node) and reads the rest
 // from the store, which would hide a router that loses other nodes'
 // events. So in the 1:1 ring each user writes to the next and only hears
-// from the previous, on another node; in the group the senders are on
-// nodes 0 and 1, and the members on node 2 only listen.
+// from the previous, on another node; in the group's first round the
+// senders are on nodes 0 and 1, and the members on node 2 only listen. A
+// second round then has two senders on every node at once.
 func TestClusterChat(t *testing.T) {
 	// No periodic catch-up pass during the test: what other nodes commit
 	// reaches the devices through the router or not at all.
@@ -110,7 +111,27 @@ func TestClusterChat(t *testing.T) {
 	for j, cl := range members {
 		own := sentSeqs[cl.User()+" "+conv]
 		got := collect(t, cl, total-len(own), waitTime)
-		checkOwnAndReceived(t, fmt.Sprintf("member %s (node %d)", cl.User(), j%3), got, own, total)
+		checkOwnAndReceived(t, fmt.Sprintf("member %s (node %d)", cl.User(), j%3), got, own, 0, total)
+	}
+	for _, cl := range members {
+		quiet(t, cl, 50*time.Millisecond)
+	}
+
+	// Second round: two senders on each node at once.
+	round2 := members[:6] // nodes 0, 1, 2, 0, 1, 2
+	sentSeqs = make(map[string][]uint64)
+	for _, cl := range round2 {
+		wg.Go(func() { send(cl, client.ToGroup(g.Id), perSender) })
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	total2 := len(round2) * perSender
+	for j, cl := range members {
+		own := sentSeqs[cl.User()+" "+conv]
+		got := collect(t, cl, total2-len(own), waitTime)
+		checkOwnAndReceived(t, fmt.Sprintf("member %s (node %d), second round", cl.User(), j%3), got, own, total, total2)
 	}
 	for _, cl := range members {
 		quiet(t, cl, 50*time.Millisecond)
@@ -119,8 +140,9 @@ func TestClusterChat(t *testing.T) {
 
 // checkOwnAndReceived checks that a device received each message of a
 // conversation once, in order, and that with its own (own, the seqs its
-// sends were acknowledged with) they are the conversation's seqs 1..total.
-func checkOwnAndReceived(t *testing.T, who string, got []*qimpb.Message, own []uint64, total int) {
+// sends were acknowledged with) they are the conversation's seqs
+// after+1..after+total.
+func checkOwnAndReceived(t *testing.T, who string, got []*qimpb.Message, own []uint64, after, total int) {
 	t.Helper()
 	var seqs []uint64
 	for _, m := range got {
@@ -130,7 +152,11 @@ func checkOwnAndReceived(t *testing.T, who string, got []*qimpb.Message, own []u
 		seqs = append(seqs, m.Seq)
 	}
 	all := slices.Sorted(slices.Values(append(slices.Clone(seqs), own...)))
-	if !slices.Equal(all, dense(total)) {
-		t.Fatalf("%s: received %v and sent %v, want together 1..%d once each", who, seqs, own, total)
+	want := dense(total)
+	for i := range want {
+		want[i] += uint64(after)
+	}
+	if !slices.Equal(all, want) {
+		t.Fatalf("%s: received %v and sent %v, want together %d..%d once each", who, seqs, own, after+1, after+total)
 	}
 }
