@@ -24,6 +24,7 @@ func encodeEvent(app, node string, ev core.Event, users []string) ([]byte, error
 		ReplaceDevice: ev.ReplaceDevice,
 		ReplaceEpoch:  ev.ReplaceEpoch,
 		Group:         ev.Group,
+		EndSessions:   ev.EndSessions,
 	}
 	if !ev.Read.IsZero() {
 		env.ReadUnixNano = ev.Read.UnixNano()
@@ -56,6 +57,7 @@ func decodeEventUsers(b []byte) (app, node string, ev core.Event, users []string
 		ReplaceDevice: env.ReplaceDevice,
 		ReplaceEpoch:  env.ReplaceEpoch,
 		Group:         env.Group,
+		EndSessions:   env.EndSessions,
 	}
 	if env.ReadUnixNano != 0 {
 		ev.Read = time.Unix(0, env.ReadUnixNano)

@@ -37,6 +37,10 @@ type Event struct {
 	// Replaces).
 	ReplaceDevice string
 	ReplaceEpoch  uint64
+	// EndSessions, when set, ends every session of the user, on every
+	// node, with DISCONNECT UNAUTHENTICATED and this reason (an operator's
+	// logout: session.Devices.EndSessions).
+	EndSessions string
 	// Group, in an event broadcast to every node (Router.Broadcast), names
 	// a group of the app whose members or description changed: every hub
 	// drops its cached copy of the group.

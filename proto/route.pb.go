@@ -47,6 +47,7 @@ type RouteEvent struct {
 	ReplaceEpoch  uint64                 `protobuf:"varint,8,opt,name=replace_epoch,json=replaceEpoch,proto3" json:"replace_epoch,omitempty"`   // core.Event.ReplaceEpoch
 	Group         string                 `protobuf:"bytes,9,opt,name=group,proto3" json:"group,omitempty"`                                      // core.Event.Group
 	Users         []string               `protobuf:"bytes,10,rep,name=users,proto3" json:"users,omitempty"`                                     // on the fan-out subject: the addressed users
+	EndSessions   string                 `protobuf:"bytes,11,opt,name=end_sessions,json=endSessions,proto3" json:"end_sessions,omitempty"`      // core.Event.EndSessions
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +150,13 @@ func (x *RouteEvent) GetUsers() []string {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *RouteEvent) GetEndSessions() string {
+	if x != nil {
+		return x.EndSessions
+	}
+	return ""
 }
 
 // RouteMissed tells every other node that events a node sent may have
@@ -333,7 +341,7 @@ var File_route_proto protoreflect.FileDescriptor
 
 const file_route_proto_rawDesc = "" +
 	"\n" +
-	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\x9c\x02\n" +
+	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\xbf\x02\n" +
 	"\n" +
 	"RouteEvent\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
@@ -346,7 +354,8 @@ const file_route_proto_rawDesc = "" +
 	"\rreplace_epoch\x18\b \x01(\x04R\freplaceEpoch\x12\x14\n" +
 	"\x05group\x18\t \x01(\tR\x05group\x12\x14\n" +
 	"\x05users\x18\n" +
-	" \x03(\tR\x05users\";\n" +
+	" \x03(\tR\x05users\x12!\n" +
+	"\fend_sessions\x18\v \x01(\tR\vendSessions\";\n" +
 	"\vRouteMissed\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"O\n" +

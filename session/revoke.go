@@ -16,8 +16,9 @@ import (
 //   - when its application's secret is removed or rotated, Revalidate ends
 //     every session of the application whose token no longer verifies, with
 //     DISCONNECT UNAUTHENTICATED;
-//   - EndSessions ends every session of a user (all devices) with DISCONNECT
-//     UNAUTHENTICATED, for operators ("log this user out everywhere").
+//   - EndSessions ends every session of a user (all devices, every node of
+//     a cluster) with DISCONNECT UNAUTHENTICATED, for operators ("log this
+//     user out everywhere").
 //
 // In each case the device needs a fresh token to connect again. Ending
 // sessions does not invalidate tokens: a token stays valid until its expiry
@@ -124,13 +125,13 @@ func (d *Devices) Revalidate(org, appkey string) int {
 }
 
 // EndSessions ends every live session of user in the application
-// org/appkey, on every device, with DISCONNECT UNAUTHENTICATED and the
-// reason ReasonEnded, and returns how many it ended. It does not invalidate
-// the user's tokens. It ends the sessions of this process only.
+// org/appkey, on every device and, through the router, on every node of a
+// cluster, with DISCONNECT UNAUTHENTICATED and the reason ReasonEnded. It
+// returns how many it ended on this node (those of other nodes end too,
+// uncounted). It does not invalidate the user's tokens.
 func (d *Devices) EndSessions(org, appkey, user string) int {
-	ss := d.sessionsOf(store.AppID(org, appkey), func(a *sessionAuth) bool { return a.user == user })
-	for s := range ss {
-		s.conn.Disconnect(qimpb.Code_UNAUTHENTICATED, ReasonEnded)
-	}
-	return len(ss)
+	app := store.AppID(org, appkey)
+	n := len(d.sessionsOf(app, func(a *sessionAuth) bool { return a.user == user }))
+	d.hub.Router().Deliver(app, []string{user}, core.Event{EndSessions: ReasonEnded})
+	return n
 }

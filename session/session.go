@@ -123,6 +123,8 @@ func (s *Session) readerDone() {
 // Receive implements core.Receiver. It never blocks.
 func (s *Session) Receive(ev core.Event) {
 	switch {
+	case ev.EndSessions != "":
+		s.conn.Disconnect(qimpb.Code_UNAUTHENTICATED, ev.EndSessions)
 	case ev.ReplaceDevice != "":
 		// Only an older session goes: a connection that was still
 		// completing its handshake when a newer one of the same device

@@ -246,6 +246,7 @@ func testEventFields(t *testing.T, open func(t *testing.T, nodes int) []core.Rou
 		{Msg: m, Conv: "g:g1", Read: read},
 		{Revoke: "g:g1"},
 		{ReplaceDevice: "phone", ReplaceEpoch: 42},
+		{EndSessions: "logged out"},
 	}
 	for _, ev := range sent {
 		rs[1].Deliver("app", []string{"bob"}, ev)
@@ -258,7 +259,7 @@ func testEventFields(t *testing.T, open func(t *testing.T, nodes int) []core.Rou
 		time.Sleep(5 * time.Millisecond)
 	}
 	got := r.Events()
-	var gotMsg, gotRevoke, gotReplace bool
+	var gotMsg, gotRevoke, gotReplace, gotEnd bool
 	for _, ev := range got {
 		switch {
 		case ev.Msg != nil:
@@ -270,10 +271,12 @@ func testEventFields(t *testing.T, open func(t *testing.T, nodes int) []core.Rou
 			gotRevoke = ev.Revoke == "g:g1"
 		case ev.ReplaceDevice != "":
 			gotReplace = ev.ReplaceDevice == "phone" && ev.ReplaceEpoch == 42
+		case ev.EndSessions != "":
+			gotEnd = ev.EndSessions == "logged out"
 		}
 	}
-	if !gotMsg || !gotRevoke || !gotReplace {
-		t.Errorf("received %+v, want the message, the revocation and the replacement", got)
+	if !gotMsg || !gotRevoke || !gotReplace || !gotEnd {
+		t.Errorf("received %+v, want the message, the revocation, the replacement and the end of sessions", got)
 	}
 }
 

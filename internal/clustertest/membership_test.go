@@ -2,6 +2,7 @@ package clustertest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -88,5 +89,35 @@ func TestClusterReplaced(t *testing.T) {
 	case <-fresh.Done():
 		t.Fatalf("the new connection ended: %v", fresh.Err())
 	default:
+	}
+}
+
+// TestClusterLogout ends a user's sessions from one node (as `qimd logout`
+// does through that node's admin socket): her devices on every node are
+// told UNAUTHENTICATED, and another user's are not.
+func TestClusterLogout(t *testing.T) {
+	c := startCluster(t, 3, testserver.Options{})
+	var devices []*client.Client
+	for i := range 3 {
+		devices = append(devices, dial(t, c, i, "alice", fmt.Sprintf("dev%d", i)))
+	}
+	bob := dial(t, c, 1, "bob", "phone")
+	if n := c.Nodes[0].Daemon().Devices().EndSessions("demo", "demo", "alice"); n != 1 {
+		t.Fatalf("EndSessions ended %d sessions on node 0, want 1", n)
+	}
+	for i, d := range devices {
+		select {
+		case <-d.Done():
+		case <-time.After(waitTime):
+			t.Fatalf("alice's device on node %d is still connected", i)
+		}
+		if err := d.Err(); !errors.Is(err, &client.Error{Code: qimpb.Code_UNAUTHENTICATED}) {
+			t.Fatalf("alice's device on node %d ended with %v, want UNAUTHENTICATED", i, err)
+		}
+	}
+	select {
+	case <-bob.Done():
+		t.Fatalf("bob's session ended: %v", bob.Err())
+	case <-time.After(200 * time.Millisecond):
 	}
 }
