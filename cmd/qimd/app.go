@@ -169,7 +169,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "logout",
-				Usage: "end every session of a user on the running server (DISCONNECT UNAUTHENTICATED); the user's devices need a new token to connect again, but tokens already minted stay valid until they expire",
+				Usage: "end every session of a user on the running server, and on every node of its cluster (DISCONNECT UNAUTHENTICATED; the count is this node's); the user's devices need a new token to connect again, but tokens already minted stay valid until they expire",
 				Flags: append(appFlags(), &cli.StringFlag{Name: "user", Required: true, EnvVars: []string{"QIM_USER"}}),
 				Action: func(c *cli.Context) error {
 					resp, err := daemon.Admin(c.Context, c.String("data"), daemon.AdminRequest{Op: "end-sessions", Org: c.String("org"), Appkey: c.String("appkey"), User: c.String("user")})
