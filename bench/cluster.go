@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -42,13 +40,9 @@ func (s *suite) startCluster(ctx context.Context, name string, n int, dbURL stri
 		data := filepath.Join(s.o.Dir, node)
 		if i == 0 {
 			first = data
-		} else {
-			for _, dir := range []string{daemon.CertsDir(first), filepath.Join(first, "keys"), daemon.AppsDir(first)} {
-				if err := copyDir(dir, filepath.Join(data, filepath.Base(dir))); err != nil {
-					c.kill()
-					return nil, fmt.Errorf("bench: %s: %w", node, err)
-				}
-			}
+		} else if err := daemon.CopyShared(first, data); err != nil {
+			c.kill()
+			return nil, fmt.Errorf("bench: %s: %w", node, err)
 		}
 		var routes []string
 		for j, a := range natsAddrs {
@@ -155,30 +149,4 @@ func probe(ctx context.Context, c *client.Client, user string, rx *client.Client
 			}
 		}
 	}
-}
-
-// copyDir copies the directory tree src to dst, keeping permissions.
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(target, info.Mode().Perm())
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, info.Mode().Perm())
-	})
 }

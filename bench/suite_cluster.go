@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 
 	"github.com/qim-im/qim/internal/pgdb"
 )
@@ -12,46 +13,10 @@ import (
 // clusterNodes is how many qimd nodes the cluster scenarios run.
 const clusterNodes = 3
 
-// clusterPair runs pair-durable over a cluster of three qimd nodes on a new
-// database of o.Postgres (dropped after), each pair's sender on one node
-// and its receiver on the next, so that every message crosses from one
-// node to another. Its baseline is bare pgx committing batches of the
-// size the nodes' committers made on average in the same run, run once the
-// nodes are killed, with the cores to itself.
+// clusterPair runs pair-durable over a cluster of three qimd nodes (see
+// pairOnPG), so that every message crosses from one node to another.
 func (s *suite) clusterPair(ctx context.Context) error {
-	if s.o.Postgres == "" {
-		s.progressf("cluster-pair-durable: skipped (no --postgres)")
-		return nil
-	}
-	o := s.o.Pair
-	o.defaults()
-	o.Offline = true
-	dbURL, drop, err := pgdb.Create(ctx, s.o.Postgres, "qimbench_")
-	if err != nil {
-		return fmt.Errorf("bench: %w", err)
-	}
-	defer drop()
-	c, err := s.startCluster(ctx, "cluster-pair", clusterNodes, dbURL)
-	if err != nil {
-		return err
-	}
-	defer c.kill()
-	before := scrapeAll(ctx, c.nodes)
-	dur, err := PairAcross(ctx, c.nodes, o)
-	if err != nil {
-		return err
-	}
-	after := scrapeAll(ctx, c.nodes)
-	c.kill()
-	batch := commitBatch(before, after)
-	s.progressf("baseline: bare pgx, batches of %d messages (the nodes' average) over %d conversations", batch, o.Pairs)
-	base, err := PGBaseline(ctx, PGOptions{URL: dbURL, Convs: o.Pairs, Batch: batch, Size: o.Size, Duration: o.Duration})
-	if err != nil {
-		return err
-	}
-	s.emit(Line{"cluster-pair-durable", dur.Rate(), "msgs/s", base.Rate()})
-	s.emit(Line{"cluster-pair-durable-p99", ms(dur.Latency.P99), "ms", 0})
-	return nil
+	return s.pairOnPG(ctx, "cluster-pair-durable", "cluster-pair", clusterNodes)
 }
 
 // clusterFanout runs the fanout of one group (o.ClusterFanout members, the
@@ -89,30 +54,39 @@ func (s *suite) fanoutPG(ctx context.Context, name string, nodes int, o FanoutOp
 		return FanoutResult{}, fmt.Errorf("bench: %w", err)
 	}
 	defer drop()
-	var envs []*Env
-	if nodes == 1 {
-		env, p, err := s.startQimd(ctx, name, filepath.Join(s.o.Dir, name), freeUDP(), freeTCP(), "--store", dbURL)
-		if p.cmd != nil {
-			defer func() {
-				p.cmd.Process.Kill()
-				<-p.exited
-			}()
-		}
-		if err != nil {
-			return FanoutResult{}, err
-		}
-		envs = []*Env{env}
-	} else {
-		c, err := s.startCluster(ctx, name, nodes, dbURL)
-		if err != nil {
-			return FanoutResult{}, err
-		}
-		defer c.kill()
-		envs = c.nodes
+	envs, stop, err := s.startOnPG(ctx, name, nodes, dbURL)
+	if err != nil {
+		return FanoutResult{}, err
 	}
+	defer stop()
 	rs, err := FanoutAcross(ctx, envs, o)
 	if err != nil {
 		return FanoutResult{}, err
 	}
 	return rs[0], nil
+}
+
+// startOnPG starts qimd on the database dbURL: one qimd named name if
+// nodes is 1, else a cluster of that many (startCluster). stop kills them
+// and waits until they have exited; it may be called more than once.
+func (s *suite) startOnPG(ctx context.Context, name string, nodes int, dbURL string) (envs []*Env, stop func(), err error) {
+	if nodes > 1 {
+		c, err := s.startCluster(ctx, name, nodes, dbURL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.nodes, sync.OnceFunc(c.kill), nil
+	}
+	env, p, err := s.startQimd(ctx, name, filepath.Join(s.o.Dir, name), freeUDP(), freeTCP(), "--store", dbURL)
+	kill := sync.OnceFunc(func() {
+		if p.cmd != nil {
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	if err != nil {
+		kill()
+		return nil, nil, err
+	}
+	return []*Env{env}, kill, nil
 }

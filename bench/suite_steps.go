@@ -4,11 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"github.com/qim-im/qim/internal/pgdb"
 	"path/filepath"
 	"time"
 
 	"github.com/qim-im/qim/bench/baseline"
+	"github.com/qim-im/qim/internal/pgdb"
 )
 
 // pair: bare echo, then pair-ephemeral at its peak and at half of it, then
@@ -192,8 +192,18 @@ func (s *suite) migrate(ctx context.Context) error {
 // PostgreSQL (a new database on o.Postgres, dropped after), beside bare pgx
 // committing batches of the size qimd's committer made in the same run.
 func (s *suite) pairPG(ctx context.Context) error {
+	return s.pairOnPG(ctx, "pair-durable-pg", "qimd-pg", 1)
+}
+
+// pairOnPG runs pair-durable on nodes qimd nodes named name (one qimd, or
+// a cluster, see startOnPG) on a new database of o.Postgres (dropped
+// after), each pair's sender on one node and its receiver on the next, and
+// emits the figure step and its p99. Its baseline is bare pgx committing
+// batches of the size the nodes' committers made on average, run once the
+// nodes are killed, with the cores to itself.
+func (s *suite) pairOnPG(ctx context.Context, step, name string, nodes int) error {
 	if s.o.Postgres == "" {
-		s.progressf("pair-durable-pg: skipped (no --postgres)")
+		s.progressf("%s: skipped (no --postgres)", step)
 		return nil
 	}
 	o := s.o.Pair
@@ -204,28 +214,26 @@ func (s *suite) pairPG(ctx context.Context) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	defer drop()
-	env, p, err := s.startQimd(ctx, "qimd-pg", filepath.Join(s.o.Dir, "qimd-pg"), freeUDP(), freeTCP(), "--store", dbURL)
+	envs, stop, err := s.startOnPG(ctx, name, nodes, dbURL)
 	if err != nil {
 		return err
 	}
-	defer p.cmd.Process.Kill()
-	before, _ := Scrape(ctx, env.Metrics, false)
-	dur, err := Pair(ctx, env, o)
+	defer stop()
+	before := scrapeAll(ctx, envs)
+	dur, err := PairAcross(ctx, envs, o)
 	if err != nil {
 		return err
 	}
-	after, _ := Scrape(ctx, env.Metrics, false)
-	// Kill it now, so that the baseline has the cores to itself.
-	p.cmd.Process.Kill()
-	<-p.exited
+	after := scrapeAll(ctx, envs)
+	stop() // the baseline has the cores to itself
 	batch := commitBatch(before, after)
 	s.progressf("baseline: bare pgx, batches of %d messages (qimd's average) over %d conversations", batch, o.Pairs)
 	base, err := PGBaseline(ctx, PGOptions{URL: dbURL, Convs: o.Pairs, Batch: batch, Size: o.Size, Duration: o.Duration})
 	if err != nil {
 		return err
 	}
-	s.emit(Line{"pair-durable-pg", dur.Rate(), "msgs/s", base.Rate()})
-	s.emit(Line{"pair-durable-pg-p99", ms(dur.Latency.P99), "ms", 0})
+	s.emit(Line{step, dur.Rate(), "msgs/s", base.Rate()})
+	s.emit(Line{step + "-p99", ms(dur.Latency.P99), "ms", 0})
 	return nil
 }
 

@@ -48,7 +48,7 @@ type serverKeys struct {
 const MaxServerID = 1<<16 - 1
 
 // masterKeyPath is where a data directory keeps its master key.
-func masterKeyPath(dataDir string) string { return filepath.Join(dataDir, "keys", "server.key") }
+func masterKeyPath(dataDir string) string { return filepath.Join(keysDir(dataDir), "server.key") }
 
 // loadServerKeys reads, or creates, the data directory's master key and
 // derives the keys of the server with serverID from it.

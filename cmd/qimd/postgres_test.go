@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -71,10 +70,7 @@ func TestServePostgres(t *testing.T) {
 	// A second node: its own data directory, the first one's certificates
 	// and application secrets, the same database.
 	data2 := t.TempDir()
-	if err := copyDir(filepath.Join(data, "certs"), filepath.Join(data2, "certs")); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyDir(filepath.Join(data, "apps"), filepath.Join(data2, "apps")); err != nil {
+	if err := daemon.CopyShared(data, data2); err != nil {
 		t.Fatal(err)
 	}
 	addr2, stop2 := serveQimd(t, "--data", data2, "--store", dbURL)
@@ -99,10 +95,6 @@ func TestServePostgres(t *testing.T) {
 		t.Errorf("bob got 1:1 %q and group %q, want 1:1 %q and group %q", direct, group, []string{want[0], want[2]}, want[1:2])
 	}
 }
-
-// copyDir copies the directory tree src to dst, as an operator copies a
-// node's certificates and secrets to another.
-func copyDir(src, dst string) error { return os.CopyFS(dst, os.DirFS(src)) }
 
 // serveQimd runs `qimd serve` with args in this process, waits until it
 // prints its address, and returns it with a func that stops the server and

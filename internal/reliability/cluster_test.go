@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/qim-im/qim/client"
+	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/internal/pgtest"
-	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
 )
 
@@ -52,7 +52,7 @@ func TestClusterKill9(t *testing.T) {
 		if i > 0 {
 			// The nodes share the first's certificates, keys and
 			// application secrets.
-			if err := testserver.CopyShared(ps[0].data, ps[i].data); err != nil {
+			if err := daemon.CopyShared(ps[0].data, ps[i].data); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -2,16 +2,13 @@ package testserver
 
 import (
 	"context"
-	"fmt"
-	"io/fs"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/core"
+	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/store"
 	"github.com/qim-im/qim/store/pgstore"
 )
@@ -27,11 +24,6 @@ type Cluster struct {
 	Store  store.Store
 	Router core.Router
 }
-
-// sharedDirs are what the nodes of a cluster share of their data
-// directories: the CA and server certificate, the key of session tickets
-// and stateless resets, and the application secrets.
-var sharedDirs = []string{"certs", "keys", "apps"}
 
 // StartCluster starts n servers on one store, and stops them when the test
 // ends. The store is opts.Store or else, required then, the database at
@@ -77,7 +69,7 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 		if i > 0 {
 			o.DataDir = t.TempDir()
 			first := c.Nodes[0]
-			if err := CopyShared(first.DataDir, o.DataDir); err != nil {
+			if err := daemon.CopyShared(first.DataDir, o.DataDir); err != nil {
 				t.Fatalf("testserver: %v", err)
 			}
 			if embed {
@@ -133,42 +125,4 @@ func (c *Cluster) ClientConfig(user, device string) client.Config {
 	cfg := c.Nodes[0].ClientConfig(user, device)
 	cfg.Addrs = c.Addrs()[1:]
 	return cfg
-}
-
-// CopyShared copies what the nodes of a cluster share (certificates,
-// server key, application secrets) from the data directory src to dst, as
-// an operator does for a new node.
-func CopyShared(src, dst string) error {
-	for _, dir := range sharedDirs {
-		if err := copyDir(filepath.Join(src, dir), filepath.Join(dst, dir)); err != nil {
-			return fmt.Errorf("copy %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
-// copyDir copies the directory tree src to dst, keeping permissions.
-func copyDir(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		if e.IsDir() {
-			return os.MkdirAll(target, info.Mode().Perm())
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, b, info.Mode().Perm())
-	})
 }
