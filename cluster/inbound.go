@@ -50,12 +50,7 @@ func (r *NATSRouter) handle(m *nats.Msg) {
 		if node == r.node {
 			return // our own, heard on a connection without NoEcho
 		}
-		r.mu.RLock()
-		ls := r.listeners
-		r.mu.RUnlock()
-		for _, l := range ls {
-			l.ReceiveNode(app, ev)
-		}
+		r.listeners.ReceiveNode(app, ev)
 	case r.subj.fanout:
 		app, node, ev, users, err := decodeEventUsers(m.Data)
 		if err != nil {
@@ -74,12 +69,7 @@ func (r *NATSRouter) handle(m *nats.Msg) {
 		if !here {
 			return
 		}
-		r.mu.RLock()
-		ls := r.listeners
-		r.mu.RUnlock()
-		for _, l := range ls {
-			l.ReceiveNode(app, ev)
-		}
+		r.listeners.ReceiveNode(app, ev)
 	case r.subj.missed:
 		node, dropped, err := decodeMissed(m.Data)
 		if err != nil {
@@ -109,12 +99,7 @@ func (r *NATSRouter) handle(m *nats.Msg) {
 		if !r.receiveRemote(app, user, ev) {
 			return
 		}
-		r.mu.RLock()
-		ls := r.listeners
-		r.mu.RUnlock()
-		for _, l := range ls {
-			l.ReceiveNode(app, ev)
-		}
+		r.listeners.ReceiveNode(app, ev)
 	}
 }
 

@@ -24,12 +24,7 @@ func (r *NATSRouter) missedLoop() {
 			return
 		case <-r.missedTrigger:
 		}
-		r.mu.RLock()
-		ls := r.listeners
-		r.mu.RUnlock()
-		for _, l := range ls {
-			l.Missed()
-		}
+		r.listeners.Missed()
 		r.stats.missedCalls.Add(1)
 		t.Reset(r.missedInterval)
 		select {

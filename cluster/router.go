@@ -146,7 +146,7 @@ type NATSRouter struct {
 
 	mu        sync.RWMutex
 	users     map[userKey]*entry // guarded by mu
-	listeners []core.Listener    // guarded by mu; copy-on-write
+	listeners core.Listeners
 
 	// subMu serialises the changes of subscriptions: it is held, outside
 	// mu, over the whole of a registration or unregistration.
@@ -422,12 +422,7 @@ func (r *NATSRouter) deliverLocal(app string, users []string, ev core.Event) {
 // Broadcast implements core.Router: this node's listeners get ev at once,
 // and ev (without Frame) is queued for the other nodes' listeners.
 func (r *NATSRouter) Broadcast(app string, ev core.Event) {
-	r.mu.RLock()
-	ls := r.listeners
-	r.mu.RUnlock()
-	for _, l := range ls {
-		l.ReceiveNode(app, ev)
-	}
+	r.listeners.ReceiveNode(app, ev)
 	ev.Frame = nil
 	data, err := encodeEvent(app, r.node, ev, nil)
 	if err != nil {
@@ -456,21 +451,7 @@ func (r *NATSRouter) dropped(n int) {
 // Listen implements core.Router. l hears broadcasts (this node's
 // included), events other nodes deliver to sessions of this node, and
 // Missed.
-func (r *NATSRouter) Listen(l core.Listener) func() {
-	r.mu.Lock()
-	r.listeners = append(slices.Clip(r.listeners), l)
-	r.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if i := slices.Index(r.listeners, l); i >= 0 {
-				r.listeners = slices.Delete(slices.Clone(r.listeners), i, i+1)
-			}
-		})
-	}
-}
+func (r *NATSRouter) Listen(l core.Listener) func() { return r.listeners.Add(l) }
 
 // Close stops the router: it publishes what is queued (giving NATS up to a
 // second to take it), stops its goroutines, and closes its connection to

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -105,7 +104,7 @@ type Router interface {
 type LocalRouter struct {
 	mu        sync.RWMutex
 	users     map[userKey][]*localReg // guarded by mu; copy-on-write slices
-	listeners []Listener              // guarded by mu; copy-on-write
+	listeners Listeners
 }
 
 type userKey struct{ app, user string }
@@ -160,30 +159,8 @@ func (r *LocalRouter) Deliver(app string, users []string, ev Event) {
 }
 
 // Broadcast implements Router: there is only this node.
-func (r *LocalRouter) Broadcast(app string, ev Event) {
-	r.mu.RLock()
-	ls := r.listeners
-	r.mu.RUnlock()
-	for _, l := range ls {
-		l.ReceiveNode(app, ev)
-	}
-}
+func (r *LocalRouter) Broadcast(app string, ev Event) { r.listeners.ReceiveNode(app, ev) }
 
 // Listen implements Router. A LocalRouter has no other node, so its
 // listeners hear only broadcasts, and never Missed.
-func (r *LocalRouter) Listen(l Listener) func() {
-	r.mu.Lock()
-	r.listeners = append(slices.Clip(r.listeners), l)
-	r.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			i := slices.Index(r.listeners, l)
-			if i >= 0 {
-				r.listeners = slices.Delete(slices.Clone(r.listeners), i, i+1)
-			}
-		})
-	}
-}
+func (r *LocalRouter) Listen(l Listener) func() { return r.listeners.Add(l) }

@@ -190,19 +190,7 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
-	if err := daemon.CheckCluster(clusterConfig(c), c.String("store") != ""); err != nil {
-		return err // before the store is opened: one line
-	}
-	st, err := openStore(c.Context, c.String("store"), logger)
-	if err != nil {
-		return err
-	}
-	if st != nil {
-		// The daemon does not close a store it was given.
-		defer st.Close()
-	}
-	d, err := daemon.StartContext(c.Context, daemon.Config{
-		Store:    st,
+	cfg := daemon.Config{
 		Listen:   c.String("listen"),
 		DataDir:  c.String("data"),
 		CertFile: c.String("cert"),
@@ -233,7 +221,20 @@ func serve(c *cli.Context) error {
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
-	})
+	}
+	if err := daemon.CheckCluster(cfg, c.String("store") != ""); err != nil {
+		return err // before the store is opened: one line
+	}
+	st, err := openStore(c.Context, c.String("store"), logger)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		// The daemon does not close a store it was given.
+		defer st.Close()
+	}
+	cfg.Store = st
+	d, err := daemon.StartContext(c.Context, cfg)
 	if err != nil {
 		return err
 	}
@@ -312,17 +313,4 @@ func splitList(v string) []string {
 		}
 	}
 	return out
-}
-
-// clusterConfig returns the cluster part of serve's daemon.Config, for
-// daemon.CheckCluster before the store is opened.
-func clusterConfig(c *cli.Context) daemon.Config {
-	return daemon.Config{
-		ServerID:    c.Int("server-id"),
-		NATS:        c.String("nats"),
-		NATSEmbed:   c.Bool("nats-embed"),
-		NATSListen:  c.String("nats-listen"),
-		NATSCluster: c.String("nats-cluster"),
-		NATSRoutes:  splitList(c.String("nats-routes")),
-	}
 }
