@@ -54,10 +54,10 @@ func newGroupCache(n int, ttl time.Duration) (*groupCache, error) {
 // that does not exist in app gives NOT_FOUND.
 func (h *Hub) group(ctx context.Context, app, id string) (*groupState, error) {
 	k := convKey{app, id}
-	now := h.now()
-	if g, ok := h.groups.lru.Get(k); ok && (h.groups.ttl == 0 || now.Sub(g.loaded) < h.groups.ttl) {
+	if g, ok := h.groups.lru.Get(k); ok && (h.groups.ttl == 0 || h.now().Sub(g.loaded) < h.groups.ttl) {
 		return g, nil
 	}
+	loaded := h.now() // before the read: an entry never outlives its TTL
 	gen := h.groups.gen.Load()
 	info, err := h.store.GetGroup(ctx, app, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -70,7 +70,7 @@ func (h *Hub) group(ctx context.Context, app, id string) (*groupState, error) {
 	if err != nil {
 		return nil, StoreError("get members", err)
 	}
-	g := &groupState{info: info, members: members, loaded: now}
+	g := &groupState{info: info, members: members, loaded: loaded}
 	h.groups.mu.Lock()
 	if h.groups.gen.Load() == gen {
 		h.groups.lru.Add(k, g)

@@ -124,18 +124,29 @@ func (c *recentCache) add(app, conv string, m *qimpb.Message, cost int64) {
 	}
 }
 
-// after returns up to limit messages with seq > after, if the cache can
-// answer exactly (it holds seq after+1, or it knows nothing newer exists).
-func (c *recentCache) after(app, conv string, after uint64, limit int) ([]*qimpb.Message, bool) {
+// held returns the entry of conv, locked, if it holds messages; the caller
+// unlocks it.
+func (c *recentCache) held(app, conv string) (*recentMsgs, bool) {
 	e, ok := c.lru.Get(convKey{app, conv})
 	if !ok {
 		return nil, false
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if len(e.msgs) == 0 {
+		e.mu.Unlock()
 		return nil, false
 	}
+	return e, true
+}
+
+// after returns up to limit messages with seq > after, if the cache can
+// answer exactly (it holds seq after+1, or it knows nothing newer exists).
+func (c *recentCache) after(app, conv string, after uint64, limit int) ([]*qimpb.Message, bool) {
+	e, ok := c.held(app, conv)
+	if !ok {
+		return nil, false
+	}
+	defer e.mu.Unlock()
 	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
 	if after >= hi {
 		// Nothing newer, if this cache sees every commit.
@@ -152,15 +163,11 @@ func (c *recentCache) after(app, conv string, after uint64, limit int) ([]*qimpb
 // history returns the latest limit messages with seq < before (0: no bound),
 // ascending, if the cache holds all of them.
 func (c *recentCache) history(app, conv string, before uint64, limit int) ([]*qimpb.Message, bool) {
-	e, ok := c.lru.Get(convKey{app, conv})
+	e, ok := c.held(app, conv)
 	if !ok {
 		return nil, false
 	}
-	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.msgs) == 0 {
-		return nil, false
-	}
 	lo, hi := e.msgs[0].Seq, e.msgs[len(e.msgs)-1].Seq
 	end := hi // last seq wanted
 	if !c.tail && (before == 0 || before > hi+1) {
