@@ -60,21 +60,17 @@ func (d *Daemon) joinCluster() error {
 // NATSEmbed set) needs one, no Router of its own and a server id; the
 // embedded NATS server's options need NATSEmbed.
 func CheckCluster(cfg Config, sharedStore bool) error {
-	if cfg.NATS == "" && !cfg.NATSEmbed {
-		if cfg.NATSCluster != "" || len(cfg.NATSRoutes) > 0 || cfg.NATSListen != "" {
-			return errors.New("daemon: --nats-cluster, --nats-routes and --nats-listen configure the embedded NATS server: add --nats-embed")
-		}
-		return nil
-	}
 	switch {
+	case !cfg.NATSEmbed && (cfg.NATSCluster != "" || len(cfg.NATSRoutes) > 0 || cfg.NATSListen != ""):
+		return errors.New("daemon: --nats-cluster, --nats-routes and --nats-listen configure the embedded NATS server: add --nats-embed")
+	case cfg.NATS == "" && !cfg.NATSEmbed:
+		return nil // not a cluster
 	case !sharedStore:
 		return errors.New("daemon: a cluster needs a store every node shares (qimd serve --store postgres://...), not the embedded one")
 	case cfg.Router != nil:
 		return errors.New("daemon: a cluster has its own router: set NATS or Router, not both")
 	case cfg.ServerID == 0:
 		return errors.New("daemon: every node of a cluster needs its own server id (qimd serve --server-id N, 1 to 65535)")
-	case !cfg.NATSEmbed && (cfg.NATSCluster != "" || len(cfg.NATSRoutes) > 0 || cfg.NATSListen != ""):
-		return errors.New("daemon: --nats-cluster, --nats-routes and --nats-listen configure the embedded NATS server: add --nats-embed")
 	}
 	return nil
 }
