@@ -36,6 +36,9 @@ func (h *Hub) Authenticate(ctx context.Context, c *qimpb.Connect) (app string, e
 			return "", Errorf(qimpb.Code_INVALID_ARGUMENT, "org, appkey, user and device must be 1-64 characters of A-Z a-z 0-9 . _ @ -")
 		}
 	}
+	if c.User == SystemUser {
+		return "", Errorf(qimpb.Code_INVALID_ARGUMENT, "%s is reserved for the application's own messages", SystemUser)
+	}
 	if err := h.Verify(c.Org, c.Appkey, c.User, c.Token); err != nil {
 		return "", err
 	}

@@ -113,17 +113,9 @@ func (h *Hub) Group(ctx context.Context, app, user string, r *qimpb.GroupRequest
 		if !member {
 			return nil, errNotMember
 		}
-		limit := int(r.Limit)
-		if limit <= 0 {
-			limit = defaultHistory
-		}
-		limit = min(limit, maxHistory)
-		conv := store.GroupConv(r.GroupId)
-		ms, ok := h.recent.history(app, conv, r.BeforeSeq, limit)
-		if !ok {
-			if ms, err = st.History(ctx, app, conv, r.BeforeSeq, limit); err != nil {
-				return nil, StoreError("history", err)
-			}
+		ms, err := h.history(ctx, app, store.GroupConv(r.GroupId), r.BeforeSeq, int(r.Limit))
+		if err != nil {
+			return nil, err
 		}
 		// A page never makes a frame larger than the limit: drop its
 		// oldest messages until it fits (the client pages on from the

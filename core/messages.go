@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/qim-im/qim/auth"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
@@ -39,23 +38,7 @@ func (h *Hub) CheckMessage(ctx context.Context, app, user string, m *qimpb.Messa
 	if err := checkContent(m); err != nil {
 		return "", err
 	}
-	if m.ToUser != "" {
-		if !auth.ValidID(m.ToUser) {
-			return "", Errorf(qimpb.Code_INVALID_ARGUMENT, "to_user is not a valid user id")
-		}
-		return store.DirectConv(user, m.ToUser), nil
-	}
-	if !validGroupID(m.ToGroup) {
-		return "", Errorf(qimpb.Code_NOT_FOUND, "no such group")
-	}
-	g, err := h.group(ctx, app, m.ToGroup)
-	if err != nil {
-		return "", err
-	}
-	if !g.isMember(user) {
-		return "", errNotMember
-	}
-	return store.GroupConv(m.ToGroup), nil
+	return h.Conversation(ctx, app, user, m.ToUser, m.ToGroup)
 }
 
 // checkContent validates a message's type and payload.
