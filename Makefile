@@ -36,7 +36,7 @@ vet:
 	$(GO) vet ./...
 
 FUZZ_TARGETS := ./proto:FuzzFrame ./core:FuzzDecodeText ./auth:FuzzVerify ./internal/reliability:FuzzRequest \
-	./cluster:FuzzDecode ./cluster:FuzzUserSubject
+	./cluster:FuzzDecode ./cluster:FuzzUserSubject ./httpapi:FuzzDecodeJSON
 
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
