@@ -21,6 +21,7 @@ package s3blob
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -46,6 +47,9 @@ type Config struct {
 	SecretKey string
 	// Secure selects HTTPS; false means plain HTTP.
 	Secure bool
+	// TLSConfig configures HTTPS, for a service whose certificate a
+	// private authority signed (RootCAs). Nil means the system's roots.
+	TLSConfig *tls.Config
 	// Region is the bucket's region. Empty means that the client asks
 	// the service once ("us-east-1" for most services other than AWS).
 	Region string
@@ -86,6 +90,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	transport, err := minio.DefaultTransport(cfg.Secure)
 	if err != nil {
 		return nil, fmt.Errorf("s3blob: open: %w", err)
+	}
+	if cfg.Secure && cfg.TLSConfig != nil {
+		transport.TLSClientConfig = cfg.TLSConfig.Clone()
 	}
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),

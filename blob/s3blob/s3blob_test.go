@@ -2,6 +2,8 @@ package s3blob_test
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -24,16 +26,35 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // ends.
 type fakeS3 struct {
 	endpoint string
+	tls      *tls.Config // nil for plain HTTP
 	backend  *s3mem.Backend
 	buckets  atomic.Int64
 }
 
+// startS3 starts a service that speaks plain HTTP, over which the client
+// signs the body in chunks.
 func startS3(t *testing.T) *fakeS3 {
 	t.Helper()
 	backend := s3mem.New()
 	srv := httptest.NewServer(gofakes3.New(backend).Server())
 	t.Cleanup(srv.Close)
 	return &fakeS3{endpoint: srv.Listener.Addr().String(), backend: backend}
+}
+
+// startS3TLS starts a service that speaks HTTPS, over which the client
+// sends the body as is (UNSIGNED-PAYLOAD), as it does with Amazon S3.
+func startS3TLS(t *testing.T) *fakeS3 {
+	t.Helper()
+	backend := s3mem.New()
+	srv := httptest.NewTLSServer(gofakes3.New(backend).Server())
+	t.Cleanup(srv.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	return &fakeS3{
+		endpoint: srv.Listener.Addr().String(),
+		tls:      &tls.Config{RootCAs: roots},
+		backend:  backend,
+	}
 }
 
 // config returns the Config of a new bucket of f, created if create.
@@ -51,6 +72,8 @@ func (f *fakeS3) config(t *testing.T, create bool) s3blob.Config {
 		AccessKey: "test-access",
 		SecretKey: "test-secret",
 		Region:    "us-east-1",
+		Secure:    f.tls != nil,
+		TLSConfig: f.tls,
 	}
 }
 
@@ -65,6 +88,11 @@ func open(t *testing.T, cfg s3blob.Config) *s3blob.Store {
 
 func TestConformance(t *testing.T) {
 	f := startS3(t)
+	blobtest.Run(t, func(t *testing.T) blob.Store { return open(t, f.config(t, true)) })
+}
+
+func TestConformanceTLS(t *testing.T) {
+	f := startS3TLS(t)
 	blobtest.Run(t, func(t *testing.T) blob.Store { return open(t, f.config(t, true)) })
 }
 
