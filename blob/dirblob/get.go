@@ -43,7 +43,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("dirblob: delete %q: %w", key, err)
 	}
 	if err := s.acquire(); err != nil {
-		return err
+		return fmt.Errorf("dirblob: delete %q: %w", key, err)
 	}
 	defer s.done()
 	err := s.root.Remove(objectPath(key))

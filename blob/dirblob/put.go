@@ -27,7 +27,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, in
 		return fmt.Errorf("dirblob: put %q: %w", key, err)
 	}
 	if err := s.acquire(); err != nil {
-		return err
+		return fmt.Errorf("dirblob: put %q: %w", key, err)
 	}
 	defer s.done()
 

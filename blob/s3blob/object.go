@@ -24,7 +24,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64, in
 		return fmt.Errorf("s3blob: put %q: %w", key, err)
 	}
 	if err := s.check(); err != nil {
-		return err
+		return fmt.Errorf("s3blob: put %q: %w", key, err)
 	}
 	body := upload.NewReader(ctx, r, size)
 	if size == 0 {

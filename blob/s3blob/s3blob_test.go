@@ -91,13 +91,9 @@ func TestConformance(t *testing.T) {
 	blobtest.Run(t, func(t *testing.T) blob.Store { return open(t, f.config(t, true)) })
 }
 
+// TestConformanceTLS runs the suite over HTTPS, with a prefix.
 func TestConformanceTLS(t *testing.T) {
 	f := startS3TLS(t)
-	blobtest.Run(t, func(t *testing.T) blob.Store { return open(t, f.config(t, true)) })
-}
-
-func TestConformancePrefix(t *testing.T) {
-	f := startS3(t)
 	blobtest.Run(t, func(t *testing.T) blob.Store {
 		cfg := f.config(t, true)
 		cfg.Prefix = "qim/blobs/"
