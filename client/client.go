@@ -20,6 +20,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,7 +179,10 @@ type Config struct {
 // background and reconnect when it returns.
 type Client struct {
 	// Static after Dial.
-	cfg        Config
+	cfg Config
+	// httpOnce makes http, the HTTPS client of the HTTP API (upload.go).
+	httpOnce   sync.Once
+	http       *http.Client
 	tlsConf    *tls.Config
 	quicConf   *quic.Config
 	addrs      []string       // the nodes: Config.Addr, then Config.Addrs

@@ -31,6 +31,10 @@ func (c *Client) Close() error {
 		}
 	})
 	<-c.done
+	c.httpOnce.Do(func() {}) // after Do, c.http is set or never will be
+	if c.http != nil {
+		c.http.CloseIdleConnections()
+	}
 	return nil
 }
 
