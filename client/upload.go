@@ -48,7 +48,11 @@ func (c *Client) Upload(ctx context.Context, to Peer, r io.Reader, size int64) (
 	if m.Device != "" {
 		req.Header.Set("Qim-Device", m.Device)
 	}
-	resp, err := c.httpClient().Do(req)
+	hc := c.httpClient()
+	if hc == nil {
+		return nil, ErrClosed
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("qim: upload: %w", err)
 	}
@@ -73,7 +77,7 @@ func (c *Client) Upload(ctx context.Context, to Peer, r io.Reader, size int64) (
 
 // httpClient returns the client's HTTPS client, made on first use: the
 // session's TLS configuration (its roots and server name) with the HTTP
-// ALPNs. It is closed with the Client's idle connections by Close.
+// ALPNs; nil after Close, which closes its idle connections.
 func (c *Client) httpClient() *http.Client {
 	c.httpOnce.Do(func() {
 		tlsConf := c.tlsConf.Clone()
