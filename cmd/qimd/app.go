@@ -15,6 +15,7 @@ import (
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/httpapi"
 )
 
 // dataFlag is shared by every command.
@@ -116,6 +117,26 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						return err
 					}
 					fmt.Fprintln(c.App.Writer, auth.Mint(secret, c.String("org"), c.String("appkey"), c.String("user"), time.Now().Add(c.Duration("ttl"))))
+					return nil
+				},
+			},
+			{
+				Name:  "apikey",
+				Usage: "print the API key of an application, for its backend's HTTP API requests (Authorization: Bearer KEY; signed requests are safer, see docs/HTTP.md)",
+				Flags: []cli.Flag{
+					dataFlag,
+					&cli.StringFlag{Name: "org", Value: daemon.DemoOrg, EnvVars: []string{"QIM_ORG"}},
+					&cli.StringFlag{Name: "appkey", Value: daemon.DemoAppkey, EnvVars: []string{"QIM_APPKEY"}},
+				},
+				Action: func(c *cli.Context) error {
+					if err := ensureDemoApp(c); err != nil {
+						return err
+					}
+					secret, err := daemon.AppSecret(c.String("data"), c.String("org"), c.String("appkey"))
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, httpapi.APIKey(secret))
 					return nil
 				},
 			},
