@@ -139,6 +139,12 @@ type Config struct {
 	// NATSRoutes are the cluster addresses (nats://HOST:PORT) of other
 	// members of the NATS cluster; one is enough, they gossip the rest.
 	NATSRoutes []string
+	// NoHTTP turns the HTTP API off. By default the server serves it on
+	// its port three ways (web.go): HTTP/3 on the UDP socket, besides qim
+	// (ALPN "h3"), and HTTPS (HTTP/1.1 and HTTP/2, TLS 1.3 only) on TCP at
+	// the same IP address and port, which must then be free too; with
+	// PacketConn, on its address.
+	NoHTTP bool
 	// CatchUpEvery is, in a cluster, how often every session re-reads its
 	// inbox for messages whose events were lost (session.Config). Zero
 	// means 30 s.
@@ -159,6 +165,7 @@ type Daemon struct {
 	hub      *core.Hub
 	devices  *session.Devices
 	srv      *quicsrv.Server
+	web      *webServer // the HTTPS server (web.go); nil with Config.NoHTTP
 	// In a cluster (cluster.go): the router and the embedded NATS server;
 	// nil otherwise.
 	router *cluster.NATSRouter
@@ -306,16 +313,8 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.router != nil {
 		m.WatchCluster(clusterStats(d.router, d.devices))
 	}
-	if d.pc = cfg.PacketConn; d.pc == nil {
-		udpAddr, err := net.ResolveUDPAddr("udp", cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("daemon: listen address: %w", err)
-		}
-		uc, err := net.ListenUDP("udp", udpAddr)
-		if err != nil {
-			return fmt.Errorf("daemon: listen: %w", err)
-		}
-		d.pc = uc // not assigned on error: a nil *UDPConn in d.pc is not nil
+	if err := d.listen(); err != nil {
+		return err
 	}
 	if err := d.listenAdmin(); err != nil {
 		logger.Warn("no admin socket: `qimd logout` will not reach this server", "path", AdminSocket(cfg.DataDir), "err", err)
@@ -324,9 +323,11 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.pollStop, d.pollDone = make(chan struct{}), make(chan struct{})
 		go d.pollApps(cfg.AppsPoll)
 	}
+	// The HTTP API: HTTPS on TCP from now on, HTTP/3 with d.srv.
+	h3 := d.startWeb(tlsConf)
 	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Devices: d.devices, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
 		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP,
-		ConnectionIDGenerator: connIDs, TokenKey: &keys.token}
+		ConnectionIDGenerator: connIDs, TokenKey: &keys.token, HTTP3: h3}
 	go func() { d.serveErr <- d.srv.Serve(d.pc) }()
 	if d.metricsLn != nil {
 		d.serveMetrics(m)
@@ -438,10 +439,14 @@ func (d *Daemon) Wait() error {
 }
 
 // Shutdown stops accepting connections, tells connected devices the server
-// is going away, waits for them (until ctx ends), then flushes and closes
-// the embedded store (not a Config.Store).
+// is going away and HTTP clients to finish, waits for them (until ctx
+// ends), then flushes and closes the embedded store (not a Config.Store).
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	waitWeb := d.shutdownWeb(ctx)
 	err := d.srv.Shutdown(ctx)
+	if werr := waitWeb(); err == nil {
+		err = werr
+	}
 	if cerr := d.closeParts(); err == nil {
 		err = cerr
 	}
@@ -480,6 +485,7 @@ func (d *Daemon) closeParts() error {
 		d.metricsLn.Close() // in case Start failed before serving it
 		d.metricsLn = nil
 	}
+	d.closeWeb()
 	if d.pc != nil {
 		errs = append(errs, d.pc.Close())
 		if d.srv != nil {

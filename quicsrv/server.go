@@ -13,12 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/time/rate"
 
 	"github.com/qim-im/qim/metrics"
@@ -97,6 +99,23 @@ type Server struct {
 	// many devices behind one carrier NAT are not limited by it. Zero
 	// means 100; negative means no bound.
 	MaxUnauthenticatedPerIP int
+	// HTTP3, if set, serves HTTP/3 on the server's socket: Serve offers
+	// the ALPN protocol "h3" besides "qim/1", and hands every connection
+	// that negotiates it to HTTP3.ServeQUICConn, in a goroutine of the
+	// Server. Its Handler, IdleTimeout, MaxHeaderBytes, ConnContext and
+	// Logger apply; its Addr, Port, TLSConfig and QUICConfig do not (the
+	// Server's TLSConfig and QUICConfig do, see Serve). The Server owns it
+	// from Serve on: Shutdown shuts it down (GOAWAY, then waiting for the
+	// requests in flight) and Close closes it; it serves nothing after
+	// them. While MaxUnauthenticated qim connections wait, the server
+	// accepts no connection, HTTP/3 ones included. Nil means qim only.
+	HTTP3 *http3.Server
+	// MaxHTTP3Conns bounds the HTTP/3 connections open at once. They hold
+	// no place among the unauthenticated connections (MaxUnauthenticated):
+	// each HTTP request authenticates itself. A connection beyond the
+	// bound is closed with H3_EXCESSIVE_LOAD as soon as its handshake
+	// completes. Zero means 10,000; negative means no bound.
+	MaxHTTP3Conns int
 
 	inShutdown atomic.Bool
 	nextConnID atomic.Uint64
@@ -116,7 +135,8 @@ type Server struct {
 	listeners map[*quic.EarlyListener]struct{} // guarded by mu
 	conns     map[*serverConn]struct{}         // guarded by mu
 	refused   map[*quic.Conn]struct{}          // guarded by mu; refused, waiting for their handshake to close
-	connsWG   sync.WaitGroup                   // one per serveConn goroutine
+	h3conns   map[*quic.Conn]struct{}          // guarded by mu; served by HTTP3 (http3.go)
+	connsWG   sync.WaitGroup                   // one per goroutine serving or refusing a connection
 }
 
 // DefaultQUICConfig returns the QUIC settings qim uses unless told
@@ -179,6 +199,11 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts QUIC connections on pc until Shutdown or Close, serving
 // each in its own goroutine. It always returns a non-nil error; after
 // Shutdown or Close it is ErrServerClosed. The caller keeps ownership of pc.
+//
+// With HTTP3 set, Serve offers "h3" after the TLSConfig's NextProtos, and
+// lets each peer open at least 3 unidirectional streams (HTTP/3's control
+// and QPACK streams; QUICConfig.MaxIncomingUniStreams is raised on a
+// copy): qim connections refuse those (refuseUniStreams).
 func (s *Server) Serve(pc net.PacketConn) error {
 	if s.Devices == nil || s.TLSConfig == nil {
 		return errors.New("quicsrv: Server needs Devices and TLSConfig")
@@ -194,14 +219,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		VerifySourceAddress:   s.verifySourceAddress(),
 	}
 	defer tr.Close()
-	tlsConf := s.TLSConfig.Clone()
-	if len(tlsConf.NextProtos) == 0 {
-		tlsConf.NextProtos = []string{"qim/1"}
-	}
-	qconf := s.QUICConfig
-	if qconf == nil {
-		qconf = DefaultQUICConfig()
-	}
+	tlsConf, qconf := s.listenConfigs()
 	// Early: a resuming device may send CONNECT and replay-safe requests
 	// in 0-RTT; the session defers everything else until the handshake
 	// completes (see session.Session).
@@ -230,12 +248,19 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			}
 			return fmt.Errorf("quicsrv: accept: %w", err)
 		}
+		// The protocol is known from the server's first flight on, before
+		// the handshake completes (and ConnectionState does not wait for
+		// it).
+		if s.HTTP3 != nil && qc.ConnectionState().TLS.NegotiatedProtocol == http3.NextProtoH3 {
+			s.serveHTTP3(qc, qconf.EnableDatagrams && !s.HTTP3.EnableDatagrams)
+			continue
+		}
 		ip, _ := addrIP(qc.RemoteAddr())
 		slot := s.takeUnauth(ip)
 		if slot == nil {
 			s.logger().Debug("too many unauthenticated connections from one address", "remote", qc.RemoteAddr().String())
 			s.Metrics.ConnectRefused(qimpb.Code_RATE_LIMITED)
-			s.refuse(qc, qimpb.Code_RATE_LIMITED, "too many unauthenticated connections from this address")
+			s.refuse(qc, quic.ApplicationErrorCode(qimpb.Code_RATE_LIMITED), "too many unauthenticated connections from this address")
 			continue
 		}
 		sc := s.newConn(qc, slot)
@@ -248,17 +273,49 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			defer s.connsWG.Done()
 			defer s.untrack(sc)
 			// Discard the device's keepalive datagrams as they come, so
-			// that quic-go's queue of received datagrams stays empty.
+			// that quic-go's queue of received datagrams stays empty,
+			// and refuse the unidirectional streams it may open for
+			// HTTP/3's sake.
 			ctx, cancel := context.WithCancel(qc.Context())
 			var wg sync.WaitGroup
 			if qconf.EnableDatagrams {
 				wg.Go(func() { discardDatagrams(ctx, qc) })
+			}
+			if qconf.MaxIncomingUniStreams >= 0 {
+				wg.Go(func() { refuseUniStreams(ctx, qc) })
 			}
 			sc.serve()
 			cancel()
 			wg.Wait()
 		}()
 	}
+}
+
+// listenConfigs returns the TLS and QUIC configurations Serve listens
+// with: copies of TLSConfig and QUICConfig (or DefaultQUICConfig), with
+// the ALPN protocols and, with HTTP3, the unidirectional streams that
+// HTTP/3 needs.
+func (s *Server) listenConfigs() (*tls.Config, *quic.Config) {
+	tlsConf := s.TLSConfig.Clone()
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf.NextProtos = []string{"qim/1"}
+	}
+	qconf := s.QUICConfig
+	if qconf == nil {
+		qconf = DefaultQUICConfig()
+	}
+	if s.HTTP3 == nil {
+		return tlsConf, qconf
+	}
+	if !slices.Contains(tlsConf.NextProtos, http3.NextProtoH3) {
+		tlsConf.NextProtos = append(slices.Clip(tlsConf.NextProtos), http3.NextProtoH3)
+	}
+	// Zero means quic-go's default, 100.
+	if n := qconf.MaxIncomingUniStreams; n < 0 || (n > 0 && n < minHTTP3UniStreams) {
+		qconf = qconf.Clone()
+		qconf.MaxIncomingUniStreams = minHTTP3UniStreams
+	}
+	return tlsConf, qconf
 }
 
 // discardDatagrams reads and drops the connection's QUIC datagrams until
@@ -302,8 +359,8 @@ func (s *Server) verifySourceAddress() func(net.Addr) bool {
 }
 
 // Shutdown stops accepting connections, tells every connected device that
-// the server is going away, and waits until they have closed or ctx ends,
-// when it closes what remains.
+// the server is going away, shuts HTTP3 down (if set), and waits until
+// every connection has closed or ctx ends, when it closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.inShutdown.Store(true)
 	s.wakeUnauthWaiters()
@@ -312,6 +369,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		sc.Disconnect(qimpb.Code_GOING_AWAY, "server shutting down")
 	}
 	s.closeRefused()
+	// HTTP/3 connections get a GOAWAY and end when their requests have
+	// (the client closes them then).
+	var h3 sync.WaitGroup
+	if s.HTTP3 != nil {
+		h3.Go(func() { s.HTTP3.Shutdown(ctx) })
+	}
+	defer h3.Wait()
 	done := make(chan struct{})
 	go func() {
 		s.connsWG.Wait()
@@ -327,7 +391,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes the listeners and every connection at once.
+// Close closes the listeners, HTTP3 (if set) and every connection at
+// once.
 func (s *Server) Close() error {
 	s.inShutdown.Store(true)
 	s.wakeUnauthWaiters()
@@ -336,6 +401,7 @@ func (s *Server) Close() error {
 		sc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_GOING_AWAY), "server closed")
 	}
 	s.closeRefused()
+	s.closeHTTP3()
 	s.connsWG.Wait()
 	return nil
 }

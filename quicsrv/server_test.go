@@ -3,6 +3,7 @@ package quicsrv_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"testing"
 	"time"
@@ -26,9 +27,16 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, srv *testserver.Server) *rawConn {
 	t.Helper()
+	return dialRawAddr(t, srv.Addr, srv.ClientTLS())
+}
+
+// dialRawAddr is dialRaw to any address, with the client TLS
+// configuration tc.
+func dialRawAddr(t *testing.T, addr string, tc *tls.Config) *rawConn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, srv.Addr, srv.ClientTLS(), &quic.Config{MaxIdleTimeout: 10 * time.Second})
+	qc, err := quic.DialAddr(ctx, addr, tc, &quic.Config{MaxIdleTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

@@ -119,7 +119,7 @@ func (s *Server) authenticated(sc *serverConn) { s.releaseUnauth(sc.unauth) }
 // section 10.2.3), so refuse waits for the handshake, at most refuseWait,
 // in a goroutine counted in connsWG. At most maxRefusing wait: a peer
 // that never completes its handshakes cannot make refusals pile up.
-func (s *Server) refuse(qc *quic.Conn, code qimpb.Code, reason string) {
+func (s *Server) refuse(qc *quic.Conn, code quic.ApplicationErrorCode, reason string) {
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()
@@ -128,7 +128,7 @@ func (s *Server) refuse(qc *quic.Conn, code qimpb.Code, reason string) {
 	}
 	if len(s.refused) >= maxRefusing {
 		s.mu.Unlock()
-		qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+		qc.CloseWithError(code, reason)
 		return
 	}
 	if s.refused == nil {
@@ -146,7 +146,7 @@ func (s *Server) refuse(qc *quic.Conn, code qimpb.Code, reason string) {
 		case <-qc.Context().Done():
 		case <-t.C:
 		}
-		qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+		qc.CloseWithError(code, reason)
 		s.mu.Lock()
 		delete(s.refused, qc)
 		s.mu.Unlock()

@@ -33,7 +33,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Name:  "serve",
 				Usage: "run the server",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "listen", Value: "127.0.0.1:4433", EnvVars: []string{"QIM_LISTEN"}, Usage: "UDP address to serve on"},
+					&cli.StringFlag{Name: "listen", Value: "127.0.0.1:4433", EnvVars: []string{"QIM_LISTEN"}, Usage: "UDP address to serve on (and TCP, with --http)"},
+					&cli.BoolFlag{Name: "http", Value: true, EnvVars: []string{"QIM_HTTP"}, Usage: "serve the HTTP API on the --listen port too: HTTP/3 over UDP, and HTTPS (HTTP/1.1, HTTP/2) over TCP on the same address, which must be free (--http=false: qim over QUIC only)"},
 					dataFlag,
 					&cli.StringFlag{Name: "store", EnvVars: []string{"QIM_STORE"}, Usage: "store of record: a PostgreSQL `URL` (postgres://user@host:5432/db; a password is better given in PGPASSWORD), for several qimd nodes on one database; default: the embedded store in DATA/store"},
 					&cli.StringFlag{Name: "cert", EnvVars: []string{"QIM_CERT"}, Usage: "certificate file (default: generated in DATA/certs)"},
@@ -232,6 +233,7 @@ func serve(c *cli.Context) error {
 		AuthTimeout:     c.Duration("auth-timeout"),
 		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
+		NoHTTP:          !c.Bool("http"),
 		ServerID:        c.Int("server-id"),
 		NATS:            c.String("nats"),
 		NATSEmbed:       c.Bool("nats-embed"),
@@ -264,6 +266,9 @@ func serve(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qimd: serving on %s; data in %s\nqimd: mint a token with: qimd token --data %s --user alice\n",
 		d.Addr(), c.String("data"), c.String("data"))
+	if addr := d.HTTPAddr(); addr != nil {
+		fmt.Fprintf(c.App.ErrWriter, "qimd: HTTP API on https://%s/ (HTTP/1.1, HTTP/2 over TCP; HTTP/3 over UDP)\n", addr)
+	}
 	if addr := d.MetricsAddr(); addr != nil {
 		fmt.Fprintf(c.App.ErrWriter, "qimd: metrics on http://%s/metrics, profiles on http://%s/debug/pprof/\n", addr, addr)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -155,5 +156,76 @@ func TestServeAuthTimeoutFlag(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("qimd serve: %v", err)
+	}
+}
+
+// TestServeHTTPFlag starts `qimd serve` with the HTTP API (the default),
+// which it announces and serves over TCP on its port, and with
+// --http=false, which leaves the TCP port alone.
+func TestServeHTTPFlag(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		http bool
+	}{
+		{"default", nil, true},
+		{"--http=false", []string{"--http=false"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			data := t.TempDir()
+			var stderr testserver.Buffer
+			done := make(chan error, 1)
+			go func() {
+				done <- run(ctx, append([]string{"qimd", "serve", "--listen", "127.0.0.1:0", "--data", data, "--log-level", "warn"}, tt.args...), io.Discard, &stderr)
+			}()
+			printed := regexp.MustCompile(`qimd: serving on (\S+);`)
+			var addr string
+			for deadline := time.Now().Add(20 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
+				select {
+				case err := <-done:
+					t.Fatalf("qimd serve ended: %v\n%s", err, stderr.String())
+				default:
+				}
+				if m := printed.FindStringSubmatch(stderr.String()); m != nil {
+					addr = m[1]
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("qimd printed no address:\n%s", stderr.String())
+				}
+			}
+			announced := strings.Contains(stderr.String(), "qimd: HTTP API on https://"+addr+"/")
+			if announced != tt.http {
+				t.Fatalf("HTTP API announced: %v, want %v:\n%s", announced, tt.http, stderr.String())
+			}
+			if tt.http {
+				tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
+				if err != nil {
+					t.Fatal(err)
+				}
+				tlsConf.NextProtos = nil
+				tr := &http.Transport{TLSClientConfig: tlsConf}
+				defer tr.CloseIdleConnections()
+				resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/v1/health")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("GET /v1/health: %s", resp.Status)
+				}
+			} else {
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					t.Fatalf("the TCP port is taken with --http=false: %v", err)
+				}
+				ln.Close()
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("qimd serve: %v", err)
+			}
+		})
 	}
 }

@@ -184,6 +184,14 @@ func TestStartupFailures(t *testing.T) {
 			t.Cleanup(func() { pc.Close() })
 			return filepath.Join(t.TempDir(), "data"), []string{"--listen", pc.LocalAddr().String()}
 		}, "address already in use"},
+		{"TCP port taken", func(t *testing.T) (string, []string) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			return filepath.Join(t.TempDir(), "data"), []string{"--listen", ln.Addr().String()}
+		}, "listen for HTTPS on TCP"},
 		{"bad certificate", func(t *testing.T) (string, []string) {
 			dir := t.TempDir()
 			pem := filepath.Join(dir, "bad.pem")

@@ -90,6 +90,9 @@ type Options struct {
 	// Metrics is the TCP address of the server's metrics endpoint
 	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
 	Metrics string
+	// NoHTTP turns the HTTP API off (daemon.Config): no HTTP/3, no TCP
+	// listener.
+	NoHTTP bool
 }
 
 // Server is a running test server.
@@ -101,6 +104,9 @@ type Server struct {
 	CAFile string
 	// DataDir is the server's data directory.
 	DataDir string
+	// HTTPAddr is the TCP address of the HTTP API over HTTPS, the same
+	// IP address and port as Addr; empty with Options.NoHTTP.
+	HTTPAddr string
 	// MetricsURL is the base URL of the metrics endpoint, e.g.
 	// "http://127.0.0.1:port", when Options.Metrics is set. Its port
 	// changes on Restart if Options.Metrics has port 0.
@@ -167,7 +173,7 @@ func (s *Server) start(listen string) {
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP})
 		if err == nil {
 			break
 		}
@@ -181,6 +187,9 @@ func (s *Server) start(listen string) {
 		s.t.Fatalf("testserver: start: %v", err)
 	}
 	s.Addr = s.d.Addr().String()
+	if a := s.d.HTTPAddr(); a != nil {
+		s.HTTPAddr = a.String()
+	}
 	if a := s.d.MetricsAddr(); a != nil {
 		s.MetricsURL = "http://" + a.String()
 	}
