@@ -19,9 +19,11 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/qim-im/qim/blob"
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/cluster"
 	"github.com/qim-im/qim/core"
+	"github.com/qim-im/qim/httpapi"
 	"github.com/qim-im/qim/metrics"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
@@ -145,6 +147,21 @@ type Config struct {
 	// the same IP address and port, which must then be free too; with
 	// PacketConn, on its address.
 	NoHTTP bool
+	// Blobs stores the HTTP API's uploads. Nil means a directory store in
+	// DATA/blobs (package blob/dirblob), which the daemon opens and closes;
+	// a cluster's nodes need a shared one (blob/s3blob).
+	Blobs blob.Store
+	// PublicURL is the scheme and host of the upload URLs the HTTP API
+	// hands out (httpapi.Config); empty means those of each upload request.
+	PublicURL string
+	// MaxUpload and UploadQuota are the HTTP API's upload limits
+	// (httpapi.Config); zero means 10 MiB and 200 MiB per user per hour.
+	MaxUpload   int64
+	UploadQuota int64
+	// HTTPAuthFailureBurst is how many failed authentications one IP
+	// address may make to the HTTP API at once (httpapi.Config); zero means
+	// 10, negative no limit.
+	HTTPAuthFailureBurst int
 	// CatchUpEvery is, in a cluster, how often every session re-reads its
 	// inbox for messages whose events were lost (session.Config). Zero
 	// means 30 s.
@@ -165,7 +182,10 @@ type Daemon struct {
 	hub      *core.Hub
 	devices  *session.Devices
 	srv      *quicsrv.Server
-	web      *webServer // the HTTPS server (web.go); nil with Config.NoHTTP
+	web      *webServer       // the HTTPS server (web.go); nil with Config.NoHTTP
+	api      *httpapi.Handler // the HTTP API (api.go); nil with Config.NoHTTP
+	blobs    blob.Store       // Config.Blobs, or the directory store
+	ownBlobs bool             // the daemon opened blobs, and closes it
 	// In a cluster (cluster.go): the router and the embedded NATS server;
 	// nil otherwise.
 	router *cluster.NATSRouter
@@ -324,6 +344,9 @@ func (d *Daemon) start(ctx context.Context) error {
 		go d.pollApps(cfg.AppsPoll)
 	}
 	// The HTTP API: HTTPS on TCP from now on, HTTP/3 with d.srv.
+	if err := d.openAPI(); err != nil {
+		return err
+	}
 	h3 := d.startWeb(tlsConf)
 	d.srv = &quicsrv.Server{TLSConfig: tlsConf, Devices: d.devices, Logger: logger, AuthTimeout: cfg.AuthTimeout, AuthBackoffMax: cfg.AuthBackoffMax, StatelessResetKey: &keys.reset, HandshakeRate: cfg.HandshakeRate, Metrics: m,
 		MaxUnauthenticated: cfg.MaxUnauthenticated, MaxUnauthenticatedPerIP: cfg.MaxUnauthenticatedPerIP,
@@ -500,6 +523,7 @@ func (d *Daemon) closeParts() error {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil
 	}
+	errs = append(errs, d.closeBlobs())
 	d.leaveCluster()
 	if d.store != nil && d.ownStore {
 		errs = append(errs, d.store.Close())

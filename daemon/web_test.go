@@ -48,7 +48,7 @@ func checkHealth(t *testing.T, resp *http.Response, proto string) {
 	if err != nil {
 		t.Fatalf("read body: %v", err)
 	}
-	if resp.StatusCode != http.StatusOK || string(body) != `{"status":"ok"}` || resp.Header.Get("Content-Type") != "application/json" {
+	if resp.StatusCode != http.StatusOK || string(body) != "{\"status\":\"ok\"}\n" || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("GET /v1/health: %d %q (%s), want 200 {\"status\":\"ok\"} (application/json)", resp.StatusCode, body, resp.Header.Get("Content-Type"))
 	}
 	if resp.Proto != proto {

@@ -142,6 +142,7 @@ type endpoint struct {
 // describe the same ones (TestOpenAPIMatchesRoutes).
 func (h *Handler) endpoints() []endpoint {
 	return []endpoint{
+		{"GET /v1/health", h.health},
 		{"POST /v1/tokens", h.mintToken},
 		{"POST /v1/messages", h.sendMessage},
 		{"GET /v1/conversations", h.inbox},

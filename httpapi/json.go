@@ -118,3 +118,9 @@ func StatusOf(code qimpb.Code) int {
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	h.writeError(w, r, core.Errorf(qimpb.Code_NOT_FOUND, "no such endpoint: %s %s", r.Method, r.URL.Path))
 }
+
+// health is GET /v1/health: a liveness check for load balancers, with no
+// credentials.
+func (h *Handler) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, &qimpb.Health{Status: "ok"})
+}

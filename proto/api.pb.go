@@ -742,6 +742,51 @@ func (x *BlobInfo) GetSha256() string {
 	return ""
 }
 
+// Health is the answer of GET /v1/health, which needs no credentials.
+type Health struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        string                 `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"` // "ok"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Health) Reset() {
+	*x = Health{}
+	mi := &file_api_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Health) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Health) ProtoMessage() {}
+
+func (x *Health) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Health.ProtoReflect.Descriptor instead.
+func (*Health) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Health) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -805,7 +850,9 @@ const file_api_proto_rawDesc = "" +
 	"\aexpires\x18\x04 \x01(\x03R\aexpires\x12!\n" +
 	"\fcontent_type\x18\x05 \x01(\tR\vcontentType\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x16\n" +
-	"\x06sha256\x18\a \x01(\tR\x06sha256B#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
+	"\x06sha256\x18\a \x01(\tR\x06sha256\" \n" +
+	"\x06Health\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\tR\x06statusB#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -819,7 +866,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_api_proto_goTypes = []any{
 	(*ApiError)(nil),            // 0: qim.ApiError
 	(*MintTokenRequest)(nil),    // 1: qim.MintTokenRequest
@@ -831,13 +878,14 @@ var file_api_proto_goTypes = []any{
 	(*Inbox)(nil),               // 7: qim.Inbox
 	(*EndSessionsResponse)(nil), // 8: qim.EndSessionsResponse
 	(*BlobInfo)(nil),            // 9: qim.BlobInfo
-	(Code)(0),                   // 10: qim.Code
-	(MessageType)(0),            // 11: qim.MessageType
+	(*Health)(nil),              // 10: qim.Health
+	(Code)(0),                   // 11: qim.Code
+	(MessageType)(0),            // 12: qim.MessageType
 }
 var file_api_proto_depIdxs = []int32{
-	10, // 0: qim.ApiError.code:type_name -> qim.Code
-	11, // 1: qim.SendMessageRequest.type:type_name -> qim.MessageType
-	11, // 2: qim.ApiMessage.type:type_name -> qim.MessageType
+	11, // 0: qim.ApiError.code:type_name -> qim.Code
+	12, // 1: qim.SendMessageRequest.type:type_name -> qim.MessageType
+	12, // 2: qim.ApiMessage.type:type_name -> qim.MessageType
 	4,  // 3: qim.HistoryPage.messages:type_name -> qim.ApiMessage
 	6,  // 4: qim.Inbox.conversations:type_name -> qim.Conversation
 	5,  // [5:5] is the sub-list for method output_type
@@ -859,7 +907,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
