@@ -37,6 +37,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.BoolFlag{Name: "http", Value: true, EnvVars: []string{"QIM_HTTP"}, Usage: "serve the HTTP API on the --listen port too: HTTP/3 over UDP, and HTTPS (HTTP/1.1, HTTP/2) over TCP on the same address, which must be free (--http=false: qim over QUIC only)"},
 					dataFlag,
 					&cli.StringFlag{Name: "store", EnvVars: []string{"QIM_STORE"}, Usage: "store of record: a PostgreSQL `URL` (postgres://user@host:5432/db; a password is better given in PGPASSWORD), for several qimd nodes on one database; default: the embedded store in DATA/store"},
+					&cli.StringFlag{Name: "blobs", EnvVars: []string{"QIM_BLOBS"}, Usage: "where uploads go: an S3-compatible bucket, s3://HOST[:PORT]/BUCKET[/PREFIX] (s3+http:// for plain HTTP; credentials in QIM_S3_ACCESS_KEY and QIM_S3_SECRET_KEY), shared by the nodes of a cluster; default: DATA/blobs"},
+					&cli.Int64Flag{Name: "max-upload", Value: 10 << 20, EnvVars: []string{"QIM_MAX_UPLOAD"}, Usage: "largest upload (a picture for an IMAGE message) the HTTP API accepts, in bytes"},
+					&cli.Int64Flag{Name: "upload-quota", Value: 200 << 20, EnvVars: []string{"QIM_UPLOAD_QUOTA"}, Usage: "bytes one user may upload per hour, on each node (negative: no quota)"},
+					&cli.StringFlag{Name: "public-url", EnvVars: []string{"QIM_PUBLIC_URL"}, Usage: "scheme and host of the upload URLs the HTTP API hands out, e.g. https://chat.example.com (default: those of each upload request)"},
 					&cli.StringFlag{Name: "cert", EnvVars: []string{"QIM_CERT"}, Usage: "certificate file (default: generated in DATA/certs)"},
 					&cli.StringFlag{Name: "key", EnvVars: []string{"QIM_KEY"}, Usage: "key file for --cert"},
 					&cli.StringSliceFlag{Name: "hosts", EnvVars: []string{"QIM_HOSTS"}, Usage: "extra names and addresses for a generated certificate"},
@@ -234,6 +238,9 @@ func serve(c *cli.Context) error {
 		AuthBackoffMax:  c.Duration("auth-backoff-max"),
 		Metrics:         c.String("metrics"),
 		NoHTTP:          !c.Bool("http"),
+		MaxUpload:       c.Int64("max-upload"),
+		UploadQuota:     c.Int64("upload-quota"),
+		PublicURL:       c.String("public-url"),
 		ServerID:        c.Int("server-id"),
 		NATS:            c.String("nats"),
 		NATSEmbed:       c.Bool("nats-embed"),
@@ -257,6 +264,14 @@ func serve(c *cli.Context) error {
 		defer st.Close()
 	}
 	cfg.Store = st
+	blobs, err := openBlobs(c.Context, c.String("blobs"), logger)
+	if err != nil {
+		return err
+	}
+	if blobs != nil {
+		defer blobs.Close()
+	}
+	cfg.Blobs = blobs
 	d, err := daemon.StartContext(c.Context, cfg)
 	if err != nil {
 		return err
