@@ -90,6 +90,10 @@ type Options struct {
 	// Metrics is the TCP address of the server's metrics endpoint
 	// (daemon.Config), e.g. "127.0.0.1:0". Empty means none.
 	Metrics string
+	// Configure, if set, changes the server's configuration at every
+	// start, after the options above are applied (for settings they do
+	// not have, such as the push webhook's).
+	Configure func(*daemon.Config)
 }
 
 // Server is a running test server.
@@ -163,11 +167,15 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Store: st, Router: s.opts.Router,
+		cfg := daemon.Config{Store: st, Router: s.opts.Router,
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP})
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP}
+		if s.opts.Configure != nil {
+			s.opts.Configure(&cfg)
+		}
+		s.d, err = daemon.Start(cfg)
 		if err == nil {
 			break
 		}
