@@ -56,7 +56,8 @@ type Append struct {
 // PushJob is one entry of the offline-push outbox: a stored message whose
 // recipients may have to be woken through the application's push gateway
 // (package push). The outbox is a durable queue: a job stays until
-// FinishPush removes it, however often it is claimed.
+// FinishPush removes it, however often it is claimed. There is one outbox
+// per store, holding the jobs of every app.
 type PushJob struct {
 	ID   uint64 // assigned by the store, unique, increasing with each Append
 	App  string
@@ -202,13 +203,18 @@ type Store interface {
 	PruneDedup(ctx context.Context, before time.Time) (int, error)
 
 	// ClaimPush returns up to limit outbox jobs due at now (Next <= now),
-	// earliest Next first, and moves their Next to now+lease in the same
-	// atomic step, so that a second process claiming at the same time does
-	// not get them; a claimed job that is neither finished nor retried is
-	// due again after the lease.
+	// earliest Next first (ties by ID), and moves their Next to now+lease
+	// in the same atomic step, so that a second process claiming at the
+	// same time does not get them; a claimed job that is neither finished
+	// nor retried is due again after the lease. The jobs returned carry
+	// the Next the claim stored, the end of their lease. A job is claimable
+	// only once its message is readable (Messages returns it), and never
+	// by two calls within one lease. A limit <= 0 claims nothing; lease is
+	// expected to be positive.
 	ClaimPush(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
 	// RetryPush stores job's Users (nil is stored as empty), Attempts and
-	// Next. A job that is no longer in the outbox is not an error.
+	// Next under job.ID; App, Conv and Seq are not changed. A job that is
+	// no longer in the outbox is not an error, and is not added back.
 	RetryPush(ctx context.Context, job PushJob) error
 	// FinishPush removes a job from the outbox. A missing job is not an
 	// error.
@@ -216,7 +222,8 @@ type Store interface {
 	// PushBacklog returns how many jobs the outbox holds.
 	PushBacklog(ctx context.Context) (int, error)
 	// DeliveredTo returns those of users (in their order) of whom some
-	// device acknowledged seq of conv (SetAcked with seq or more).
+	// device acknowledged seq of conv (SetAcked with seq or more). A
+	// group's join point does not count: only SetAcked does.
 	DeliveredTo(ctx context.Context, app, conv string, seq uint64, users []string) ([]string, error)
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.

@@ -56,6 +56,9 @@ func (s *Store) Append(ctx context.Context, msgs []store.Append) ([]store.Append
 	}
 	s.lastID = op.lastID
 	s.appendMu.Unlock()
+	if op.jobs > 0 {
+		s.pushJobs.Add(op.jobs)
+	}
 
 	// Other Appends may now write their batches to the log behind this one
 	// and share its sync.
@@ -88,6 +91,7 @@ type appendOp struct {
 	convs   map[string]*pendingConv // by app 0x00 conv
 	lastID  uint64
 	saved   []savedMsg
+	jobs    int64 // outbox jobs added (Append.PushAt)
 }
 
 // pendingConv is a conversation whose seqs an appendOp allocates.
@@ -176,6 +180,12 @@ func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 		if m.ClientMsgId != "" {
 			op.batch.Set(dedupKey(a.App, m.FromUser, m.ClientMsgId), encodeDedup(a.Conv, p.last), nil)
 			op.batch.Set(dedupTimeKey(now, a.App, m.FromUser, m.ClientMsgId), nil, nil)
+		}
+		if !a.PushAt.IsZero() {
+			next := pushMillis(a.PushAt)
+			op.batch.Set(pushJobKey(m.Id), encodeJob(jobRecord{app: a.App, conv: a.Conv, seq: m.Seq, next: next}), nil)
+			op.batch.Set(pushDueKey(next, m.Id), nil, nil)
+			op.jobs++
 		}
 		// Inbox entries are never deleted, and a 1:1 conversation's
 		// members never change: its first message writes them, and the

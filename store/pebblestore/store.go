@@ -121,6 +121,15 @@ type Store struct {
 	// groupMu serializes the read-modify-write of groups and memberships.
 	groupMu sync.Mutex
 
+	// pushMu serializes the read-modify-writes of outbox jobs (ClaimPush,
+	// RetryPush, FinishPush): each holds it while it reads and applies its
+	// batch, not while it waits for the sync. Append adds jobs without it;
+	// their ids are new.
+	pushMu sync.Mutex
+	// pushJobs is the number of outbox jobs: counted by Open, then raised
+	// by Append and lowered by FinishPush once their batches are applied.
+	pushJobs atomic.Int64
+
 	// ackMu serializes SetAcked's read-compare-write, striped by cursor key
 	// hashed with ackSeed (static after Open).
 	ackMu   [16]sync.Mutex
@@ -208,6 +217,9 @@ func OpenContext(ctx context.Context, dir string, opts Options) (*Store, error) 
 	last, err := s.getU64(metaLastIDKey)
 	if err == nil {
 		err = s.backfillDedupIndex(ctx)
+	}
+	if err == nil {
+		err = s.countPushJobs()
 	}
 	if err != nil {
 		bg.close()
