@@ -68,7 +68,7 @@ func notified(ns []*qimpb.PushNotification) []string {
 	return out
 }
 
-func send(t *testing.T, c *client.Client, to client.Peer, txt string) *qimpb.MessageAck {
+func sendTo(t *testing.T, c *client.Client, to client.Peer, txt string) *qimpb.MessageAck {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -92,8 +92,8 @@ func TestPushOfflineNotOnline(t *testing.T) {
 	alice := testserver.Dial(t, srv.ClientConfig("alice", "phone"))
 	bob := testserver.Dial(t, srv.ClientConfig("bob", "phone")) // online: receives and acknowledges
 
-	send(t, alice, client.ToUser("bob"), "are you there?")
-	ack := send(t, alice, client.ToUser("carol"), "hi carol")
+	sendTo(t, alice, client.ToUser("bob"), "are you there?")
+	ack := sendTo(t, alice, client.ToUser("carol"), "hi carol")
 	select {
 	case m := <-bob.Messages():
 		if client.Text(m) != "are you there?" {
@@ -141,7 +141,7 @@ func TestPushGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ack := send(t, alice, client.ToGroup(g.Id), "lunch at noon")
+	ack := sendTo(t, alice, client.ToGroup(g.Id), "lunch at noon")
 	select {
 	case <-bob.Messages():
 	case <-time.After(10 * time.Second):
@@ -175,7 +175,7 @@ func TestPushAcrossRestart(t *testing.T) {
 	want := map[string]bool{}
 	for i := range n {
 		to := []string{"bob", "carol", "dave"}[i%3]
-		ack := send(t, alice, client.ToUser(to), "message")
+		ack := sendTo(t, alice, client.ToUser(to), "message")
 		want[push.IdempotencyKey(app, ack.Id, to)] = true
 	}
 	alice.Close()
@@ -253,7 +253,8 @@ func metricValue(t *testing.T, base, name string) float64 {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	fams, err := expfmt.NewTextParser(model.UTF8Validation).TextToMetricFamilies(resp.Body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -296,9 +296,7 @@ func TestBacklogGauge(t *testing.T) {
 	for range 3 {
 		appendMsg(t, st, text("alice", "bob", "", "hi"), time.Now())
 	}
-	if v := sample(t, m, "qim_push_backlog"); v != 3 {
-		t.Errorf("qim_push_backlog = %v, want 3", v)
-	}
+	eventually(t, 5*time.Second, "qim_push_backlog at 3", func() bool { return sample(t, m, "qim_push_backlog") == 3 })
 	gw.SetAnswer(http.StatusOK)
 	gw.Wait(t, 3, 10*time.Second)
 	eventually(t, 5*time.Second, "qim_push_backlog back to 0", func() bool { return sample(t, m, "qim_push_backlog") == 0 })
