@@ -120,14 +120,19 @@ func TestPushOfflineNotOnline(t *testing.T) {
 }
 
 // TestPushGroup: a group message wakes the offline members, not the
-// sender, nor a member whose device is connected; without previews, the
+// sender (whose device only sends), nor a member whose device is
+// connected; without previews, the
 // notifications say who wrote, not what.
 func TestPushGroup(t *testing.T) {
 	gw := pushtest.Start(t, nil)
 	srv := pushServer(t, gw, testserver.Options{}, func(c *daemon.Config) { c.PushNoPreview = true })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	alice := testserver.Dial(t, srv.ClientConfig("alice", "phone"))
+	// alice's device only sends: none of hers receives the message, yet
+	// she is not woken for her own message.
+	aliceCfg := srv.ClientConfig("alice", "bot")
+	aliceCfg.SendOnly = true
+	alice := testserver.Dial(t, aliceCfg)
 	bob := testserver.Dial(t, srv.ClientConfig("bob", "laptop"))
 	g, err := alice.CreateGroup(ctx, "team")
 	if err != nil {
