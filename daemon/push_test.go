@@ -14,6 +14,7 @@ import (
 
 	"github.com/qim-im/qim/client"
 	"github.com/qim-im/qim/daemon"
+	"github.com/qim-im/qim/internal/pgtest"
 	"github.com/qim-im/qim/internal/pushtest"
 	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
@@ -171,9 +172,16 @@ func TestPushGroup(t *testing.T) {
 // arrives, and the gateway accepts none twice. The backlog gauge counts
 // the jobs waiting.
 func TestPushAcrossRestart(t *testing.T) {
+	t.Run("pebble", func(t *testing.T) { pushAcrossRestart(t, testserver.Options{Metrics: "127.0.0.1:0"}) })
+	t.Run("postgres", func(t *testing.T) {
+		pushAcrossRestart(t, testserver.Options{Metrics: "127.0.0.1:0", Postgres: pgtest.Database(t)})
+	})
+}
+
+func pushAcrossRestart(t *testing.T, opts testserver.Options) {
 	gw := pushtest.Start(t, nil)
 	gw.SetAnswer(http.StatusServiceUnavailable)
-	srv := pushServer(t, gw, testserver.Options{Metrics: "127.0.0.1:0"}, nil)
+	srv := pushServer(t, gw, opts, nil)
 	alice := testserver.Dial(t, srv.ClientConfig("alice", "phone"))
 	app := store.AppID(daemon.DemoOrg, daemon.DemoAppkey)
 	const n = 12

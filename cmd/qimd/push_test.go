@@ -20,7 +20,7 @@ import (
 // TestServePushWebhook runs `qimd serve --push-webhook URL --push-delay
 // 200ms --push-no-preview` with the gateway down, sends messages to users
 // who are offline, restarts qimd while the gateway is still down, then
-// brings the gateway up: every notification arrives once, signed with the
+// brings the gateway up (with qimd's default retry timings): every notification arrives once, signed with the
 // secret qimd created in DATA/keys/push.secret, without a preview.
 func TestServePushWebhook(t *testing.T) {
 	data := t.TempDir()
@@ -61,7 +61,15 @@ func TestServePushWebhook(t *testing.T) {
 		t.Fatalf("qimd serve: %v", err)
 	}
 
+	// The restarted qimd fails too before the gateway comes back, so that
+	// any request of the first one still in the gateway's hands is over.
+	before := gw.Requests()
 	serveQimd(t, args...)
+	for deadline := time.Now().Add(10 * time.Second); gw.Requests() < before+3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests to the gateway after the restart, want 3 failed ones", gw.Requests()-before)
+		}
+	}
 	gw.SetAnswer(http.StatusOK)
 	got := gw.Wait(t, 3, 20*time.Second)
 	for _, n := range got {

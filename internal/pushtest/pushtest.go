@@ -116,7 +116,12 @@ func (g *Gateway) Notifications() []*qimpb.PushNotification {
 	return out
 }
 
-// Duplicates returns the idempotency keys accepted more than once.
+// Duplicates returns the idempotency keys accepted more than once: the
+// copies a real gateway drops. Delivery is at least once, so a server
+// that gave up on a request the gateway was still handling (it stopped,
+// or the request timed out) sends it again; a test that wants none makes
+// sure such requests are over, and answered with a failure, before the
+// gateway accepts.
 func (g *Gateway) Duplicates() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
