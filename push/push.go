@@ -65,7 +65,10 @@ type Config struct {
 	// exports the outbox's backlog. Nil records nothing.
 	Metrics *metrics.Metrics
 	// Client sends the requests. Nil means a client with a 10 s timeout
-	// that does not follow redirects (a redirect counts as a failure).
+	// that does not follow redirects (a redirect counts as a failure) and
+	// keeps up to Concurrency connections to the gateway open, on a
+	// transport of its own whose idle connections Run closes when it
+	// returns.
 	Client *http.Client
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
@@ -104,6 +107,7 @@ type Worker struct {
 	logger      *slog.Logger
 	metrics     *metrics.Metrics
 	client      *http.Client
+	transport   *http.Transport // the transport of the default client; nil with Config.Client
 	now         func() time.Time
 	concurrency int
 	maxAge      time.Duration
@@ -164,8 +168,14 @@ func New(cfg Config) (*Worker, error) {
 		w.now = time.Now
 	}
 	if w.client == nil {
+		// A transport of its own, which keeps a connection per request in
+		// flight (the default keeps 2 per host), and which Run empties.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = w.concurrency
+		w.transport = tr
 		w.client = &http.Client{
-			Timeout: 10 * time.Second,
+			Transport: tr,
+			Timeout:   10 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error {
 				return http.ErrUseLastResponse
 			},
@@ -195,6 +205,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.metrics.WatchPushBacklog(w.backlog)()
 	w.logger.Info("sending push notifications", "url", w.url, "preview", w.preview)
 
+	if w.transport != nil {
+		defer w.transport.CloseIdleConnections()
+	}
 	var jobs sync.WaitGroup
 	defer jobs.Wait()
 	done := make(chan struct{}, w.concurrency) // a job ended; never blocks
