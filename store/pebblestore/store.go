@@ -8,7 +8,9 @@
 // completes; the Store hides that for messages by serving reads only up to
 // each conversation's highest synced sequence number, so a reader never sees
 // a message that a power failure could take back and whose seq could then be
-// given to another message.
+// given to another message. Outbox jobs (store.PushJob) are written in their
+// message's batch, and ClaimPush skips those whose message is not published
+// yet, so a job is never claimed before its message is readable.
 //
 // The key layout is described in keys.go.
 package pebblestore
