@@ -157,13 +157,13 @@ func pushDueKey(next, id uint64) []byte {
 	return append(make(keyBuf, 0, len(pushDuePrefix)+16), pushDuePrefix...).u64(next).u64(id)
 }
 
-// parsePushDueKey returns the job id of a due index entry.
-func parsePushDueKey(k []byte) (uint64, error) {
+// parsePushDueKey returns the Next and the job id of a due index entry.
+func parsePushDueKey(k []byte) (next, id uint64, err error) {
 	rest, ok := bytes.CutPrefix(k, pushDuePrefix)
 	if !ok || len(rest) != 16 {
-		return 0, fmt.Errorf("pebblestore: corrupt push due index key %q", k)
+		return 0, 0, fmt.Errorf("pebblestore: corrupt push due index key %q", k)
 	}
-	return binary.BigEndian.Uint64(rest[8:]), nil
+	return binary.BigEndian.Uint64(rest[:8]), binary.BigEndian.Uint64(rest[8:]), nil
 }
 
 // pushMillis returns t as stored in a job: Unix milliseconds, 0 for a time
