@@ -157,13 +157,13 @@ func pushDueKey(next, id uint64) []byte {
 	return append(make(keyBuf, 0, len(pushDuePrefix)+16), pushDuePrefix...).u64(next).u64(id)
 }
 
-// parsePushDueKey returns the job id of a due index entry.
-func parsePushDueKey(k []byte) (uint64, error) {
+// parsePushDueKey returns the Next and the job id of a due index entry.
+func parsePushDueKey(k []byte) (next, id uint64, err error) {
 	rest, ok := bytes.CutPrefix(k, pushDuePrefix)
 	if !ok || len(rest) != 16 {
-		return 0, fmt.Errorf("pebblestore: corrupt push due index key %q", k)
+		return 0, 0, fmt.Errorf("pebblestore: corrupt push due index key %q", k)
 	}
-	return binary.BigEndian.Uint64(rest[8:]), nil
+	return binary.BigEndian.Uint64(rest[:8]), binary.BigEndian.Uint64(rest[8:]), nil
 }
 
 // pushMillis returns t as stored in a job: Unix milliseconds, 0 for a time
@@ -317,9 +317,6 @@ func decodeMember(b []byte) (joinSeq, joinNum uint64, err error) {
 	}
 }
 
-// pushJobV1 is the version byte of a job record.
-const pushJobV1 = 1
-
 // jobRecord is a job as stored; its ID is in the key.
 type jobRecord struct {
 	app, conv string
@@ -329,12 +326,12 @@ type jobRecord struct {
 	next      uint64 // Unix milliseconds, as in the due index
 }
 
-// encodeJob encodes a job record: the version, app, conv, seq, attempts,
+// encodeJob encodes a job record: the version (recordV1), app, conv, seq, attempts,
 // next, then a flag byte (0: Users nil, 1: a list follows) and, for a list,
 // its length and its strings.
 func encodeJob(j jobRecord) []byte {
 	b := make([]byte, 0, 32+len(j.app)+len(j.conv))
-	b = append(b, pushJobV1)
+	b = append(b, recordV1)
 	b = appendString(b, j.app)
 	b = appendString(b, j.conv)
 	b = binary.AppendUvarint(b, j.seq)
@@ -353,11 +350,7 @@ func encodeJob(j jobRecord) []byte {
 
 func decodeJob(b []byte) (jobRecord, error) {
 	d := decoder{b: b}
-	if len(d.b) == 0 || d.b[0] != pushJobV1 {
-		d.bad = true
-	} else {
-		d.b = d.b[1:]
-	}
+	d.version()
 	j := jobRecord{app: d.string(), conv: d.string(), seq: d.uvarint(), attempts: d.varint(), next: d.uvarint()}
 	switch flag := d.byte(); {
 	case d.bad:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -18,12 +19,12 @@ import (
 // change jobs under pushMu, each applying its batch under the lock and
 // waiting for the sync after releasing it, as Append does.
 
-// ClaimPush implements store.Store. It reads the due index from its start
-// up to now, skipping the jobs whose message is not published yet (its
-// Append has written its batch but not seen it synced; see Store), and
-// moves each job it takes to now+lease in one synced batch. Holding pushMu
-// from the read to the apply makes concurrent calls claim disjoint jobs:
-// the next call's read sees the moved entries.
+// ClaimPush implements store.Store. It reads the due index from the push
+// floor (see pushFloor) up to now, skipping the jobs whose message is not
+// published yet (its Append has written its batch but not seen it synced;
+// see Store), and moves each job it takes to now+lease in one synced
+// batch. Holding pushMu from the read to the apply makes concurrent calls
+// claim disjoint jobs: the next call's read sees the moved entries.
 func (s *Store) ClaimPush(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
@@ -55,52 +56,110 @@ func (s *Store) ClaimPush(ctx context.Context, now time.Time, lease time.Duratio
 
 // claimBatch finds up to limit jobs due at now (Unix milliseconds) whose
 // message is published, and returns them with Next set to until, and the
-// batch that moves them there; a nil batch if there are none. The caller
-// holds pushMu.
+// batch that moves them there; a nil batch if there are none. It raises the
+// push floor past what it read. The caller holds pushMu.
+//
+// The iterator is opened holding appendMu, so that every Append either
+// applied its batch before (the iterator sees its jobs) or lowers the
+// floor after, into pushSince, which the new floor takes into account.
 func (s *Store) claimBatch(now, until uint64, limit int) ([]store.PushJob, *pebble.Batch, error) {
-	var jobs []store.PushJob
-	var b *pebble.Batch
-	upper := keyBuf(slices.Clone(pushDuePrefix)).u64(now + 1)
-	err := s.scanRange(pushDuePrefix, upper, 0, func(k, _ []byte) error {
-		id, err := parsePushDueKey(k)
-		if err != nil {
-			return err
-		}
-		v, err := s.get(pushJobKey(id))
-		if err != nil {
-			return fmt.Errorf("job %d of due index entry: %w", id, err)
-		}
-		j, err := decodeJob(v)
-		if err != nil {
-			return err
-		}
-		last, err := s.lastSeq(j.app, j.conv)
-		if err != nil {
-			return err
-		}
-		if last < j.seq {
-			return nil // its message is not synced yet
-		}
-		if b == nil {
-			b = s.db.NewBatch()
-		}
-		b.Delete(k, nil)
-		j.next = until
-		b.Set(pushJobKey(id), encodeJob(j), nil)
-		b.Set(pushDueKey(until, id), nil, nil)
-		jobs = append(jobs, j.job(id))
-		if len(jobs) == limit {
-			return errBatchFull
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errBatchFull) {
+	s.appendMu.Lock()
+	s.floorMu.Lock()
+	from := s.pushFloor
+	s.pushSince = math.MaxUint64
+	s.floorMu.Unlock()
+	if from > now {
+		s.appendMu.Unlock()
+		return nil, nil, nil // every entry is above the floor
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: pushDueKey(from, 0), UpperBound: pushDueKey(now+1, 0)})
+	s.appendMu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs, b, floor, err := s.claimScan(it, now, until, limit)
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		if b != nil {
 			b.Close()
 		}
 		return nil, nil, err
 	}
+	s.floorMu.Lock()
+	s.pushFloor = min(floor, s.pushSince)
+	s.floorMu.Unlock()
 	return jobs, b, nil
+}
+
+// claimScan reads the due index entries of it, claiming up to limit jobs
+// (claimJob). It returns them, their batch (nil if none), and the lowest
+// Next an entry can have once the batch is applied: that of an entry left
+// behind (skipped, or not read because of limit), of the moved ones
+// (until), or of those above now.
+func (s *Store) claimScan(it *pebble.Iterator, now, until uint64, limit int) ([]store.PushJob, *pebble.Batch, uint64, error) {
+	var jobs []store.PushJob
+	var b *pebble.Batch
+	floor := min(now+1, until)
+	for it.First(); it.Valid(); it.Next() {
+		next, id, err := parsePushDueKey(it.Key())
+		if err != nil {
+			return nil, b, 0, err
+		}
+		if len(jobs) == limit {
+			floor = min(floor, next) // the rest is at this Next or later
+			break
+		}
+		claimed, err := s.claimJob(&jobs, &b, it.Key(), id, until)
+		if err != nil {
+			return nil, b, 0, err
+		}
+		if !claimed {
+			floor = min(floor, next)
+		}
+	}
+	return jobs, b, floor, it.Error()
+}
+
+// claimJob adds job id, whose due index entry is key, to jobs and to the
+// batch *b (created if nil), moved to until, unless its message is not
+// published yet; it reports whether it did.
+func (s *Store) claimJob(jobs *[]store.PushJob, b **pebble.Batch, key []byte, id, until uint64) (bool, error) {
+	v, err := s.get(pushJobKey(id))
+	if err != nil {
+		return false, fmt.Errorf("job %d of due index entry: %w", id, err)
+	}
+	j, err := decodeJob(v)
+	if err != nil {
+		return false, err
+	}
+	last, err := s.lastSeq(j.app, j.conv)
+	if err != nil {
+		return false, err
+	}
+	if last < j.seq {
+		return false, nil // its message is not synced yet
+	}
+	if *b == nil {
+		*b = s.db.NewBatch()
+	}
+	(*b).Delete(key, nil)
+	j.next = until
+	(*b).Set(pushJobKey(id), encodeJob(j), nil)
+	(*b).Set(pushDueKey(until, id), nil, nil)
+	*jobs = append(*jobs, j.job(id))
+	return true, nil
+}
+
+// lowerPushFloor lowers the push floor to next, that of a due index entry
+// being written. Append calls it holding appendMu, the other writers
+// holding pushMu.
+func (s *Store) lowerPushFloor(next uint64) {
+	s.floorMu.Lock()
+	s.pushFloor = min(s.pushFloor, next)
+	s.pushSince = min(s.pushSince, next)
+	s.floorMu.Unlock()
 }
 
 // RetryPush implements store.Store, in one synced batch that rewrites the
@@ -159,6 +218,7 @@ func (s *Store) changePush(id uint64, retry *store.PushJob) error {
 		j.next = pushMillis(retry.Next)
 		b.Set(pushJobKey(id), encodeJob(j), nil)
 		b.Set(pushDueKey(j.next, id), nil, nil)
+		s.lowerPushFloor(j.next)
 	}
 	err = s.apply(b, true)
 	if err == nil && retry == nil {

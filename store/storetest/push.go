@@ -122,7 +122,8 @@ func testPushAppend(t *testing.T, s store.Store) {
 
 // testClaimPush checks that ClaimPush returns due jobs only, earliest Next
 // first (ties by id), at most limit, that it hides the jobs it returns for
-// the lease, to the millisecond, and returns them again after it.
+// the lease, to the millisecond, and returns them again after it; and that
+// a job added due earlier than everything claimed so far is found.
 func testClaimPush(t *testing.T, s store.Store) {
 	var ids []uint64 // a, b, c, d, e
 	for i, due := range []time.Duration{3 * time.Second, time.Second, 2 * time.Second, 10 * time.Second, time.Second} {
@@ -141,7 +142,7 @@ func testClaimPush(t *testing.T, s store.Store) {
 			}
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("claim at %v, limit %d: jobs %v, want %v (a=0 b=1 c=2 d=3 e=4)", now, limit, got, want)
+			t.Errorf("claim at %v, limit %d: jobs %v, want %v (a=0 b=1 c=2 d=3 e=4 late=5)", now, limit, got, want)
 		}
 		return jobs
 	}
@@ -159,6 +160,10 @@ func testClaimPush(t *testing.T, s store.Store) {
 	if n := mustBacklog(t, s); n != 5 {
 		t.Errorf("PushBacklog after claims = %d, want 5: claiming removes nothing", n)
 	}
+	// A job due before every claim so far is still found.
+	res := mustAppend(t, s, withPush(direct(appA, "alice", "bob", "late", "x"), at(-time.Hour)))
+	ids = append(ids, res[0].Msg.Id)
+	claim(time.Minute+5*time.Second, 10, 5)
 }
 
 // testRetryFinishPush checks that RetryPush stores Users (non-nil from
