@@ -154,3 +154,66 @@ func TestSubmitAfterClose(t *testing.T) {
 	_, err := h.Submit(context.Background(), "app", store.DirectConv("a", "b"), text("a", "b", "x"), time.Time{})
 	wantCode(t, "submit after Close", err, qimpb.Code_STORE_UNAVAILABLE)
 }
+
+// TestCommitterPushDelay checks the committer's outbox hook: with
+// PushDelay set, each stored message gets one job, due PushDelay after the
+// commit (by Config.Now); without it, or with a negative one, none.
+func TestCommitterPushDelay(t *testing.T) {
+	now := time.UnixMilli(1_800_000_000_000)
+	for _, tt := range []struct {
+		name  string
+		delay time.Duration
+		jobs  bool
+	}{
+		{"off", 0, false},
+		{"negative", -time.Second, false},
+		{"30s", 30 * time.Second, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := memStore(t)
+			h := newHub(t, Config{Store: st, SendRate: -1, PushDelay: tt.delay, Now: func() time.Time { return now }})
+			ctx := t.Context()
+			first := send(t, h, "app", text("alice", "bob", "one"))
+			second := send(t, h, "app", text("bob", "alice", "two"))
+			dup := text("bob", "alice", "two again")
+			dup.ClientMsgId = "c1"
+			send(t, h, "app", dup)
+			dup = text("bob", "alice", "two again")
+			dup.ClientMsgId = "c1"
+			if res := send(t, h, "app", dup); !res.Duplicate {
+				t.Fatalf("retry of c1 stored again: %v", res.Msg)
+			}
+
+			n, err := st.PushBacklog(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.jobs {
+				if n != 0 {
+					t.Errorf("PushDelay %v: %d outbox jobs, want none", tt.delay, n)
+				}
+				return
+			}
+			if n != 3 {
+				t.Errorf("PushBacklog = %d, want 3 (one per stored message)", n)
+			}
+			due := now.Add(tt.delay)
+			if early, err := st.ClaimPush(ctx, due.Add(-time.Millisecond), time.Minute, 10); err != nil || len(early) != 0 {
+				t.Fatalf("ClaimPush before the delay: %v, %v; want none", early, err)
+			}
+			jobs, err := st.ClaimPush(ctx, due, time.Minute, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, j := range jobs {
+				got = append(got, fmt.Sprint(j.App, " ", j.Conv, " ", j.Seq))
+			}
+			conv := store.DirectConv("alice", "bob")
+			want := []string{"app " + conv + " " + fmt.Sprint(first.Msg.Seq), "app " + conv + " " + fmt.Sprint(second.Msg.Seq), "app " + conv + " 3"}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("jobs due at commit+PushDelay: %v, want %v", got, want)
+			}
+		})
+	}
+}

@@ -80,6 +80,12 @@ type Config struct {
 	// NewHub at most. A retry later than that is stored again, as a new
 	// message. Zero means 7 days; negative means never forget.
 	DedupWindow time.Duration
+	// PushDelay turns on the offline-push outbox: when positive, every
+	// message the committer stores gets an outbox job
+	// (store.Append.PushAt) due PushDelay after its commit began, written
+	// in the message's own durable commit, for a push worker to drain.
+	// Zero or negative, the default, adds no jobs.
+	PushDelay time.Duration
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Metrics records what the hub and its sessions do. Nil records nothing.
@@ -96,6 +102,7 @@ type Hub struct {
 	logger   *slog.Logger
 	maxFrame int
 	maxBatch int
+	pushWait time.Duration // Config.PushDelay; 0: no outbox jobs
 	now      func() time.Time
 	shared   bool // other nodes share the store (a Router other than a LocalRouter)
 	recent   *recentCache
@@ -133,6 +140,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		logger:   cfg.Logger,
 		maxFrame: cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
 		maxBatch: cmp.Or(max(cfg.MaxBatch, 0), 512),
+		pushWait: max(cfg.PushDelay, 0),
 		now:      cfg.Now,
 		metrics:  cfg.Metrics,
 		maxGroup: cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),

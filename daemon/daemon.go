@@ -25,6 +25,7 @@ import (
 	"github.com/qim-im/qim/core"
 	"github.com/qim-im/qim/httpapi"
 	"github.com/qim-im/qim/metrics"
+	"github.com/qim-im/qim/push"
 	"github.com/qim-im/qim/quicsrv"
 	"github.com/qim-im/qim/session"
 	"github.com/qim-im/qim/store"
@@ -166,6 +167,23 @@ type Config struct {
 	// inbox for messages whose events were lost (session.Config). Zero
 	// means 30 s.
 	CatchUpEvery time.Duration
+	// PushWebhook, if set, is the URL of the application's push gateway:
+	// the server POSTs it a signed notification for every stored message
+	// that a recipient has not received on any device PushDelay later
+	// (package push, daemon/push.go). Empty means no push notifications.
+	// PushSecretFile holds the secret that signs them (its contents, less
+	// surrounding white space); empty means PushSecretPath, created with a
+	// random secret on first start. The nodes of a cluster need copies of
+	// the same secret. PushNoPreview leaves the messages' text out of the
+	// notifications. PushDelay zero means DefaultPushDelay. PushWorker
+	// tunes the worker (retries, polling, limits, HTTP client; zero values
+	// take push.Config's defaults); its Store, URL, Secret, Preview,
+	// Logger and Metrics are the daemon's.
+	PushWebhook    string
+	PushSecretFile string
+	PushNoPreview  bool
+	PushDelay      time.Duration
+	PushWorker     push.Config
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -203,6 +221,9 @@ type Daemon struct {
 	// The admin socket (admin.go); nil if it could not be opened.
 	adminLn   net.Listener
 	adminDone chan struct{} // closed when serveAdmin returns
+
+	// The push worker (push.go); nil without Config.PushWebhook.
+	push *pusher
 
 	// The poller of the application secrets; nil when AppsPoll < 0.
 	pollStop chan struct{}
@@ -309,6 +330,10 @@ func (d *Daemon) start(ctx context.Context) error {
 			return fmt.Errorf("daemon: metrics: %w", err)
 		}
 	}
+	pushDelay, err := d.startPush(m)
+	if err != nil {
+		return err
+	}
 	d.hub, err = core.NewHub(core.Config{
 		Store:           d.store,
 		Router:          router,
@@ -323,6 +348,7 @@ func (d *Daemon) start(ctx context.Context) error {
 		GroupCacheBytes: cfg.GroupCacheBytes,
 		DedupWindow:     cfg.DedupWindow,
 		Metrics:         m,
+		PushDelay:       pushDelay,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)
@@ -519,6 +545,7 @@ func (d *Daemon) closeParts() error {
 	if d.devices != nil {
 		d.devices.Close()
 	}
+	d.stopPush()
 	if d.hub != nil {
 		errs = append(errs, d.hub.Close())
 		d.hub = nil

@@ -42,6 +42,8 @@ type Metrics struct {
 	commitErrors   prometheus.Counter
 
 	drops [numQueues]prometheus.Counter
+
+	push pushMetrics // push.go
 }
 
 // Queue names a bounded buffer that drops what does not fit in it.
@@ -150,6 +152,7 @@ func New() *Metrics {
 	for q, name := range queueNames {
 		m.drops[q] = drops.WithLabelValues(name)
 	}
+	m.push = newPushMetrics(reg)
 	return m
 }
 

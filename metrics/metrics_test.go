@@ -31,6 +31,13 @@ func record(m *metrics.Metrics) {
 	m.StoreCommit(m.Now(), 1, errors.New("disk full"))
 	m.Dropped(metrics.QueueEphemeral)
 	m.Dropped(metrics.QueueLive)
+	m.PushSent()
+	m.PushFailed()
+	m.PushFailed()
+	m.PushDropped(metrics.PushRejected)
+	m.PushDropped(metrics.PushExpired)
+	m.PushDropped(metrics.PushExpired)
+	m.WatchPushBacklog(func() float64 { return 5 })
 }
 
 func TestNilMetricsRecordNothing(t *testing.T) {
@@ -89,6 +96,11 @@ func TestHandlerServesMetrics(t *testing.T) {
 		{sample{"qim_store_commit_errors_total", nil}, 1},
 		{sample{"qim_queue_drops_total", []string{"queue", "ephemeral"}}, 1},
 		{sample{"qim_queue_drops_total", []string{"queue", "live"}}, 1},
+		{sample{"qim_push_sent_total", nil}, 1},
+		{sample{"qim_push_failures_total", nil}, 2},
+		{sample{"qim_push_dropped_total", []string{"reason", "rejected"}}, 1},
+		{sample{"qim_push_dropped_total", []string{"reason", "expired"}}, 2},
+		{sample{"qim_push_backlog", nil}, 5},
 	} {
 		if v := got.value(tt.name, tt.labels...); v != tt.want {
 			t.Errorf("%v = %v, want %v", tt.sample, v, tt.want)

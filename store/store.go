@@ -47,6 +47,27 @@ type Append struct {
 	Conv    string
 	Members []string
 	Msg     *qimpb.Message
+	// PushAt, when not zero, also adds a job for the stored message to the
+	// offline-push outbox, in the same atomic, durable write, due at
+	// PushAt (see PushJob). A duplicate adds no job.
+	PushAt time.Time
+}
+
+// PushJob is one entry of the offline-push outbox: a stored message whose
+// recipients may have to be woken through the application's push gateway
+// (package push). The outbox is a durable queue: a job stays until
+// FinishPush removes it, however often it is claimed. There is one outbox
+// per store, holding the jobs of every app.
+type PushJob struct {
+	ID   uint64 // assigned by the store, unique, increasing with each Append
+	App  string
+	Conv string
+	Seq  uint64
+	// Users are the users still to be notified. Nil means not worked out
+	// yet (a job as Append added it); RetryPush stores a non-nil list.
+	Users    []string
+	Attempts int       // how many times RetryPush rescheduled the job
+	Next     time.Time // when the job is due; stored with millisecond precision
 }
 
 // AppendResult is the outcome of one Append.
@@ -180,6 +201,30 @@ type Store interface {
 	// with now minus the de-duplication window, so that the index does not
 	// grow without bound.
 	PruneDedup(ctx context.Context, before time.Time) (int, error)
+
+	// ClaimPush returns up to limit outbox jobs due at now (Next <= now),
+	// earliest Next first (ties by ID), and moves their Next to now+lease
+	// in the same atomic step, so that a second process claiming at the
+	// same time does not get them; a claimed job that is neither finished
+	// nor retried is due again after the lease. The jobs returned carry
+	// the Next the claim stored, the end of their lease. A job is claimable
+	// only once its message is readable (Messages returns it), and never
+	// by two calls within one lease. A limit <= 0 claims nothing; lease is
+	// expected to be positive.
+	ClaimPush(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
+	// RetryPush stores job's Users (nil is stored as empty), Attempts and
+	// Next under job.ID; App, Conv and Seq are not changed. A job that is
+	// no longer in the outbox is not an error, and is not added back.
+	RetryPush(ctx context.Context, job PushJob) error
+	// FinishPush removes a job from the outbox. A missing job is not an
+	// error.
+	FinishPush(ctx context.Context, id uint64) error
+	// PushBacklog returns how many jobs the outbox holds.
+	PushBacklog(ctx context.Context) (int, error)
+	// DeliveredTo returns those of users (in their order) of whom some
+	// device acknowledged seq of conv (SetAcked with seq or more). A
+	// group's join point does not count: only SetAcked does.
+	DeliveredTo(ctx context.Context, app, conv string, seq uint64, users []string) ([]string, error)
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.
 	Close() error

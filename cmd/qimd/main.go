@@ -1,6 +1,6 @@
 // Command qimd is the qim server.
 //
-//	qimd serve [--listen 127.0.0.1:4433] [--data ./data] [--store postgres://...] [--cert F --key F] [--metrics ADDR]
+//	qimd serve [--listen 127.0.0.1:4433] [--data ./data] [--store postgres://...] [--cert F --key F] [--metrics ADDR] [--push-webhook URL]
 //	qimd certs [--data ./data] [--hosts h1,h2]
 //	qimd token [--data ./data] [--org demo --appkey demo] --user U [--ttl D]
 //	qimd app create --org O --appkey A [--data ./data]

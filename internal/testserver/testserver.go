@@ -93,6 +93,10 @@ type Options struct {
 	// NoHTTP turns the HTTP API off (daemon.Config): no HTTP/3, no TCP
 	// listener.
 	NoHTTP bool
+	// Configure, if set, changes the server's configuration at every
+	// start, after the options above are applied (for settings they do
+	// not have, such as the push webhook's).
+	Configure func(*daemon.Config)
 }
 
 // Server is a running test server.
@@ -169,11 +173,15 @@ func (s *Server) start(listen string) {
 				continue
 			}
 		}
-		s.d, err = daemon.Start(daemon.Config{Store: st, Router: s.opts.Router,
+		cfg := daemon.Config{Store: st, Router: s.opts.Router,
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP})
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP}
+		if s.opts.Configure != nil {
+			s.opts.Configure(&cfg)
+		}
+		s.d, err = daemon.Start(cfg)
 		if err == nil {
 			break
 		}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -125,6 +126,55 @@ func BenchmarkAppendBatch(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkAppendPush measures Append as BenchmarkAppend does, every
+// message with a PushAt: the cost of its outbox job (two more keys in the
+// batch). NoSync is the in-memory, unsynced variant, as in
+// BenchmarkAppendNoSync, and batch=64 the shape of BenchmarkAppendBatch.
+func BenchmarkAppendPush(b *testing.B) {
+	payload := payload256(b)
+	pushAt := time.Now()
+	for _, tt := range []struct {
+		name string
+		dir  func(b *testing.B) string
+		opts Options
+	}{
+		{"sync", func(b *testing.B) string { return b.TempDir() }, Options{}},
+		{"nosync", func(*testing.B) string { return "db" }, Options{FS: vfs.NewMem(), NoSync: true}},
+	} {
+		for _, writers := range writerCounts {
+			b.Run(fmt.Sprintf("%s/writers=%d", tt.name, writers), func(b *testing.B) {
+				s := openT(b, tt.dir(b), tt.opts)
+				defer s.Close()
+				runWriters(b, writers, func(w int, i int64) error {
+					m := benchMsg(payload, fmt.Sprint("w", w), "peer", fmt.Sprint(i))
+					m.PushAt = pushAt
+					_, err := s.Append(b.Context(), []store.Append{m})
+					return err
+				})
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			})
+		}
+	}
+	b.Run("batch=64", func(b *testing.B) {
+		const batch = 64
+		s := openT(b, b.TempDir(), Options{})
+		defer s.Close()
+		msgs := make([]store.Append, batch)
+		b.ResetTimer()
+		for i := range b.N {
+			for j := range msgs {
+				msgs[j] = benchMsg(payload, fmt.Sprint("u", j%16), "peer", fmt.Sprint(i*batch+j))
+				msgs[j].PushAt = pushAt
+			}
+			if _, err := s.Append(b.Context(), msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "msgs/s")
+	})
 }
 
 // BenchmarkPebbleSyncBaseline measures Pebble alone: a batch with one

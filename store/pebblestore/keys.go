@@ -41,7 +41,24 @@ package pebblestore
 // in Unix milliseconds, 8 bytes big-endian, so that one range scan from
 // "dt" 0 finds every dedup entry older than a bound (PruneDedup). It sits
 // outside the tenants so that the scan does not visit every app; "dt" 0
-// starts no other key ("a" 0 and "meta" 0 are the only other roots).
+// starts no other key (the other roots are "a" 0, "meta" 0, "pj" 0 and
+// "pn" 0).
+//
+// The offline-push outbox (store.PushJob) is one for the whole store, so it
+// lives outside the tenants too:
+//
+//	"pj" 0 <id>                              -> job record (encodeJob)
+//	"pn" 0 <next> <id>                       -> "" (due index)
+//
+// <id> is the job's id, which is its message's Id, and <next> the job's
+// Next in Unix milliseconds (a negative one is stored as 0), both 8 bytes
+// big-endian: the due index iterates in (Next, ID) order, so ClaimPush
+// reads the due jobs from its start and stops at the first one not due.
+// Every job has exactly one index entry, the one of the Next in its
+// record; a job and its entry are written and deleted in the same batch
+// (Append writes them in the batch of the message itself). No counter of
+// jobs is stored: Open counts the records once and the Store keeps the
+// count in memory (PushBacklog). "pj" 0 and "pn" 0 start no other key.
 //
 // client_msg_id is chosen by clients and may contain 0x00; it is always the
 // last component of its key and only ever looked up exactly, never scanned
@@ -55,6 +72,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/qim-im/qim/store"
 )
@@ -65,6 +83,8 @@ var (
 	metaLastIDKey   = []byte("meta\x00lastid")
 	metaDedupIdxKey = []byte("meta\x00dedupidx")
 	dedupTimePrefix = []byte("dt\x00")
+	pushJobPrefix   = []byte("pj\x00")
+	pushDuePrefix   = []byte("pn\x00")
 )
 
 // keyBuf builds keys by appending components. The zero value is an empty key.
@@ -126,6 +146,29 @@ func parseDedupTimeKey(k []byte) (app, user, clientMsgID string, err error) {
 	}
 	return "", "", "", fmt.Errorf("pebblestore: corrupt dedup time index key %q", k)
 }
+
+func pushJobKey(id uint64) []byte {
+	return append(make(keyBuf, 0, len(pushJobPrefix)+8), pushJobPrefix...).u64(id)
+}
+
+// pushDueKey returns the due index entry of job id due at next (Unix
+// milliseconds, see pushMillis).
+func pushDueKey(next, id uint64) []byte {
+	return append(make(keyBuf, 0, len(pushDuePrefix)+16), pushDuePrefix...).u64(next).u64(id)
+}
+
+// parsePushDueKey returns the Next and the job id of a due index entry.
+func parsePushDueKey(k []byte) (next, id uint64, err error) {
+	rest, ok := bytes.CutPrefix(k, pushDuePrefix)
+	if !ok || len(rest) != 16 {
+		return 0, 0, fmt.Errorf("pebblestore: corrupt push due index key %q", k)
+	}
+	return binary.BigEndian.Uint64(rest[:8]), binary.BigEndian.Uint64(rest[8:]), nil
+}
+
+// pushMillis returns t as stored in a job: Unix milliseconds, 0 for a time
+// before 1970.
+func pushMillis(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
 
 func inboxPrefix(app, user string) keyBuf { return tenant(app).add("i", user).sep() }
 
@@ -274,6 +317,59 @@ func decodeMember(b []byte) (joinSeq, joinNum uint64, err error) {
 	}
 }
 
+// jobRecord is a job as stored; its ID is in the key.
+type jobRecord struct {
+	app, conv string
+	seq       uint64
+	users     []string // nil: not worked out yet
+	attempts  int64
+	next      uint64 // Unix milliseconds, as in the due index
+}
+
+// encodeJob encodes a job record: the version (recordV1), app, conv, seq, attempts,
+// next, then a flag byte (0: Users nil, 1: a list follows) and, for a list,
+// its length and its strings.
+func encodeJob(j jobRecord) []byte {
+	b := make([]byte, 0, 32+len(j.app)+len(j.conv))
+	b = append(b, recordV1)
+	b = appendString(b, j.app)
+	b = appendString(b, j.conv)
+	b = binary.AppendUvarint(b, j.seq)
+	b = binary.AppendVarint(b, j.attempts)
+	b = binary.AppendUvarint(b, j.next)
+	if j.users == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = binary.AppendUvarint(b, uint64(len(j.users)))
+	for _, u := range j.users {
+		b = appendString(b, u)
+	}
+	return b
+}
+
+func decodeJob(b []byte) (jobRecord, error) {
+	d := decoder{b: b}
+	d.version()
+	j := jobRecord{app: d.string(), conv: d.string(), seq: d.uvarint(), attempts: d.varint(), next: d.uvarint()}
+	switch flag := d.byte(); {
+	case d.bad:
+	case flag == 1:
+		n := d.uvarint()
+		if n > uint64(len(d.b)) { // each user takes a byte at least
+			d.bad = true
+			break
+		}
+		j.users = make([]string, 0, n)
+		for range n {
+			j.users = append(j.users, d.string())
+		}
+	case flag != 0:
+		d.bad = true
+	}
+	return j, d.done("push job")
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
@@ -322,6 +418,16 @@ func (d *decoder) uvarint() uint64 {
 	}
 	d.b = d.b[k:]
 	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.bad || len(d.b) == 0 {
+		d.bad = true
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
 }
 
 func (d *decoder) done(what string) error {

@@ -55,7 +55,13 @@ func (s *Store) Append(ctx context.Context, msgs []store.Append) ([]store.Append
 		p.c.last = p.last
 	}
 	s.lastID = op.lastID
+	if op.jobs > 0 {
+		s.lowerPushFloor(op.pushFloor)
+	}
 	s.appendMu.Unlock()
+	if op.jobs > 0 {
+		s.pushJobs.Add(op.jobs)
+	}
 
 	// Other Appends may now write their batches to the log behind this one
 	// and share its sync.
@@ -88,6 +94,10 @@ type appendOp struct {
 	convs   map[string]*pendingConv // by app 0x00 conv
 	lastID  uint64
 	saved   []savedMsg
+	// jobs counts the outbox jobs added (Append.PushAt), pushFloor is the
+	// lowest Next among them.
+	jobs      int64
+	pushFloor uint64
 }
 
 // pendingConv is a conversation whose seqs an appendOp allocates.
@@ -176,6 +186,15 @@ func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 		if m.ClientMsgId != "" {
 			op.batch.Set(dedupKey(a.App, m.FromUser, m.ClientMsgId), encodeDedup(a.Conv, p.last), nil)
 			op.batch.Set(dedupTimeKey(now, a.App, m.FromUser, m.ClientMsgId), nil, nil)
+		}
+		if !a.PushAt.IsZero() {
+			next := pushMillis(a.PushAt)
+			op.batch.Set(pushJobKey(m.Id), encodeJob(jobRecord{app: a.App, conv: a.Conv, seq: m.Seq, next: next}), nil)
+			op.batch.Set(pushDueKey(next, m.Id), nil, nil)
+			if op.jobs == 0 || next < op.pushFloor {
+				op.pushFloor = next
+			}
+			op.jobs++
 		}
 		// Inbox entries are never deleted, and a 1:1 conversation's
 		// members never change: its first message writes them, and the

@@ -8,7 +8,9 @@
 // completes; the Store hides that for messages by serving reads only up to
 // each conversation's highest synced sequence number, so a reader never sees
 // a message that a power failure could take back and whose seq could then be
-// given to another message.
+// given to another message. Outbox jobs (store.PushJob) are written in their
+// message's batch, and ClaimPush skips those whose message is not published
+// yet, so a job is never claimed before its message is readable.
 //
 // The key layout is described in keys.go.
 package pebblestore
@@ -121,6 +123,29 @@ type Store struct {
 	// groupMu serializes the read-modify-write of groups and memberships.
 	groupMu sync.Mutex
 
+	// pushMu serializes the read-modify-writes of outbox jobs (ClaimPush,
+	// RetryPush, FinishPush): each holds it while it reads and applies its
+	// batch, not while it waits for the sync. Append adds jobs without it;
+	// their ids are new.
+	pushMu sync.Mutex
+	// pushJobs is the number of outbox jobs: counted by Open, then raised
+	// by Append and lowered by FinishPush once their batches are applied.
+	pushJobs atomic.Int64
+
+	// floorMu guards pushFloor, at or below the Next of every due index
+	// entry (0 after Open), from which ClaimPush starts reading: a queue
+	// in an LSM leaves a deletion behind for every entry it moves or
+	// removes, and without the floor every claim would step over all of
+	// them that compactions have not dropped yet (9 ms after 200,000
+	// jobs). Every writer of an entry lowers the floor to its Next before
+	// it releases the lock that serializes it with ClaimPush (appendMu or
+	// pushMu); ClaimPush raises it past what it read, and takes into
+	// account pushSince, the lowest Next written since it opened its
+	// iterator. See claimBatch.
+	floorMu   sync.Mutex
+	pushFloor uint64
+	pushSince uint64
+
 	// ackMu serializes SetAcked's read-compare-write, striped by cursor key
 	// hashed with ackSeed (static after Open).
 	ackMu   [16]sync.Mutex
@@ -208,6 +233,9 @@ func OpenContext(ctx context.Context, dir string, opts Options) (*Store, error) 
 	last, err := s.getU64(metaLastIDKey)
 	if err == nil {
 		err = s.backfillDedupIndex(ctx)
+	}
+	if err == nil {
+		err = s.countPushJobs()
 	}
 	if err != nil {
 		bg.close()

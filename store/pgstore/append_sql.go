@@ -59,6 +59,11 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint
 	sqlInsertInbox = `INSERT INTO inbox (app, user_id, conv)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 ON CONFLICT DO NOTHING`
+
+	// sqlInsertPush adds the outbox jobs of messages with a PushAt, each
+	// under its message's id, with users NULL and no attempts.
+	sqlInsertPush = `INSERT INTO push_outbox (id, app, conv, seq, next)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])`
 )
 
 // appendWrites collects the rows of round trip 2 as column arrays.
@@ -70,6 +75,9 @@ type appendWrites struct {
 	dedup []dedupRow
 
 	iApp, iUser, iConv []string
+
+	pID, pSeq, pNext []int64
+	pApp, pConv      []string
 }
 
 type dedupRow struct {
@@ -87,16 +95,20 @@ func newAppendWrites(n int) *appendWrites {
 	}
 }
 
-// message adds a numbered message, marshalled as v, its dedup entry and,
-// if it is its conversation's first, its members' inbox rows. Inbox rows
-// are never deleted and a 1:1 conversation's members never change, so the
-// first message is enough.
+// message adds a numbered message, marshalled as v, its dedup entry, its
+// outbox job if it has a PushAt and, if it is its conversation's first,
+// its members' inbox rows. Inbox rows are never deleted and a 1:1
+// conversation's members never change, so the first message is enough.
 func (w *appendWrites) message(a store.Append, v []byte) {
 	m := a.Msg
 	w.mApp, w.mConv = append(w.mApp, a.App), append(w.mConv, a.Conv)
 	w.mSeq, w.mMsg = append(w.mSeq, int64(m.Seq)), append(w.mMsg, v)
 	if m.ClientMsgId != "" {
 		w.dedup = append(w.dedup, dedupRow{dedupKey{a.App, m.FromUser, m.ClientMsgId}, a.Conv, int64(m.Seq), m.Timestamp})
+	}
+	if !a.PushAt.IsZero() {
+		w.pID, w.pApp, w.pConv = append(w.pID, int64(m.Id)), append(w.pApp, a.App), append(w.pConv, a.Conv)
+		w.pSeq, w.pNext = append(w.pSeq, int64(m.Seq)), append(w.pNext, a.PushAt.UnixMilli())
 	}
 	if m.Seq == 1 {
 		for _, u := range a.Members {
@@ -120,5 +132,8 @@ func (w *appendWrites) queue(b *pgx.Batch) {
 	}
 	if len(w.iApp) > 0 {
 		b.Queue(sqlInsertInbox, w.iApp, w.iUser, w.iConv)
+	}
+	if len(w.pID) > 0 {
+		b.Queue(sqlInsertPush, w.pID, w.pApp, w.pConv, w.pSeq, w.pNext)
 	}
 }

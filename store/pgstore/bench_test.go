@@ -90,6 +90,28 @@ func BenchmarkAppendPG(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendPushPG measures Store.Append as BenchmarkAppendPG does,
+// every message with a PushAt: the cost of the outbox rows.
+func BenchmarkAppendPushPG(b *testing.B) {
+	dbURL := testURL(b)
+	pushAt := time.Now()
+	for _, sh := range benchShapes {
+		b.Run(fmt.Sprintf("batch=%d/goroutines=%d", sh.batch, sh.goroutines), func(b *testing.B) {
+			s := openT(b, dbURL, newSchema(b, dbURL))
+			defer s.Close()
+			prefix := rand.Text()
+			runShape(b, sh.batch, sh.goroutines, func(call int) error {
+				msgs := benchBatch(prefix, call, sh.batch)
+				for i := range msgs {
+					msgs[i].PushAt = pushAt
+				}
+				_, err := s.Append(context.Background(), msgs)
+				return err
+			})
+		})
+	}
+}
+
 // BenchmarkBarePGXBatch is the baseline of BenchmarkAppendPG: bare pgx
 // doing the same shape of work without the store, one transaction per
 // batch: bump each conversation's last seq in sorted order (a pgx.Batch of

@@ -10,7 +10,8 @@
 // order) that the schema lacks, in one transaction holding
 // pg_advisory_xact_lock on a key derived from the schema's name, and
 // records each in schema_migrations: processes starting at once apply
-// each migration once. The tables (see migrations/0001_init.sql):
+// each migration once. The tables (see migrations/0001_init.sql and
+// 0002_push_outbox.sql):
 //
 //	convs          (app, conv) -> last_seq
 //	messages       (app, conv, seq) -> msg, the proto-marshalled qimpb.Message
@@ -23,6 +24,7 @@
 //	group_members  (app, group_id, user_id) -> join_seq, join_num
 //	group_bans     (app, group_id, user_id)
 //	epochs         (app, user_id, device) -> epoch
+//	push_outbox    id -> app, conv, seq, users, attempts, next (index on next, id)
 //
 // Ids are text in the "C" collation (sorted by bytes, as Go sorts
 // strings), so the Store refuses ids that are not valid UTF-8 besides
@@ -44,7 +46,8 @@
 //  2. If the lookup found duplicates, their seqs are given back (the rows
 //     are still locked). The messages are numbered and marshalled, then:
 //     INSERT the messages, their dedup entries (sorted), the inbox rows of
-//     a conversation's first message; COMMIT.
+//     a conversation's first message, the outbox jobs of those with a
+//     PushAt (under their message's id); COMMIT.
 //
 // The row lock on convs serializes the Appends of one conversation across
 // processes until commit, and the messages commit with the last seq that
@@ -63,6 +66,17 @@
 // NextEpoch is one upsert. The group write methods lock the group's row
 // (SELECT ... FOR UPDATE) and decide membership, bans, the size limit and
 // the owner hand-off in the same transaction.
+//
+// # Offline-push outbox
+//
+// ClaimPush is one statement: a CTE selects the due rows in (next, id)
+// order, LIMIT n, FOR UPDATE SKIP LOCKED, and the UPDATE moves them to the
+// end of the lease, RETURNING them; two processes claiming at once lock
+// disjoint rows, and a row whose claim committed first is re-read before
+// it is locked and dropped as no longer due. RetryPush and FinishPush are
+// one UPDATE and one DELETE by id; PushBacklog counts the rows (no counter
+// row, which every Append would have to update). DeliveredTo is one
+// query over cursors, grouped by user.
 //
 // # De-duplication retention
 //

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/qim-im/qim/store"
 )
@@ -162,6 +163,11 @@ func testClosed(t *testing.T, s store.Store) {
 		"KickMember":    s.KickMember(ctx, appA, "g1", "alice", "bob"),
 		"Members":       second(s.Members(ctx, appA, "g1")),
 		"UserGroups":    second(s.UserGroups(ctx, appA, "alice")),
+		"ClaimPush":     second(s.ClaimPush(ctx, time.Now(), time.Minute, 10)),
+		"RetryPush":     s.RetryPush(ctx, store.PushJob{ID: 1}),
+		"FinishPush":    s.FinishPush(ctx, 1),
+		"PushBacklog":   second(s.PushBacklog(ctx)),
+		"DeliveredTo":   second(s.DeliveredTo(ctx, appA, conv, 1, []string{"alice"})),
 		"Close":         s.Close(),
 	} {
 		if !errors.Is(err, store.ErrClosed) {
@@ -184,6 +190,14 @@ func testInvalidIDs(t *testing.T, s store.Store) {
 		}(),
 		"epoch of an empty device": func() error {
 			_, err := s.NextEpoch(ctx, appA, "alice", "")
+			return err
+		}(),
+		"delivered to a user with NUL": func() error {
+			_, err := s.DeliveredTo(ctx, appA, "u:a:b", 1, []string{"alice", "b\x00ob"})
+			return err
+		}(),
+		"delivered to an empty user": func() error {
+			_, err := s.DeliveredTo(ctx, appA, "u:a:b", 1, []string{""})
 			return err
 		}(),
 	} {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -15,7 +16,8 @@ import (
 // directory, writes every kind of data, closes it, opens the same directory
 // again and checks that everything is still there, that a retried
 // ClientMsgId is still a duplicate, and that the next Append continues the
-// seqs with a larger id. open must open (creating if needed) the store kept
+// seqs with a larger id; and that the offline-push outbox keeps its jobs,
+// as retried, without those finished. open must open (creating if needed) the store kept
 // in dir; RunReopen closes what it opens.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := t.Context()
@@ -42,6 +44,22 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 			t.Fatalf("NextEpoch: %v", err)
 		}
 	}
+	// Outbox jobs: one as Append added it, one retried, one finished.
+	pushConv := store.DirectConv("erin", "frank")
+	pushed := mustAppend(t, s,
+		withPush(direct(appA, "erin", "frank", "p1", "fresh"), at(time.Second)),
+		withPush(direct(appA, "erin", "frank", "p2", "retried"), at(0)),
+		withPush(direct(appA, "erin", "frank", "p3", "finished"), at(0)),
+	)
+	claimed := mustClaim(t, s, at(0), time.Minute, 10)
+	if len(claimed) != 2 {
+		t.Fatalf("claimed %d jobs, want 2", len(claimed))
+	}
+	retried := claimed[0]
+	retried.Users, retried.Attempts, retried.Next = []string{"frank"}, 3, at(2*time.Second)
+	mustRetry(t, s, retried)
+	mustFinish(t, s, claimed[1].ID)
+
 	wantDirect := mustMessages(t, s, appA, direct1, 0, 100)
 	wantGroup := mustMessages(t, s, appA, group1, 0, 100)
 	wantG, err := s.GetGroup(ctx, appA, "g1")
@@ -111,6 +129,17 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	if newOwner, err := s.LeaveGroup(ctx, appA, "g1", "bob"); err != nil || newOwner != "zed" {
 		t.Errorf("the owner leaves after reopen: new owner %q, %v; want zed", newOwner, err)
 	}
+
+	if n := mustBacklog(t, s); n != 2 {
+		t.Errorf("PushBacklog after reopen = %d, want 2", n)
+	}
+	jobs := mustClaim(t, s, at(time.Hour), time.Minute, 10)
+	if len(jobs) != 2 {
+		t.Fatalf("outbox after reopen: %+v, want 2 jobs", jobs)
+	}
+	next := at(time.Hour + time.Minute)
+	checkJob(t, "fresh job after reopen", jobs[0], store.PushJob{ID: jobs[0].ID, App: appA, Conv: pushConv, Seq: pushed[0].Msg.Seq, Next: next})
+	checkJob(t, "retried job after reopen", jobs[1], store.PushJob{ID: retried.ID, App: appA, Conv: pushConv, Seq: pushed[1].Msg.Seq, Users: []string{"frank"}, Attempts: 3, Next: next})
 
 	if e, err := s.NextEpoch(ctx, appA, "alice", "phone"); err != nil || e != 3 {
 		t.Errorf("NextEpoch after reopen = %d, %v; want 3 (epochs lost?)", e, err)

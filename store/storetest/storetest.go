@@ -57,6 +57,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentAppend", testConcurrentAppend},
 		{"NextEpoch", testNextEpoch},
 		{"PruneDedup", testPruneDedup},
+		{"PushAppend", testPushAppend},
+		{"ClaimPush", testClaimPush},
+		{"RetryFinishPush", testRetryFinishPush},
+		{"PushConcurrentClaim", testPushConcurrentClaim},
+		{"DeliveredTo", testDeliveredTo},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
