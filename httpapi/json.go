@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,7 +51,7 @@ func decodeJSON(b []byte, m proto.Message) error {
 
 // writeJSON answers with status and m as JSON.
 func writeJSON(w http.ResponseWriter, status int, m proto.Message) {
-	b, err := marshalJSON.Marshal(m)
+	b, err := encodeJSON(m)
 	if err != nil {
 		b = []byte(`{"code":"INTERNAL","reason":"encode answer"}`)
 		status = http.StatusInternalServerError
@@ -58,6 +60,21 @@ func writeJSON(w http.ResponseWriter, status int, m proto.Message) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
+}
+
+// encodeJSON encodes m as compact JSON. protojson varies its white space
+// from one build to another on purpose; compacting its output makes the
+// answers the same bytes every time.
+func encodeJSON(m proto.Message) ([]byte, error) {
+	b, err := marshalJSON.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // writeError answers with err's code (core.CodeOf), its reason, and the
