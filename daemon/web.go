@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/netutil"
 )
 
 // The HTTP API (httpHandler) is served on the port of the QUIC server, three
@@ -30,6 +31,8 @@ const (
 	// httpMaxHeaderBytes bounds a request's headers (HTTP/1.1 and HTTP/2:
 	// the request line and headers; HTTP/3: the HEADERS frame).
 	httpMaxHeaderBytes = 64 << 10
+	// httpMaxConns bounds the HTTPS connections open at once.
+	httpMaxConns = 10000
 	// altSvcMaxAge is how long, in seconds, a client may remember that
 	// HTTP/3 is served (the Alt-Svc header's ma).
 	altSvcMaxAge = 86400
@@ -123,7 +126,10 @@ func (d *Daemon) startWeb(tlsConf *tls.Config) *http3.Server {
 		ErrorLog:          slog.NewLogLogger(httpErrorLog{d.logger.Handler()}, slog.LevelWarn),
 	}
 	d.web.done = make(chan struct{})
-	srv, ln, done := d.web.srv, d.web.ln, d.web.done
+	// At most httpMaxConns connections at once, like HTTP/3
+	// (quicsrv.Server.MaxHTTP3Conns): beyond, new ones wait in the
+	// kernel's accept queue.
+	srv, ln, done := d.web.srv, netutil.LimitListener(d.web.ln, httpMaxConns), d.web.done
 	go func() {
 		defer close(done)
 		if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
