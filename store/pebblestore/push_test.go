@@ -77,7 +77,7 @@ func TestClaimPushFloorRace(t *testing.T) {
 	var claimed sync.Map
 	var count atomic.Int64
 	claim := func() error {
-		jobs, err := s.ClaimPush(t.Context(), now, time.Hour, 3)
+		jobs, err := s.ClaimPush(t.Context(), now, time.Hour, 50)
 		for _, j := range jobs {
 			if _, dup := claimed.LoadOrStore(j.ID, true); dup {
 				t.Errorf("job %d claimed twice", j.ID)
