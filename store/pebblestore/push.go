@@ -188,7 +188,8 @@ func (s *Store) FinishPush(ctx context.Context, id uint64) error {
 
 // changePush stores retry's Users, Attempts and Next in job id or, with
 // retry nil, deletes the job, if it exists, and waits for the sync; a
-// deletion lowers pushJobs. A missing job is left alone.
+// deletion lowers pushJobs, a retry the push floor. A missing job is left
+// alone.
 func (s *Store) changePush(id uint64, retry *store.PushJob) error {
 	s.pushMu.Lock()
 	v, err := s.get(pushJobKey(id))
@@ -221,9 +222,8 @@ func (s *Store) changePush(id uint64, retry *store.PushJob) error {
 	err = s.apply(b, true)
 	if err == nil && retry == nil {
 		s.pushJobs.Add(-1)
-	}
-	if err == nil && retry != nil {
-		s.lowerPushFloor(j.next)
+	} else if err == nil {
+		s.lowerPushFloor(j.next) // after the apply: see claimBatch
 	}
 	s.pushMu.Unlock()
 	if err != nil {
