@@ -55,11 +55,10 @@ func (s *Store) Append(ctx context.Context, msgs []store.Append) ([]store.Append
 		p.c.last = p.last
 	}
 	s.lastID = op.lastID
-	if op.jobs > 0 {
-		s.lowerPushFloor(op.pushFloor)
-	}
 	s.appendMu.Unlock()
 	if op.jobs > 0 {
+		// After the apply: see claimBatch.
+		s.lowerPushFloor(op.pushFloor)
 		s.pushJobs.Add(op.jobs)
 	}
 

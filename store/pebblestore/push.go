@@ -59,21 +59,21 @@ func (s *Store) ClaimPush(ctx context.Context, now time.Time, lease time.Duratio
 // batch that moves them there; a nil batch if there are none. It raises the
 // push floor past what it read. The caller holds pushMu.
 //
-// The iterator is opened holding appendMu, so that every Append either
-// applied its batch before (the iterator sees its jobs) or lowers the
-// floor after, into pushSince, which the new floor takes into account.
+// Writers lower the floor after applying their batches, and the floor
+// is read (and pushSince reset) before the iterator is opened. So a
+// writer's entry that the iterator does not see, applied after it was
+// opened, lowered the floor after the reset too, into pushSince, which the
+// new floor takes into account; and one that lowered the floor before the
+// read is at or above from and seen.
 func (s *Store) claimBatch(now, until uint64, limit int) ([]store.PushJob, *pebble.Batch, error) {
-	s.appendMu.Lock()
 	s.floorMu.Lock()
 	from := s.pushFloor
 	s.pushSince = math.MaxUint64
 	s.floorMu.Unlock()
 	if from > now {
-		s.appendMu.Unlock()
 		return nil, nil, nil // every entry is above the floor
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: pushDueKey(from, 0), UpperBound: pushDueKey(now+1, 0)})
-	s.appendMu.Unlock()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -153,8 +153,7 @@ func (s *Store) claimJob(jobs *[]store.PushJob, b **pebble.Batch, key []byte, id
 }
 
 // lowerPushFloor lowers the push floor to next, that of a due index entry
-// being written. Append calls it holding appendMu, the other writers
-// holding pushMu.
+// written by a batch just applied (see claimBatch).
 func (s *Store) lowerPushFloor(next uint64) {
 	s.floorMu.Lock()
 	s.pushFloor = min(s.pushFloor, next)
@@ -189,7 +188,8 @@ func (s *Store) FinishPush(ctx context.Context, id uint64) error {
 
 // changePush stores retry's Users, Attempts and Next in job id or, with
 // retry nil, deletes the job, if it exists, and waits for the sync; a
-// deletion lowers pushJobs. A missing job is left alone.
+// deletion lowers pushJobs, a retry the push floor. A missing job is left
+// alone.
 func (s *Store) changePush(id uint64, retry *store.PushJob) error {
 	s.pushMu.Lock()
 	v, err := s.get(pushJobKey(id))
@@ -218,11 +218,12 @@ func (s *Store) changePush(id uint64, retry *store.PushJob) error {
 		j.next = pushMillis(retry.Next)
 		b.Set(pushJobKey(id), encodeJob(j), nil)
 		b.Set(pushDueKey(j.next, id), nil, nil)
-		s.lowerPushFloor(j.next)
 	}
 	err = s.apply(b, true)
 	if err == nil && retry == nil {
 		s.pushJobs.Add(-1)
+	} else if err == nil {
+		s.lowerPushFloor(j.next) // after the apply: see claimBatch
 	}
 	s.pushMu.Unlock()
 	if err != nil {

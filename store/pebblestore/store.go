@@ -137,11 +137,10 @@ type Store struct {
 	// in an LSM leaves a deletion behind for every entry it moves or
 	// removes, and without the floor every claim would step over all of
 	// them that compactions have not dropped yet (9 ms after 200,000
-	// jobs). Every writer of an entry lowers the floor to its Next before
-	// it releases the lock that serializes it with ClaimPush (appendMu or
-	// pushMu); ClaimPush raises it past what it read, and takes into
-	// account pushSince, the lowest Next written since it opened its
-	// iterator. See claimBatch.
+	// jobs). Every writer of an entry lowers the floor to its Next once
+	// its batch is applied; ClaimPush raises it past what it read, and
+	// takes into account pushSince, the lowest Next written since it read
+	// the floor. See claimBatch.
 	floorMu   sync.Mutex
 	pushFloor uint64
 	pushSince uint64
