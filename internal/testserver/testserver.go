@@ -97,6 +97,9 @@ type Options struct {
 	// start, after the options above are applied (for settings they do
 	// not have, such as the push webhook's).
 	Configure func(*daemon.Config)
+	// UploadQuota is how many bytes one user may upload to the HTTP API
+	// per hour (daemon.Config); zero means the default, negative no limit.
+	UploadQuota int64
 }
 
 // Server is a running test server.
@@ -177,7 +180,7 @@ func (s *Server) start(listen string) {
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP}
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP, UploadQuota: s.opts.UploadQuota}
 		if s.opts.Configure != nil {
 			s.opts.Configure(&cfg)
 		}
