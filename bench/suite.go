@@ -261,13 +261,22 @@ func waitScrape(ctx context.Context, url string) error {
 
 // freeUDP and freeTCP return a loopback address with a port free a moment
 // ago.
+// freeUDP returns a 127.0.0.1 address whose UDP port, and the same TCP
+// port (qimd's HTTPS), were free a moment ago.
 func freeUDP() string {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		addr := c.LocalAddr().String()
+		ln, err := net.Listen("tcp", addr)
+		c.Close()
+		if err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().String()
 }
 
 func freeTCP() string {

@@ -44,16 +44,23 @@ type qimdProc struct {
 // TestMain.
 var qimdBin = testserver.Binary{Pkg: "github.com/qim-im/qim/cmd/qimd", Race: raceEnabled}
 
-// freeUDPAddr returns a 127.0.0.1 UDP address that was free a moment ago.
+// freeUDPAddr returns a 127.0.0.1 address whose UDP port, and the same
+// TCP port (qimd's HTTPS), were free a moment ago.
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := pc.LocalAddr().String()
+		ln, err := net.Listen("tcp", addr)
+		pc.Close()
+		if err == nil {
+			ln.Close()
+			return addr
+		}
 	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
 }
 
 // newQimd returns the server of data on addr, not started. It is killed,
