@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/qim-im/qim/auth"
-	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/daemon"
 )
 
@@ -41,14 +39,7 @@ func TestServeS3Blobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConf.NextProtos = nil
-	tr := &http.Transport{TLSClientConfig: tlsConf}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	hc := httpsClient(t, data)
 	var pic bytes.Buffer
 	if err := png.Encode(&pic, image.NewGray(image.Rect(0, 0, 4, 4))); err != nil {
 		t.Fatal(err)

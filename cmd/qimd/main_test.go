@@ -105,30 +105,9 @@ func TestFirstCommandCreatesDemoApp(t *testing.T) {
 // checks that a connection that sends nothing is closed with AUTH_TIMEOUT
 // in about that time.
 func TestServeAuthTimeoutFlag(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	data := t.TempDir()
-	var stderr testserver.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"qimd", "serve", "--listen", "127.0.0.1:0", "--data", data,
-			"--auth-timeout", "300ms", "--auth-backoff-max", "-1s", "--log-level", "warn"}, io.Discard, &stderr)
-	}()
-	printed := regexp.MustCompile(`qimd: serving on (\S+);`)
-	var addr string
-	for deadline := time.Now().Add(20 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-done:
-			t.Fatalf("qimd serve ended: %v\n%s", err, stderr.String())
-		default:
-		}
-		if m := printed.FindStringSubmatch(stderr.String()); m != nil {
-			addr = m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qimd printed no address:\n%s", stderr.String())
-		}
-	}
+	addr, stop := serveQimd(t, "--data", data, "--auth-timeout", "300ms", "--auth-backoff-max", "-1s")
 	tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
 	if err != nil {
 		t.Fatal(err)
@@ -153,8 +132,7 @@ func TestServeAuthTimeoutFlag(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Fatalf("closed after %v, want about 300ms", took)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("qimd serve: %v", err)
 	}
 }
@@ -172,42 +150,14 @@ func TestServeHTTPFlag(t *testing.T) {
 		{"--http=false", []string{"--http=false"}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
 			data := t.TempDir()
-			var stderr testserver.Buffer
-			done := make(chan error, 1)
-			go func() {
-				done <- run(ctx, append([]string{"qimd", "serve", "--listen", "127.0.0.1:0", "--data", data, "--log-level", "warn"}, tt.args...), io.Discard, &stderr)
-			}()
-			printed := regexp.MustCompile(`qimd: serving on (\S+);`)
-			var addr string
-			for deadline := time.Now().Add(20 * time.Second); addr == ""; time.Sleep(10 * time.Millisecond) {
-				select {
-				case err := <-done:
-					t.Fatalf("qimd serve ended: %v\n%s", err, stderr.String())
-				default:
-				}
-				if m := printed.FindStringSubmatch(stderr.String()); m != nil {
-					addr = m[1]
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("qimd printed no address:\n%s", stderr.String())
-				}
-			}
+			addr, stderr, stop := serveQimdLog(t, append([]string{"--data", data}, tt.args...)...)
 			announced := strings.Contains(stderr.String(), "qimd: HTTP API on https://"+addr+"/")
 			if announced != tt.http {
 				t.Fatalf("HTTP API announced: %v, want %v:\n%s", announced, tt.http, stderr.String())
 			}
 			if tt.http {
-				tlsConf, err := certs.ClientTLS(filepath.Join(daemon.CertsDir(data), certs.CACertFile), false, "localhost")
-				if err != nil {
-					t.Fatal(err)
-				}
-				tlsConf.NextProtos = nil
-				tr := &http.Transport{TLSClientConfig: tlsConf}
-				defer tr.CloseIdleConnections()
-				resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get("https://" + addr + "/v1/health")
+				resp, err := httpsClient(t, data).Get("https://" + addr + "/v1/health")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -222,8 +172,7 @@ func TestServeHTTPFlag(t *testing.T) {
 				}
 				ln.Close()
 			}
-			cancel()
-			if err := <-done; err != nil {
+			if err := stop(); err != nil {
 				t.Fatalf("qimd serve: %v", err)
 			}
 		})

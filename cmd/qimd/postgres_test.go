@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -93,44 +92,5 @@ func TestServePostgres(t *testing.T) {
 	}
 	if !slices.Equal(direct, []string{want[0], want[2]}) || !slices.Equal(group, []string{want[1]}) {
 		t.Errorf("bob got 1:1 %q and group %q, want 1:1 %q and group %q", direct, group, []string{want[0], want[2]}, want[1:2])
-	}
-}
-
-// serveQimd runs `qimd serve` with args in this process, waits until it
-// prints its address, and returns it with a func that stops the server and
-// returns what serve returned.
-func serveQimd(t *testing.T, args ...string) (addr string, stop func() error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr testserver.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, append([]string{"qimd", "serve", "--listen", "127.0.0.1:0", "--log-level", "warn"}, args...), io.Discard, &stderr)
-	}()
-	var once bool
-	var result error
-	stop = func() error {
-		if !once {
-			once = true
-			cancel()
-			result = <-done
-		}
-		return result
-	}
-	t.Cleanup(func() { stop() })
-	printed := regexp.MustCompile(`qimd: serving on (\S+);`)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-done:
-			once, result = true, err
-			t.Fatalf("qimd serve ended: %v\n%s", err, stderr.String())
-		default:
-		}
-		if m := printed.FindStringSubmatch(stderr.String()); m != nil {
-			return m[1], stop
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("qimd printed no address:\n%s", stderr.String())
-		}
 	}
 }
