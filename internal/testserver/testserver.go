@@ -93,6 +93,12 @@ type Options struct {
 	// NoHTTP turns the HTTP API off (daemon.Config): no HTTP/3, no TCP
 	// listener.
 	NoHTTP bool
+	// MaxUpload, UploadQuota, HTTPAuthFailureBurst and PublicURL configure
+	// the HTTP API (daemon.Config); zero values mean the defaults.
+	MaxUpload            int64
+	UploadQuota          int64
+	HTTPAuthFailureBurst int
+	PublicURL            string
 }
 
 // Server is a running test server.
@@ -173,7 +179,8 @@ func (s *Server) start(listen string) {
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP})
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP,
+			MaxUpload: s.opts.MaxUpload, UploadQuota: s.opts.UploadQuota, HTTPAuthFailureBurst: s.opts.HTTPAuthFailureBurst, PublicURL: s.opts.PublicURL})
 		if err == nil {
 			break
 		}
