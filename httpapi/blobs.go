@@ -235,16 +235,18 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rc.Close()
 	hd := w.Header()
-	hd.Set("Content-Type", info.ContentType)
-	hd.Set("Content-Length", strconv.FormatInt(info.Size, 10))
 	hd.Set("ETag", `"`+sum+`"`)
 	hd.Set("Cache-Control", "private, max-age=31536000, immutable")
-	hd.Set("X-Content-Type-Options", "nosniff")
-	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	if match := r.Header.Get("If-None-Match"); match == `"`+sum+`"` {
+		// As net/http's ServeContent: no Content-Type or Content-Length,
+		// which an HTTP/2 client takes for the length of a body to read.
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	hd.Set("Content-Type", info.ContentType)
+	hd.Set("Content-Length", strconv.FormatInt(info.Size, 10))
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, rc)
 }

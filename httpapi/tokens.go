@@ -49,13 +49,15 @@ func (h *Handler) mintToken(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, core.Errorf(qimpb.Code_INVALID_ARGUMENT, "user must be a valid user id other than %s", core.SystemUser))
 		return
 	}
+	// The range is checked before the conversion to a Duration, which
+	// would overflow for a large ttl_seconds.
+	if req.TtlSeconds < 0 || req.TtlSeconds > int64(maxTokenTTL/time.Second) {
+		h.writeError(w, r, core.Errorf(qimpb.Code_INVALID_ARGUMENT, "ttl_seconds must be 1 to %d (0: %d)", int64(maxTokenTTL/time.Second), int64(defaultTokenTTL/time.Second)))
+		return
+	}
 	ttl := time.Duration(req.TtlSeconds) * time.Second
 	if req.TtlSeconds == 0 {
 		ttl = defaultTokenTTL
-	}
-	if req.TtlSeconds < 0 || ttl > maxTokenTTL {
-		h.writeError(w, r, core.Errorf(qimpb.Code_INVALID_ARGUMENT, "ttl_seconds must be 1 to %d (0: %d)", int64(maxTokenTTL/time.Second), int64(defaultTokenTTL/time.Second)))
-		return
 	}
 	exp := h.hub.Now().Add(ttl).Truncate(time.Second)
 	writeJSON(w, http.StatusOK, &qimpb.MintTokenResponse{User: req.User, Token: auth.Mint(c.secret, c.org, c.appkey, req.User, exp), Expires: exp.Unix()})

@@ -97,9 +97,12 @@ type Options struct {
 	// start, after the options above are applied (for settings they do
 	// not have, such as the push webhook's).
 	Configure func(*daemon.Config)
-	// UploadQuota is how many bytes one user may upload to the HTTP API
-	// per hour (daemon.Config); zero means the default, negative no limit.
-	UploadQuota int64
+	// MaxUpload, UploadQuota, HTTPAuthFailureBurst and PublicURL configure
+	// the HTTP API (daemon.Config); zero values mean the defaults.
+	MaxUpload            int64
+	UploadQuota          int64
+	HTTPAuthFailureBurst int
+	PublicURL            string
 }
 
 // Server is a running test server.
@@ -180,7 +183,11 @@ func (s *Server) start(listen string) {
 			ServerID: s.opts.ServerID, NATS: s.opts.NATS, NATSEmbed: s.opts.NATSEmbed, NATSCluster: s.opts.NATSCluster, NATSRoutes: s.opts.NATSRoutes, CatchUpEvery: s.opts.CatchUpEvery, Listen: listen, PacketConn: pc, DataDir: s.opts.DataDir, MaxFrame: s.opts.MaxFrame, AuthTimeout: s.opts.AuthTimeout, Logger: logger,
 			SendRate: s.opts.SendRate, SendBurst: s.opts.SendBurst, MaxGroupMembers: s.opts.MaxGroupMembers, InvitesPerHour: s.opts.InvitesPerHour, HandshakeRate: s.opts.HandshakeRate, StoreFS: s.opts.StoreFS, Metrics: s.opts.Metrics,
 			DeviceMemory: s.opts.DeviceMemory, TotalMemory: s.opts.TotalMemory, GroupCacheBytes: s.opts.GroupCacheBytes,
-			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP, NoHTTP: s.opts.NoHTTP, UploadQuota: s.opts.UploadQuota}
+			MaxUnauthenticated: s.opts.MaxUnauthenticated, MaxUnauthenticatedPerIP: s.opts.MaxUnauthenticatedPerIP,
+			// A socket of another network namespace (ListenPacket) has no
+			// TCP twin in this one: no HTTP API there.
+			NoHTTP:    s.opts.NoHTTP || s.opts.ListenPacket != nil,
+			MaxUpload: s.opts.MaxUpload, UploadQuota: s.opts.UploadQuota, HTTPAuthFailureBurst: s.opts.HTTPAuthFailureBurst, PublicURL: s.opts.PublicURL}
 		if s.opts.Configure != nil {
 			s.opts.Configure(&cfg)
 		}
