@@ -56,6 +56,7 @@ type Options struct {
 	AuthTimeout time.Duration
 	// ListenPacket, if set, makes the server's socket (tests use it to
 	// serve inside a network namespace). It is called again on Restart.
+	// The server then serves no HTTP API (NoHTTP).
 	ListenPacket func() (net.PacketConn, error)
 	// Apps are extra applications, as "org/appkey", created before the
 	// first start besides demo/demo.
