@@ -83,13 +83,29 @@ func (h *Handler) doUpload(w http.ResponseWriter, r *http.Request) (*qimpb.BlobI
 	if r.ContentLength > h.maxUpload {
 		return nil, core.Errorf(qimpb.Code_FRAME_TOO_LARGE, "uploads are at most %d bytes", h.maxUpload)
 	}
-	// A bearer credential is checked before the body is read; a signed
-	// request's signature covers the body, so it is checked after.
-	signed := strings.HasPrefix(strings.ToLower(r.Header.Get("Authorization")), strings.ToLower(SchemeHMAC)+" ")
+	// A bearer credential, the rate limit and the addressee are checked
+	// before the body is read; a signed request's signature covers the
+	// body, so for it they are checked after.
 	var c *caller
-	var err error
+	var user, conv string
+	admit := func(bodyHash []byte) error {
+		var err error
+		if c, err = h.authenticate(r, bodyHash); err != nil {
+			return err
+		}
+		if user, err = c.actor(); err != nil {
+			return err
+		}
+		if err := h.hub.Allow(c.app, user); err != nil {
+			return err
+		}
+		q := r.URL.Query()
+		conv, err = h.hub.Conversation(r.Context(), c.app, user, q.Get("to_user"), q.Get("to_group"))
+		return err
+	}
+	signed := strings.HasPrefix(strings.ToLower(r.Header.Get("Authorization")), strings.ToLower(SchemeHMAC)+" ")
 	if !signed {
-		if c, err = h.authenticate(r, nil); err != nil {
+		if err := admit(nil); err != nil {
 			return nil, err
 		}
 	}
@@ -99,24 +115,12 @@ func (h *Handler) doUpload(w http.ResponseWriter, r *http.Request) (*qimpb.BlobI
 	}
 	defer st.remove()
 	if signed {
-		if c, err = h.authenticate(r, st.sum); err != nil {
+		if err := admit(st.sum); err != nil {
 			return nil, err
 		}
 	}
-	user, err := c.actor()
-	if err != nil {
-		return nil, err
-	}
-	if err := h.hub.Allow(c.app, user); err != nil {
-		return nil, err
-	}
 	if !imageTypes[st.contentType] {
 		return nil, withStatus(http.StatusUnsupportedMediaType, core.Errorf(qimpb.Code_INVALID_ARGUMENT, "uploads must be PNG, JPEG, GIF or WebP pictures (this is %s)", st.contentType))
-	}
-	q := r.URL.Query()
-	conv, err := h.hub.Conversation(r.Context(), c.app, user, q.Get("to_user"), q.Get("to_group"))
-	if err != nil {
-		return nil, err
 	}
 	if h.quota != nil && !h.quota.take(c.app, user, st.size, h.hub.Now()) {
 		return nil, core.Errorf(qimpb.Code_RATE_LIMITED, "upload quota used up; retry later")
