@@ -36,12 +36,7 @@ func (h *Handler) group(w http.ResponseWriter, r *http.Request, gr *qimpb.GroupR
 	if c == nil {
 		return
 	}
-	res, err := h.hub.Group(r.Context(), c.app, user, gr)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	h.runGroup(w, r, c, user, gr, http.StatusOK)
 }
 
 // listGroups is GET /v1/groups (GROUP_LIST).
@@ -56,12 +51,18 @@ func (h *Handler) createGroup(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
-	res, err := h.hub.Group(r.Context(), c.app, user, &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_CREATE, Name: req.Name})
+	h.runGroup(w, r, c, user, &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_CREATE, Name: req.Name}, http.StatusCreated)
+}
+
+// runGroup runs a group request as user and answers its result with
+// status.
+func (h *Handler) runGroup(w http.ResponseWriter, r *http.Request, c *caller, user string, gr *qimpb.GroupRequest, status int) {
+	res, err := h.hub.Group(r.Context(), c.app, user, gr)
 	if err != nil {
 		h.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, res)
+	writeJSON(w, status, res)
 }
 
 // getGroup is GET /v1/groups/{group} (GROUP_MEMBERS).
@@ -81,12 +82,7 @@ func (h *Handler) addMember(w http.ResponseWriter, r *http.Request) {
 	if req.User == "" || req.User == user {
 		gr.Op, gr.User = qimpb.GroupOp_GROUP_JOIN, ""
 	}
-	res, err := h.hub.Group(r.Context(), c.app, user, gr)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	h.runGroup(w, r, c, user, gr, http.StatusOK)
 }
 
 // removeMember is DELETE /v1/groups/{group}/members/{user}: GROUP_LEAVE
@@ -100,12 +96,7 @@ func (h *Handler) removeMember(w http.ResponseWriter, r *http.Request) {
 	if gr.User == user {
 		gr.Op, gr.User = qimpb.GroupOp_GROUP_LEAVE, ""
 	}
-	res, err := h.hub.Group(r.Context(), c.app, user, gr)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, res)
+	h.runGroup(w, r, c, user, gr, http.StatusOK)
 }
 
 // listContacts is GET /v1/contacts (CONTACT_LIST).
