@@ -44,6 +44,7 @@ func (d *Daemon) openAPI() error {
 		MaxUpload:        cfg.MaxUpload,
 		UploadQuota:      cfg.UploadQuota,
 		AuthFailureBurst: cfg.HTTPAuthFailureBurst,
+		Metrics:          d.hub.Metrics(),
 		Logger:           d.logger,
 	})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/qim-im/qim/blob"
 	"github.com/qim-im/qim/core"
+	"github.com/qim-im/qim/metrics"
 )
 
 // SessionEnder ends every live session of a user, on every node of a
@@ -68,6 +69,8 @@ type Config struct {
 	// requests beyond are refused RATE_LIMITED unchecked. Zero means 10;
 	// negative means no limit.
 	AuthFailureBurst int
+	// Metrics records the requests. Nil records nothing.
+	Metrics *metrics.Metrics
 	// Logger receives the API's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -86,6 +89,7 @@ type Handler struct {
 	signedTTL time.Duration
 	window    time.Duration
 	logger    *slog.Logger
+	metrics   *metrics.Metrics // nil: off
 	mux       *http.ServeMux
 
 	nonces   *nonceCache   // backend request nonces seen within the window
@@ -112,6 +116,7 @@ func New(cfg Config) (*Handler, error) {
 		signedTTL: cmp.Or(max(cfg.SignedURLTTL, 0), 24*time.Hour),
 		window:    cmp.Or(max(cfg.ReplayWindow, 0), 5*time.Minute),
 		logger:    cfg.Logger,
+		metrics:   cfg.Metrics,
 	}
 	if h.logger == nil {
 		h.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -161,15 +166,43 @@ func (h *Handler) endpoints() []endpoint {
 	}
 }
 
-// routes builds the handler's mux.
+// routes builds the handler's mux, every endpoint measured.
 func (h *Handler) routes() {
 	m := http.NewServeMux()
 	for _, e := range h.endpoints() {
-		m.HandleFunc(e.pattern, e.serve)
+		m.HandleFunc(e.pattern, h.measured(e.pattern, e.serve))
 	}
-	m.HandleFunc("/", h.notFound)
+	m.HandleFunc("/", h.measured("other", h.notFound))
 	h.mux = m
 }
+
+// measured wraps an endpoint so that its requests are counted, by status,
+// and timed, under route.
+func (h *Handler) measured(route string, serve http.HandlerFunc) http.HandlerFunc {
+	if h.metrics == nil {
+		return serve
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		serve(sw, r)
+		h.metrics.HTTPRequest(route, sw.status, time.Since(start))
+	}
+}
+
+// statusWriter remembers the status of an answer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Routes returns the method and path pattern of every endpoint.
 func Routes() []string {

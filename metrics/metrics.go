@@ -44,6 +44,7 @@ type Metrics struct {
 	drops [numQueues]prometheus.Counter
 
 	push pushMetrics // push.go
+	http httpMetrics // http.go
 }
 
 // Queue names a bounded buffer that drops what does not fit in it.
@@ -153,6 +154,7 @@ func New() *Metrics {
 		m.drops[q] = drops.WithLabelValues(name)
 	}
 	m.push = newPushMetrics(reg)
+	m.http = newHTTPMetrics(reg)
 	return m
 }
 
