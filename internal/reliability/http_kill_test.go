@@ -64,7 +64,7 @@ func TestHTTPSendKill9(t *testing.T) {
 	ss := make([]*httpSender, senders)
 	for i := range ss {
 		name := fmt.Sprintf("h%d", i)
-		ss[i] = &httpSender{api: api, name: name, token: api.token(name), sent: make(map[string]sentMsg)}
+		ss[i] = &httpSender{api: api, name: name, to: "bob", token: api.token(name), sent: make(map[string]sentMsg)}
 	}
 	stop := make(chan struct{})
 	var sending sync.WaitGroup
@@ -282,12 +282,13 @@ func (a *httpAPI) history(conv, user string) []*qimpb.Message {
 	}
 }
 
-// httpSender sends numbered messages to bob over HTTP, one at a time,
+// httpSender sends numbered messages to a user over HTTP, one at a time,
 // retrying each with the same client_msg_id until it is answered.
 type httpSender struct {
 	// Static after creation.
 	api   *httpAPI
-	name  string
+	name  string // the sending user
+	to    string // the addressee
 	token string
 
 	acks atomic.Int64 // messages answered; read by the test goroutine
@@ -303,7 +304,7 @@ type httpSender struct {
 // run sends until stop is closed, finishing the message it is on. It runs
 // in its own goroutine.
 func (s *httpSender) run(stop <-chan struct{}) {
-	conv := store.DirectConv(s.name, "bob")
+	conv := store.DirectConv(s.name, s.to)
 	for i := 0; ; i++ {
 		select {
 		case <-stop:
@@ -311,7 +312,7 @@ func (s *httpSender) run(stop <-chan struct{}) {
 		default:
 		}
 		cid := fmt.Sprintf("%s-%d", s.name, i)
-		body, _ := json.Marshal(map[string]string{"to_user": "bob", "text": "http " + cid, "client_msg_id": cid})
+		body, _ := json.Marshal(map[string]string{"to_user": s.to, "text": "http " + cid, "client_msg_id": cid})
 		deadline := time.Now().Add(waitTime)
 		for {
 			s.attempts++
