@@ -16,6 +16,7 @@ import (
 	"github.com/qim-im/qim/certs"
 	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/httpapi"
+	"github.com/qim-im/qim/push"
 )
 
 // dataFlag is shared by every command.
@@ -70,6 +71,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "push-secret-file", EnvVars: []string{"QIM_PUSH_SECRET_FILE"}, Usage: "`FILE` holding the secret that signs push notifications (default: DATA/keys/push.secret, created on first start; every node of a cluster needs a copy)"},
 					&cli.BoolFlag{Name: "push-no-preview", EnvVars: []string{"QIM_PUSH_NO_PREVIEW"}, Usage: "leave the beginning of the message out of push notifications"},
 					&cli.DurationFlag{Name: "push-delay", Value: daemon.DefaultPushDelay, EnvVars: []string{"QIM_PUSH_DELAY"}, Usage: "how long a recipient's devices have to receive a message before the push gateway is told to wake them"},
+					&cli.DurationFlag{Name: "push-lease", EnvVars: []string{"QIM_PUSH_LEASE"}, Hidden: true, Usage: "how long a push job a node claimed stays its own before another start or node may send it (default 1m; shorter for crash tests)"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
 					&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"QIM_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 				},
@@ -256,6 +258,7 @@ func serve(c *cli.Context) error {
 		PushSecretFile:  c.String("push-secret-file"),
 		PushNoPreview:   c.Bool("push-no-preview"),
 		PushDelay:       c.Duration("push-delay"),
+		PushWorker:      push.Config{Lease: c.Duration("push-lease")},
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
