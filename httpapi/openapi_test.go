@@ -1,46 +1,20 @@
-package httpapi
+package httpapi_test
 
 import (
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	_ "github.com/qim-im/qim/proto" // registers the qim messages
+	"github.com/qim-im/qim/httpapi"
 )
-
-// openAPI is what the tests read of docs/openapi.yaml.
-type openAPI struct {
-	Paths      map[string]map[string]yaml.Node `yaml:"paths"`
-	Components struct {
-		Schemas map[string]struct {
-			Proto      string               `yaml:"x-proto"`
-			Properties map[string]yaml.Node `yaml:"properties"`
-		} `yaml:"schemas"`
-	} `yaml:"components"`
-}
-
-func loadOpenAPI(t *testing.T) *openAPI {
-	t.Helper()
-	b, err := os.ReadFile("../docs/openapi.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc openAPI
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		t.Fatalf("docs/openapi.yaml: %v", err)
-	}
-	return &doc
-}
 
 // TestOpenAPIMatchesRoutes checks docs/openapi.yaml against the server: it
 // lists exactly the endpoints the handler serves, and each body schema
 // names exactly the fields of the protobuf message the handler maps it
-// from.
+// from. (The endpoint tests check every answer against it too.)
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	var documented []string
@@ -49,7 +23,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			documented = append(documented, strings.ToUpper(method)+" "+path)
 		}
 	}
-	served := Routes()
+	served := httpapi.Routes()
 	slices.Sort(documented)
 	slices.Sort(served)
 	if !slices.Equal(documented, served) {
