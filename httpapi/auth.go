@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/qim-im/qim/auth"
 	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
@@ -205,6 +207,28 @@ func (h *Handler) authJSON(w http.ResponseWriter, r *http.Request) (*caller, []b
 		return nil, nil, err
 	}
 	return c, b, nil
+}
+
+// begin starts a JSON request: it reads the body, authenticates the
+// caller, runs check on it, charges the rate limit (allow) and decodes the
+// body into req (if not nil). It answers an error itself, and returns nil
+// then.
+func (h *Handler) begin(w http.ResponseWriter, r *http.Request, req proto.Message, check func(*caller) error) *caller {
+	c, body, err := h.authJSON(w, r)
+	if err == nil {
+		err = check(c)
+	}
+	if err == nil {
+		err = h.allow(c)
+	}
+	if err == nil && req != nil {
+		err = decodeJSON(body, req)
+	}
+	if err != nil {
+		h.writeError(w, r, err)
+		return nil
+	}
+	return c
 }
 
 // allow charges one request to the rate limit of the user a request acts as

@@ -8,26 +8,18 @@ import (
 	qimpb "github.com/qim-im/qim/proto"
 )
 
-// actAs authenticates a request that acts as a user (its own, or the one a
-// backend names), reads and decodes its JSON body into req (if not nil),
-// and charges the user's rate limit. It answers the error itself and
-// returns nil then.
+// actAs begins a request that acts as a user (its own, or the one a
+// backend names), and returns its caller and that user; nil if it answered
+// an error.
 func (h *Handler) actAs(w http.ResponseWriter, r *http.Request, req proto.Message) (c *caller, user string) {
-	c, body, err := h.authJSON(w, r)
-	if err == nil {
-		user, err = c.actor()
-	}
-	if err == nil {
-		err = h.allow(c)
-	}
-	if err == nil && req != nil {
-		err = decodeJSON(body, req)
-	}
-	if err != nil {
-		h.writeError(w, r, err)
+	c = h.begin(w, r, req, func(c *caller) error {
+		_, err := c.actor()
+		return err
+	})
+	if c == nil {
 		return nil, ""
 	}
-	return c, user
+	return c, c.user
 }
 
 // group runs a group request as the caller's user and answers its result.

@@ -17,24 +17,14 @@ const (
 	maxTokenTTL     = 30 * 24 * time.Hour
 )
 
-// backend authenticates a backend-only JSON request and decodes its body
-// into req. It answers the error itself and returns nil then.
+// backend begins a backend-only request; nil if it answered an error.
 func (h *Handler) backend(w http.ResponseWriter, r *http.Request, req proto.Message) *caller {
-	c, body, err := h.authJSON(w, r)
-	if err == nil && !c.backend {
-		err = core.Errorf(qimpb.Code_FORBIDDEN, "only the application's backend may do this")
-	}
-	if err == nil {
-		err = h.allow(c)
-	}
-	if err == nil && req != nil {
-		err = decodeJSON(body, req)
-	}
-	if err != nil {
-		h.writeError(w, r, err)
+	return h.begin(w, r, req, func(c *caller) error {
+		if !c.backend {
+			return core.Errorf(qimpb.Code_FORBIDDEN, "only the application's backend may do this")
+		}
 		return nil
-	}
-	return c
+	})
 }
 
 // mintToken is POST /v1/tokens: a token for a user of the application, as
