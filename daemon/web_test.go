@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,15 +27,9 @@ import (
 // offers protos.
 func httpTLS(t *testing.T, srv *testserver.Server, protos ...string) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		t.Fatal("no CA certificate in " + srv.CAFile)
-	}
-	return &tls.Config{RootCAs: roots, NextProtos: protos}
+	c := srv.ClientTLS()
+	c.NextProtos = protos
+	return c
 }
 
 // checkHealth checks a response of GET /v1/health and closes its body.

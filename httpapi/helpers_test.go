@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -69,18 +68,13 @@ func transports() []transport {
 	}
 }
 
-// clientTLS returns a TLS configuration that trusts srv's CA.
+// clientTLS returns a TLS configuration that trusts srv's CA, offering
+// no ALPN protocol (each transport sets its own).
 func clientTLS(t *testing.T, srv *testserver.Server) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(srv.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		t.Fatal("no CA certificate in " + srv.CAFile)
-	}
-	return &tls.Config{RootCAs: roots}
+	c := srv.ClientTLS()
+	c.NextProtos = nil
+	return c
 }
 
 // api is a client of the HTTP API of one test server, over one transport.

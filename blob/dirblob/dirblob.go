@@ -209,6 +209,11 @@ func (s *Store) cleanTmp() error {
 // syncPath syncs the directory at p.
 func syncPath(p string) error {
 	d, err := os.Open(p)
+	return syncOpened(d, err, p)
+}
+
+// syncOpened syncs and closes directory d, opened as name with err.
+func syncOpened(d *os.File, err error, name string) error {
 	if err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
@@ -217,7 +222,7 @@ func syncPath(p string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", p, err)
+		return fmt.Errorf("sync directory %s: %w", name, err)
 	}
 	return nil
 }

@@ -128,15 +128,5 @@ func (s *Store) mkdirs(dir string) error {
 // it durable.
 func (s *Store) syncDir(dir string) error {
 	d, err := s.root.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
+	return syncOpened(d, err, dir)
 }

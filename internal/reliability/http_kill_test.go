@@ -95,20 +95,7 @@ func TestHTTPSendKill9(t *testing.T) {
 			k+1, before, before-mark, time.Since(killed).Round(time.Millisecond))
 	}
 	// Every sender gets something through the last server, then stops.
-	marks := make([]int64, len(ss))
-	for i, s := range ss {
-		marks[i] = s.acks.Load()
-	}
-	eventually(t, 30*time.Second, func() string { return "every sender to get answers from the last server" }, func() bool {
-		for i, s := range ss {
-			if s.acks.Load() < marks[i]+10 {
-				return false
-			}
-		}
-		return true
-	})
-	close(stop)
-	sending.Wait()
+	stopSenders(t, ss, stop, &sending)
 
 	sent := make(map[string]sentMsg)
 	want := make(map[string]int) // messages per conversation
@@ -411,4 +398,24 @@ func (k *collector) progress(want map[string]int) string {
 		fmt.Fprintf(&b, "%s %d/%d ", conv, last, n)
 	}
 	return b.String()
+}
+
+// stopSenders waits until every sender of ss has had 10 more messages
+// answered (by the last server), then stops them (stop) and waits for them.
+func stopSenders(t *testing.T, ss []*httpSender, stop chan struct{}, sending *sync.WaitGroup) {
+	t.Helper()
+	marks := make([]int64, len(ss))
+	for i, s := range ss {
+		marks[i] = s.acks.Load()
+	}
+	eventually(t, 30*time.Second, func() string { return "every sender to get answers from the last server" }, func() bool {
+		for i, s := range ss {
+			if s.acks.Load() < marks[i]+10 {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	sending.Wait()
 }

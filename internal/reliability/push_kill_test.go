@@ -80,20 +80,7 @@ func TestPushKill9(t *testing.T) {
 			t.Logf("the gateway answered 503 to %d requests", gw.stats().refused-mark)
 		}
 	}
-	marks := make([]int64, len(ss))
-	for i, s := range ss {
-		marks[i] = s.acks.Load()
-	}
-	eventually(t, 30*time.Second, func() string { return "every sender to get answers from the last server" }, func() bool {
-		for i, s := range ss {
-			if s.acks.Load() < marks[i]+10 {
-				return false
-			}
-		}
-		return true
-	})
-	close(stop)
-	sending.Wait()
+	stopSenders(t, ss, stop, &sending)
 
 	// What was stored, read back by the senders (zoe reads nothing: a
 	// read could count as receiving).
