@@ -48,9 +48,14 @@ func (h *Hub) Authenticate(ctx context.Context, c *qimpb.Connect) (app string, e
 // Verify checks a token of user against the current secret of the
 // application org/appkey (Config.Apps): nil, or an *Error TOKEN_EXPIRED
 // (reason ReasonTokenExpired) or UNAUTHENTICATED (an unknown application
-// is a bad signature). The device layer calls it again for live sessions
-// when an application's secret changes.
+// is a bad signature; so is any token of SystemUser). The device layer
+// calls it again for live sessions when an application's secret changes,
+// and the HTTP API for every request a user makes.
 func (h *Hub) Verify(org, appkey, user, token string) error {
+	if user == SystemUser {
+		// No token is ever good for the application's own sender.
+		return Errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
+	}
 	var secret []byte
 	if h.apps != nil {
 		secret, _ = h.apps.AppSecret(org, appkey)

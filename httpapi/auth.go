@@ -111,9 +111,6 @@ func (h *Handler) identify(r *http.Request, bodyHash []byte) (*caller, error) {
 		if c.user == "" {
 			return nil, core.Errorf(qimpb.Code_UNAUTHENTICATED, "a token comes with %s", HeaderUser)
 		}
-		if c.user == core.SystemUser {
-			return nil, core.Errorf(qimpb.Code_UNAUTHENTICATED, "invalid token")
-		}
 		if err := h.hub.Verify(org, appkey, c.user, cred); err != nil {
 			return nil, err
 		}
