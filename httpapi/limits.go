@@ -11,7 +11,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxNonces bounds the nonces remembered (about 100 bytes each: 6.5 MB).
+// maxNonces bounds the nonces remembered: 9.4 MB of heap when full of
+// 45-byte keys (an application and a 35-character nonce; measured).
 const maxNonces = 1 << 16
 
 // nonceCache remembers the nonces of signed backend requests for the replay
