@@ -74,7 +74,8 @@ func (h *Hub) Submit(ctx context.Context, app, conv string, m *qimpb.Message, re
 
 // commitLoop takes queued messages in batches, stores each batch with one
 // durable commit (with an outbox job per message when Config.PushDelay is
-// set), then completes them and routes the new ones, in commit order. It is the only goroutine that appends messages, so routing order is
+// set), then completes them and routes the new ones, in commit order. It
+// is the only goroutine that appends messages, so routing order is
 // sequence order and the recent cache is always a suffix of the store. It
 // runs in its own goroutine, in h.wg, until Close.
 func (h *Hub) commitLoop() {
@@ -100,8 +101,8 @@ func (h *Hub) commitLoop() {
 		}
 		appends = appends[:0]
 		var pushAt time.Time // zero: no outbox jobs
-		if h.pushWait > 0 {
-			pushAt = h.now().Add(h.pushWait)
+		if h.pushDelay > 0 {
+			pushAt = h.now().Add(h.pushDelay)
 		}
 		for _, p := range batch {
 			appends = append(appends, store.Append{App: p.app, Conv: p.conv, Members: p.members, Msg: p.msg, PushAt: pushAt})

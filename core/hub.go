@@ -102,7 +102,7 @@ type Hub struct {
 	logger   *slog.Logger
 	maxFrame int
 	maxBatch int
-	pushWait time.Duration // Config.PushDelay; 0: no outbox jobs
+	pushDelay time.Duration // Config.PushDelay; 0: no outbox jobs
 	now      func() time.Time
 	shared   bool // other nodes share the store (a Router other than a LocalRouter)
 	recent   *recentCache
@@ -140,7 +140,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		logger:   cfg.Logger,
 		maxFrame: cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
 		maxBatch: cmp.Or(max(cfg.MaxBatch, 0), 512),
-		pushWait: max(cfg.PushDelay, 0),
+		pushDelay: max(cfg.PushDelay, 0),
 		now:      cfg.Now,
 		metrics:  cfg.Metrics,
 		maxGroup: cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
