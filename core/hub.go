@@ -96,22 +96,22 @@ type Config struct {
 // NewHub; Close stops it. Its methods are safe for concurrent use.
 type Hub struct {
 	// Static after construction.
-	store    store.Store
-	apps     AppKeys
-	router   Router
-	logger   *slog.Logger
-	maxFrame int
-	maxBatch int
+	store     store.Store
+	apps      AppKeys
+	router    Router
+	logger    *slog.Logger
+	maxFrame  int
+	maxBatch  int
 	pushDelay time.Duration // Config.PushDelay; 0: no outbox jobs
-	now      func() time.Time
-	shared   bool // other nodes share the store (a Router other than a LocalRouter)
-	recent   *recentCache
-	groups   *groupCache
-	mem      *Budget       // what all sessions buffer
-	limits   *userLimits   // nil: no rate limit
-	invites  *inviteLimits // nil: no invitation limit
-	maxGroup int
-	metrics  *metrics.Metrics // nil: off
+	now       func() time.Time
+	shared    bool // other nodes share the store (a Router other than a LocalRouter)
+	recent    *recentCache
+	groups    *groupCache
+	mem       *Budget       // what all sessions buffer
+	limits    *userLimits   // nil: no rate limit
+	invites   *inviteLimits // nil: no invitation limit
+	maxGroup  int
+	metrics   *metrics.Metrics // nil: off
 
 	// stopListen removes the hub from the router's listeners (cluster.go).
 	stopListen func()
@@ -134,19 +134,19 @@ func NewHub(cfg Config) (*Hub, error) {
 		return nil, errors.New("core: Config.Store is nil")
 	}
 	h := &Hub{
-		store:    cfg.Store,
-		apps:     cfg.Apps,
-		router:   cfg.Router,
-		logger:   cfg.Logger,
-		maxFrame: cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
-		maxBatch: cmp.Or(max(cfg.MaxBatch, 0), 512),
+		store:     cfg.Store,
+		apps:      cfg.Apps,
+		router:    cfg.Router,
+		logger:    cfg.Logger,
+		maxFrame:  cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
+		maxBatch:  cmp.Or(max(cfg.MaxBatch, 0), 512),
 		pushDelay: max(cfg.PushDelay, 0),
-		now:      cfg.Now,
-		metrics:  cfg.Metrics,
-		maxGroup: cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
-		mem:      &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
-		commits:  make(chan *Pending, 1024),
-		stop:     make(chan struct{}),
+		now:       cfg.Now,
+		metrics:   cfg.Metrics,
+		maxGroup:  cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
+		mem:       &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
+		commits:   make(chan *Pending, 1024),
+		stop:      make(chan struct{}),
 	}
 	if h.router == nil {
 		h.router = &LocalRouter{}
