@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -152,13 +153,14 @@ func (s *suite) start(ctx context.Context) error {
 		return err
 	}
 	certDir := daemon.CertsDir(data)
-	if err := s.spawn(ctx, "baseline", s.o.Qim, "bench", "quic-server", "--listen", bAddr, "--metrics", bMet,
-		"--cert", filepath.Join(certDir, certs.ServerCertFile), "--key", filepath.Join(certDir, certs.ServerKeyFile)); err != nil {
+	p, err := s.spawnProc(ctx, "baseline", s.o.Qim, "bench", "quic-server", "--listen", bAddr, "--metrics", bMet,
+		"--cert", filepath.Join(certDir, certs.ServerCertFile), "--key", filepath.Join(certDir, certs.ServerKeyFile))
+	if err != nil {
 		return err
 	}
 	s.bMet = "http://" + bMet
-	if err := waitScrape(ctx, s.bMet); err != nil {
-		return fmt.Errorf("bench: the baseline server did not start (see %s): %w", filepath.Join(s.o.Dir, "baseline.log"), err)
+	if err := s.waitStarted(ctx, "baseline", p, s.bMet); err != nil {
+		return err
 	}
 	s.base, s.bTLS = bAddr, s.qim.TLS.Clone()
 	return nil
@@ -175,8 +177,8 @@ func (s *suite) startQimd(ctx context.Context, name, data, addr, metricsAddr str
 		return nil, p, err
 	}
 	metURL := "http://" + metricsAddr
-	if err := waitScrape(ctx, metURL); err != nil {
-		return nil, p, fmt.Errorf("bench: %s did not start (see %s): %w", name, filepath.Join(s.o.Dir, name+".log"), err)
+	if err := s.waitStarted(ctx, name, p, metURL); err != nil {
+		return nil, p, err
 	}
 	secret, err := daemon.AppSecret(data, daemon.DemoOrg, daemon.DemoAppkey)
 	if err != nil {
@@ -188,11 +190,6 @@ func (s *suite) startQimd(ctx context.Context, name, data, addr, metricsAddr str
 	}
 	return &Env{Addr: addr, TLS: tlsConf, Org: daemon.DemoOrg, Appkey: daemon.DemoAppkey, Secret: secret,
 		Metrics: metURL, Progress: s.progress}, p, nil
-}
-
-func (s *suite) spawn(ctx context.Context, name, bin string, args ...string) error {
-	_, err := s.spawnProc(ctx, name, bin, args...)
-	return err
 }
 
 func (s *suite) spawnProc(ctx context.Context, name, bin string, args ...string) (proc, error) {
@@ -244,46 +241,100 @@ func (s *suite) stop() {
 	}
 }
 
-func waitScrape(ctx context.Context, url string) error {
+// waitStarted waits until the server p, named name, answers at its metrics
+// endpoint url: for at most 30 s, and no longer than it runs. The error
+// carries the end of its log.
+func (s *suite) waitStarted(ctx context.Context, name string, p proc, url string) error {
 	var err error
-	for range 200 {
+	deadline := time.After(30 * time.Second)
+	for {
 		if _, err = Scrape(ctx, url, false); err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			err = ctx.Err()
+		case <-p.exited:
+			err = fmt.Errorf("it exited (%v) before answering at %s", p.cmd.ProcessState, url)
+		case <-deadline:
 		case <-time.After(50 * time.Millisecond):
+			continue
 		}
+		log := filepath.Join(s.o.Dir, name+".log")
+		return fmt.Errorf("bench: %s did not start (see %s): %w%s", name, log, err, logTail(log))
 	}
-	return err
 }
 
-// freeUDP and freeTCP return a loopback address with a port free a moment
-// ago.
+// logTail returns the last lines of the log file at path, for an error
+// message, or "" if it cannot be read.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	const max = 2000
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return "\n" + path + " ends:\n" + string(b)
+}
+
+// handedOut holds every port freeUDP and freeTCP have returned in this
+// process. A port is free only until someone binds it: the cluster scenarios
+// pick each node's NATS port before any node starts, and without this a
+// later pick (another node's QUIC/HTTPS or metrics port) could get the same
+// number back from the kernel and one node would fail to start.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// claim records port as handed out; false if it already was.
+func claim(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
+}
+
 // freeUDP returns a 127.0.0.1 address whose UDP port, and the same TCP
-// port (qimd's HTTPS), were free a moment ago.
+// port (qimd's HTTPS), were free a moment ago and not handed out before.
 func freeUDP() string {
 	for {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
 			panic(err)
 		}
-		addr := c.LocalAddr().String()
-		ln, err := net.Listen("tcp", addr)
+		addr := c.LocalAddr().(*net.UDPAddr)
+		ln, err := net.Listen("tcp", addr.String())
 		c.Close()
 		if err == nil {
 			ln.Close()
-			return addr
+			if claim(addr.Port) {
+				return addr.String()
+			}
 		}
 	}
 }
 
+// freeTCP returns a 127.0.0.1 address whose TCP port was free a moment ago
+// and not handed out before.
 func freeTCP() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		if claim(addr.Port) {
+			return addr.String()
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
 }
