@@ -481,8 +481,11 @@ type Conversation struct {
 	Peer          string                 `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`                      // 1:1: the other user
 	GroupId       string                 `protobuf:"bytes,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"` // group: its id
 	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
-	Acked         uint64                 `protobuf:"varint,5,opt,name=acked,proto3" json:"acked,omitempty"`   // the device's cursor (Qim-Device)
-	Unread        uint64                 `protobuf:"varint,6,opt,name=unread,proto3" json:"unread,omitempty"` // last_seq - acked
+	Acked         uint64                 `protobuf:"varint,5,opt,name=acked,proto3" json:"acked,omitempty"`                                      // the device's cursor (Qim-Device)
+	Unread        uint64                 `protobuf:"varint,6,opt,name=unread,proto3" json:"unread,omitempty"`                                    // last_seq - read_seq
+	ReadSeq       uint64                 `protobuf:"varint,7,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`                   // the user's read cursor (what any of its devices marked read)
+	PeerDelivered uint64                 `protobuf:"varint,8,opt,name=peer_delivered,json=peerDelivered,proto3" json:"peer_delivered,omitempty"` // 1:1: the other user's delivered cursor
+	PeerRead      uint64                 `protobuf:"varint,9,opt,name=peer_read,json=peerRead,proto3" json:"peer_read,omitempty"`                // 1:1: the other user's read cursor, if it shares read receipts
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +558,27 @@ func (x *Conversation) GetAcked() uint64 {
 func (x *Conversation) GetUnread() uint64 {
 	if x != nil {
 		return x.Unread
+	}
+	return 0
+}
+
+func (x *Conversation) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *Conversation) GetPeerDelivered() uint64 {
+	if x != nil {
+		return x.PeerDelivered
+	}
+	return 0
+}
+
+func (x *Conversation) GetPeerRead() uint64 {
+	if x != nil {
+		return x.PeerRead
 	}
 	return 0
 }
@@ -830,14 +854,17 @@ const file_api_proto_rawDesc = "" +
 	"\rclient_msg_id\x18\v \x01(\tR\vclientMsgId\x12\"\n" +
 	"\fconversation\x18\f \x01(\tR\fconversation\":\n" +
 	"\vHistoryPage\x12+\n" +
-	"\bmessages\x18\x01 \x03(\v2\x0f.qim.ApiMessageR\bmessages\"\xaa\x01\n" +
+	"\bmessages\x18\x01 \x03(\v2\x0f.qim.ApiMessageR\bmessages\"\x89\x02\n" +
 	"\fConversation\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x19\n" +
 	"\bgroup_id\x18\x03 \x01(\tR\agroupId\x12\x19\n" +
 	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12\x14\n" +
 	"\x05acked\x18\x05 \x01(\x04R\x05acked\x12\x16\n" +
-	"\x06unread\x18\x06 \x01(\x04R\x06unread\"@\n" +
+	"\x06unread\x18\x06 \x01(\x04R\x06unread\x12\x19\n" +
+	"\bread_seq\x18\a \x01(\x04R\areadSeq\x12%\n" +
+	"\x0epeer_delivered\x18\b \x01(\x04R\rpeerDelivered\x12\x1b\n" +
+	"\tpeer_read\x18\t \x01(\x04R\bpeerRead\"@\n" +
 	"\x05Inbox\x127\n" +
 	"\rconversations\x18\x01 \x03(\v2\x11.qim.ConversationR\rconversations\"+\n" +
 	"\x13EndSessionsResponse\x12\x14\n" +

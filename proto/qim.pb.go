@@ -36,6 +36,8 @@ const (
 	CommandType_DISCONNECT CommandType = 1
 	CommandType_REQUEST    CommandType = 2
 	CommandType_RESPONSE   CommandType = 3
+	// Extension.
+	CommandType_EVENT CommandType = 4 // payload: Event; server to device only, never answered
 )
 
 // Enum value maps for CommandType.
@@ -45,12 +47,14 @@ var (
 		1: "DISCONNECT",
 		2: "REQUEST",
 		3: "RESPONSE",
+		4: "EVENT",
 	}
 	CommandType_value = map[string]int32{
 		"CONNECT":    0,
 		"DISCONNECT": 1,
 		"REQUEST":    2,
 		"RESPONSE":   3,
+		"EVENT":      4,
 	}
 )
 
@@ -87,6 +91,12 @@ const (
 	RequestType_MESSAGE RequestType = 0 // payload: Message
 	RequestType_CONTACT RequestType = 1 // payload: ContactRequest
 	RequestType_GROUP   RequestType = 2 // payload: GroupRequest
+	// Extension.
+	RequestType_READ     RequestType = 3 // payload: ReadRequest; answered with ReadResult
+	RequestType_TYPING   RequestType = 4 // payload: Typing; also in a QUIC datagram, unanswered
+	RequestType_PRESENCE RequestType = 5 // payload: PresenceRequest; answered with Presence (the user's)
+	RequestType_SETTINGS RequestType = 6 // payload: Settings; answered with Settings (in force)
+	RequestType_INBOX    RequestType = 7 // payload: none; answered with InboxResult
 )
 
 // Enum value maps for RequestType.
@@ -95,11 +105,21 @@ var (
 		0: "MESSAGE",
 		1: "CONTACT",
 		2: "GROUP",
+		3: "READ",
+		4: "TYPING",
+		5: "PRESENCE",
+		6: "SETTINGS",
+		7: "INBOX",
 	}
 	RequestType_value = map[string]int32{
-		"MESSAGE": 0,
-		"CONTACT": 1,
-		"GROUP":   2,
+		"MESSAGE":  0,
+		"CONTACT":  1,
+		"GROUP":    2,
+		"READ":     3,
+		"TYPING":   4,
+		"PRESENCE": 5,
+		"SETTINGS": 6,
+		"INBOX":    7,
 	}
 )
 
@@ -340,6 +360,8 @@ const (
 	GroupOp_GROUP_MEMBERS        GroupOp = 6 // group_id
 	GroupOp_GROUP_LIST           GroupOp = 7 // the caller's groups
 	GroupOp_GROUP_HISTORY        GroupOp = 8 // group_id, limit, before_seq
+	// Extension.
+	GroupOp_GROUP_RECEIPTS GroupOp = 9 // group_id, seq, limit, after_user, watch
 )
 
 // Enum value maps for GroupOp.
@@ -354,6 +376,7 @@ var (
 		6: "GROUP_MEMBERS",
 		7: "GROUP_LIST",
 		8: "GROUP_HISTORY",
+		9: "GROUP_RECEIPTS",
 	}
 	GroupOp_value = map[string]int32{
 		"GROUP_OP_UNSPECIFIED": 0,
@@ -365,6 +388,7 @@ var (
 		"GROUP_MEMBERS":        6,
 		"GROUP_LIST":           7,
 		"GROUP_HISTORY":        8,
+		"GROUP_RECEIPTS":       9,
 	}
 )
 
@@ -393,6 +417,115 @@ func (x GroupOp) Number() protoreflect.EnumNumber {
 // Deprecated: Use GroupOp.Descriptor instead.
 func (GroupOp) EnumDescriptor() ([]byte, []int) {
 	return file_qim_proto_rawDescGZIP(), []int{5}
+}
+
+// Feature is a kind of EVENT a device asks for in Connect.features. A
+// server sends a device only the events it asked for and granted.
+type Feature int32
+
+const (
+	Feature_FEATURE_UNSPECIFIED Feature = 0
+	Feature_FEATURE_RECEIPTS    Feature = 1 // Receipt and ReceiptCount events; Settings in Connected
+	Feature_FEATURE_TYPING      Feature = 2 // Typing events
+	Feature_FEATURE_PRESENCE    Feature = 3 // Presence events, and a snapshot of the contacts' presence after Connected
+	Feature_FEATURE_DATAGRAMS   Feature = 4 // the device reads EVENT frames in QUIC datagrams (typing only)
+	Feature_FEATURE_INBOX       Feature = 5 // Connected carries the inbox (unread counts, receipts of 1:1 peers)
+)
+
+// Enum value maps for Feature.
+var (
+	Feature_name = map[int32]string{
+		0: "FEATURE_UNSPECIFIED",
+		1: "FEATURE_RECEIPTS",
+		2: "FEATURE_TYPING",
+		3: "FEATURE_PRESENCE",
+		4: "FEATURE_DATAGRAMS",
+		5: "FEATURE_INBOX",
+	}
+	Feature_value = map[string]int32{
+		"FEATURE_UNSPECIFIED": 0,
+		"FEATURE_RECEIPTS":    1,
+		"FEATURE_TYPING":      2,
+		"FEATURE_PRESENCE":    3,
+		"FEATURE_DATAGRAMS":   4,
+		"FEATURE_INBOX":       5,
+	}
+)
+
+func (x Feature) Enum() *Feature {
+	p := new(Feature)
+	*p = x
+	return p
+}
+
+func (x Feature) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Feature) Descriptor() protoreflect.EnumDescriptor {
+	return file_qim_proto_enumTypes[6].Descriptor()
+}
+
+func (Feature) Type() protoreflect.EnumType {
+	return &file_qim_proto_enumTypes[6]
+}
+
+func (x Feature) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Feature.Descriptor instead.
+func (Feature) EnumDescriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{6}
+}
+
+type PresenceState int32
+
+const (
+	PresenceState_OFFLINE PresenceState = 0
+	PresenceState_ONLINE  PresenceState = 1
+	PresenceState_AWAY    PresenceState = 2 // connected, in the background
+)
+
+// Enum value maps for PresenceState.
+var (
+	PresenceState_name = map[int32]string{
+		0: "OFFLINE",
+		1: "ONLINE",
+		2: "AWAY",
+	}
+	PresenceState_value = map[string]int32{
+		"OFFLINE": 0,
+		"ONLINE":  1,
+		"AWAY":    2,
+	}
+)
+
+func (x PresenceState) Enum() *PresenceState {
+	p := new(PresenceState)
+	*p = x
+	return p
+}
+
+func (x PresenceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PresenceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_qim_proto_enumTypes[7].Descriptor()
+}
+
+func (PresenceState) Type() protoreflect.EnumType {
+	return &file_qim_proto_enumTypes[7]
+}
+
+func (x PresenceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PresenceState.Descriptor instead.
+func (PresenceState) EnumDescriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{7}
 }
 
 // Command is the envelope of every frame on every stream.
@@ -464,8 +597,9 @@ type Connect struct {
 	User   string                 `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	Token  string                 `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
 	// Extension.
-	Device        string `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`                      // device id, unique per user; empty means "default"
-	SendOnly      bool   `protobuf:"varint,6,opt,name=send_only,json=sendOnly,proto3" json:"send_only,omitempty"` // true: this connection only sends requests; the server pushes nothing to it
+	Device        string    `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`                              // device id, unique per user; empty means "default"
+	SendOnly      bool      `protobuf:"varint,6,opt,name=send_only,json=sendOnly,proto3" json:"send_only,omitempty"`         // true: this connection only sends requests; the server pushes nothing to it
+	Features      []Feature `protobuf:"varint,7,rep,packed,name=features,proto3,enum=qim.Feature" json:"features,omitempty"` // the EVENT kinds the device reads (PROTOCOL.md section 11)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -540,6 +674,13 @@ func (x *Connect) GetSendOnly() bool {
 		return x.SendOnly
 	}
 	return false
+}
+
+func (x *Connect) GetFeatures() []Feature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
 }
 
 // Disconnect ends a session, in either direction, on the control stream.
@@ -985,11 +1126,15 @@ func (x *Response) GetPayload() []byte {
 
 // Connected is the payload of the server's Response to CONNECT.
 type Connected struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Device        string                 `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
-	ServerTime    int64                  `protobuf:"varint,3,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"` // Unix milliseconds
-	MaxFrame      uint32                 `protobuf:"varint,4,opt,name=max_frame,json=maxFrame,proto3" json:"max_frame,omitempty"`       // largest frame, in bytes, the server accepts
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	User       string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Device     string                 `protobuf:"bytes,2,opt,name=device,proto3" json:"device,omitempty"`
+	ServerTime int64                  `protobuf:"varint,3,opt,name=server_time,json=serverTime,proto3" json:"server_time,omitempty"` // Unix milliseconds
+	MaxFrame   uint32                 `protobuf:"varint,4,opt,name=max_frame,json=maxFrame,proto3" json:"max_frame,omitempty"`       // largest frame, in bytes, the server accepts
+	// Extension.
+	Features      []Feature    `protobuf:"varint,5,rep,packed,name=features,proto3,enum=qim.Feature" json:"features,omitempty"` // the features of Connect.features this server grants, in the same order
+	Settings      *Settings    `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`                          // the user's settings in force (with FEATURE_RECEIPTS)
+	Inbox         *InboxResult `protobuf:"bytes,7,opt,name=inbox,proto3" json:"inbox,omitempty"`                                // the user's conversations (with FEATURE_INBOX)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1050,6 +1195,27 @@ func (x *Connected) GetMaxFrame() uint32 {
 		return x.MaxFrame
 	}
 	return 0
+}
+
+func (x *Connected) GetFeatures() []Feature {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+func (x *Connected) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *Connected) GetInbox() *InboxResult {
+	if x != nil {
+		return x.Inbox
+	}
+	return nil
 }
 
 // MessageAck is the payload of the Response to a MESSAGE request.
@@ -1174,8 +1340,10 @@ func (x *ContactRequest) GetUser() string {
 }
 
 type ContactResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Users         []string               `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"` // for LIST: the user's contacts, sorted
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []string               `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"` // for LIST: the user's contacts, sorted
+	// Extension.
+	Presence      []*Presence `protobuf:"bytes,2,rep,name=presence,proto3" json:"presence,omitempty"` // for LIST: the presence of those contacts who show it to the user (PROTOCOL.md 11.5)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1217,14 +1385,25 @@ func (x *ContactResult) GetUsers() []string {
 	return nil
 }
 
+func (x *ContactResult) GetPresence() []*Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
 type GroupRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            GroupOp                `protobuf:"varint,1,opt,name=op,proto3,enum=qim.GroupOp" json:"op,omitempty"`
-	GroupId       string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
-	User          string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
-	Limit         uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`                          // HISTORY: at most this many messages (default 50, at most 500)
-	BeforeSeq     uint64                 `protobuf:"varint,6,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"` // HISTORY: only messages with seq < before_seq; 0 means the latest
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Op        GroupOp                `protobuf:"varint,1,opt,name=op,proto3,enum=qim.GroupOp" json:"op,omitempty"`
+	GroupId   string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Name      string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	User      string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	Limit     uint32                 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`                          // HISTORY: at most this many messages (default 50, at most 500)
+	BeforeSeq uint64                 `protobuf:"varint,6,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"` // HISTORY: only messages with seq < before_seq; 0 means the latest
+	// Extension.
+	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`                             // RECEIPTS: the message asked about
+	AfterUser     string `protobuf:"bytes,8,opt,name=after_user,json=afterUser,proto3" json:"after_user,omitempty"` // RECEIPTS: the page starts after this member ("" = the first)
+	Watch         bool   `protobuf:"varint,9,opt,name=watch,proto3" json:"watch,omitempty"`                         // RECEIPTS: also push ReceiptCount events for seq while connected
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1299,6 +1478,27 @@ func (x *GroupRequest) GetBeforeSeq() uint64 {
 		return x.BeforeSeq
 	}
 	return 0
+}
+
+func (x *GroupRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *GroupRequest) GetAfterUser() string {
+	if x != nil {
+		return x.AfterUser
+	}
+	return ""
+}
+
+func (x *GroupRequest) GetWatch() bool {
+	if x != nil {
+		return x.Watch
+	}
+	return false
 }
 
 type GroupInfo struct {
@@ -1378,11 +1578,15 @@ func (x *GroupInfo) GetLastSeq() uint64 {
 }
 
 type GroupResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         *GroupInfo             `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`       // CREATE, JOIN, INVITE, KICK, LEAVE, MEMBERS
-	Members       []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`   // MEMBERS, sorted
-	Groups        []*GroupInfo           `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`     // LIST
-	Messages      []*Message             `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"` // HISTORY, oldest first
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Group    *GroupInfo             `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`       // CREATE, JOIN, INVITE, KICK, LEAVE, MEMBERS
+	Members  []string               `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`   // MEMBERS, sorted
+	Groups   []*GroupInfo           `protobuf:"bytes,3,rep,name=groups,proto3" json:"groups,omitempty"`     // LIST
+	Messages []*Message             `protobuf:"bytes,4,rep,name=messages,proto3" json:"messages,omitempty"` // HISTORY, oldest first
+	// Extension.
+	Count         *ReceiptCount `protobuf:"bytes,5,opt,name=count,proto3" json:"count,omitempty"`                       // RECEIPTS: the counts of the whole group
+	Receipts      []*Receipt    `protobuf:"bytes,6,rep,name=receipts,proto3" json:"receipts,omitempty"`                 // RECEIPTS: one page of members, sorted by user
+	NextUser      string        `protobuf:"bytes,7,opt,name=next_user,json=nextUser,proto3" json:"next_user,omitempty"` // RECEIPTS: after_user of the next page; "" when this is the last
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1445,6 +1649,759 @@ func (x *GroupResult) GetMessages() []*Message {
 	return nil
 }
 
+func (x *GroupResult) GetCount() *ReceiptCount {
+	if x != nil {
+		return x.Count
+	}
+	return nil
+}
+
+func (x *GroupResult) GetReceipts() []*Receipt {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+func (x *GroupResult) GetNextUser() string {
+	if x != nil {
+		return x.NextUser
+	}
+	return ""
+}
+
+// Event is the payload of an EVENT frame: one soft event, never stored as
+// such. Exactly one field is set.
+type Event struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receipt       *Receipt               `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	Typing        *Typing                `protobuf:"bytes,2,opt,name=typing,proto3" json:"typing,omitempty"`
+	Presence      *Presence              `protobuf:"bytes,3,opt,name=presence,proto3" json:"presence,omitempty"`
+	ReceiptCount  *ReceiptCount          `protobuf:"bytes,4,opt,name=receipt_count,json=receiptCount,proto3" json:"receipt_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_qim_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Event) GetReceipt() *Receipt {
+	if x != nil {
+		return x.Receipt
+	}
+	return nil
+}
+
+func (x *Event) GetTyping() *Typing {
+	if x != nil {
+		return x.Typing
+	}
+	return nil
+}
+
+func (x *Event) GetPresence() *Presence {
+	if x != nil {
+		return x.Presence
+	}
+	return nil
+}
+
+func (x *Event) GetReceiptCount() *ReceiptCount {
+	if x != nil {
+		return x.ReceiptCount
+	}
+	return nil
+}
+
+// ReadRequest tells the server that the user has read a conversation up to
+// seq (its read cursor; it only moves forward).
+type ReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUser        string                 `protobuf:"bytes,1,opt,name=to_user,json=toUser,proto3" json:"to_user,omitempty"` // exactly one of to_user and to_group: the conversation
+	ToGroup       string                 `protobuf:"bytes,2,opt,name=to_group,json=toGroup,proto3" json:"to_group,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"` // 1 to the conversation's last seq
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRequest) Reset() {
+	*x = ReadRequest{}
+	mi := &file_qim_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRequest) ProtoMessage() {}
+
+func (x *ReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
+func (*ReadRequest) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ReadRequest) GetToUser() string {
+	if x != nil {
+		return x.ToUser
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetToGroup() string {
+	if x != nil {
+		return x.ToGroup
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// ReadResult is the payload of the Response to READ.
+type ReadResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReadSeq       uint64                 `protobuf:"varint,1,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"` // the user's read cursor after the request
+	Unread        uint64                 `protobuf:"varint,2,opt,name=unread,proto3" json:"unread,omitempty"`                  // last seq - read_seq
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadResult) Reset() {
+	*x = ReadResult{}
+	mi := &file_qim_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadResult) ProtoMessage() {}
+
+func (x *ReadResult) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadResult.ProtoReflect.Descriptor instead.
+func (*ReadResult) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReadResult) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ReadResult) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+// Receipt is how far one user has received (delivered) and read one
+// conversation. In an Event it reports a change; in a ConversationState
+// and a GroupResult, the state.
+type Receipt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`                   // whose receipts
+	ToUser        string                 `protobuf:"bytes,2,opt,name=to_user,json=toUser,proto3" json:"to_user,omitempty"` // the conversation, as a device addresses it (a 1:1 conversation: the other user)
+	ToGroup       string                 `protobuf:"bytes,3,opt,name=to_group,json=toGroup,proto3" json:"to_group,omitempty"`
+	Delivered     uint64                 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`                        // some device of user acknowledged every message up to here
+	Read          uint64                 `protobuf:"varint,5,opt,name=read,proto3" json:"read,omitempty"`                                  // user read every message up to here (0 when user does not share read receipts)
+	ReadPrivate   uint64                 `protobuf:"varint,6,opt,name=read_private,json=readPrivate,proto3" json:"read_private,omitempty"` // only to user's own devices: the user's own read cursor (unread counts)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_qim_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Receipt) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Receipt) GetToUser() string {
+	if x != nil {
+		return x.ToUser
+	}
+	return ""
+}
+
+func (x *Receipt) GetToGroup() string {
+	if x != nil {
+		return x.ToGroup
+	}
+	return ""
+}
+
+func (x *Receipt) GetDelivered() uint64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *Receipt) GetRead() uint64 {
+	if x != nil {
+		return x.Read
+	}
+	return 0
+}
+
+func (x *Receipt) GetReadPrivate() uint64 {
+	if x != nil {
+		return x.ReadPrivate
+	}
+	return 0
+}
+
+// ReceiptCount aggregates a group's receipts for one message: of the
+// members other than its sender, how many received and read it.
+type ReceiptCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Members       uint32                 `protobuf:"varint,3,opt,name=members,proto3" json:"members,omitempty"` // members other than the message's sender
+	Delivered     uint32                 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Read          uint32                 `protobuf:"varint,5,opt,name=read,proto3" json:"read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptCount) Reset() {
+	*x = ReceiptCount{}
+	mi := &file_qim_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptCount) ProtoMessage() {}
+
+func (x *ReceiptCount) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptCount.ProtoReflect.Descriptor instead.
+func (*ReceiptCount) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReceiptCount) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *ReceiptCount) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *ReceiptCount) GetMembers() uint32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *ReceiptCount) GetDelivered() uint32 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *ReceiptCount) GetRead() uint32 {
+	if x != nil {
+		return x.Read
+	}
+	return 0
+}
+
+// Typing says that a user is (or stopped) typing in a conversation.
+type Typing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUser        string                 `protobuf:"bytes,1,opt,name=to_user,json=toUser,proto3" json:"to_user,omitempty"` // device to server: exactly one of to_user and to_group
+	ToGroup       string                 `protobuf:"bytes,2,opt,name=to_group,json=toGroup,proto3" json:"to_group,omitempty"`
+	Active        bool                   `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`                    // true: typing; false: stopped
+	FromUser      string                 `protobuf:"bytes,4,opt,name=from_user,json=fromUser,proto3" json:"from_user,omitempty"` // set by the server
+	TtlMs         uint32                 `protobuf:"varint,5,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`         // set by the server: show it for at most this long unless renewed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Typing) Reset() {
+	*x = Typing{}
+	mi := &file_qim_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Typing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Typing) ProtoMessage() {}
+
+func (x *Typing) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Typing.ProtoReflect.Descriptor instead.
+func (*Typing) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Typing) GetToUser() string {
+	if x != nil {
+		return x.ToUser
+	}
+	return ""
+}
+
+func (x *Typing) GetToGroup() string {
+	if x != nil {
+		return x.ToGroup
+	}
+	return ""
+}
+
+func (x *Typing) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *Typing) GetFromUser() string {
+	if x != nil {
+		return x.FromUser
+	}
+	return ""
+}
+
+func (x *Typing) GetTtlMs() uint32 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+// PresenceRequest sets the state of this device (ONLINE or AWAY).
+type PresenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         PresenceState          `protobuf:"varint,1,opt,name=state,proto3,enum=qim.PresenceState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRequest) Reset() {
+	*x = PresenceRequest{}
+	mi := &file_qim_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRequest) ProtoMessage() {}
+
+func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
+func (*PresenceRequest) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PresenceRequest) GetState() PresenceState {
+	if x != nil {
+		return x.State
+	}
+	return PresenceState_OFFLINE
+}
+
+// Presence is a user's state across its devices.
+type Presence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	State         PresenceState          `protobuf:"varint,2,opt,name=state,proto3,enum=qim.PresenceState" json:"state,omitempty"`
+	LastSeen      int64                  `protobuf:"varint,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"` // Unix milliseconds: when the user was last online or away; 0 if unknown
+	Since         int64                  `protobuf:"varint,4,opt,name=since,proto3" json:"since,omitempty"`                       // Unix milliseconds: when this state began (orders events: keep the latest)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_qim_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Presence) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Presence) GetState() PresenceState {
+	if x != nil {
+		return x.State
+	}
+	return PresenceState_OFFLINE
+}
+
+func (x *Presence) GetLastSeen() int64 {
+	if x != nil {
+		return x.LastSeen
+	}
+	return 0
+}
+
+func (x *Presence) GetSince() int64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
+// Settings are a user's preferences, stored by the server.
+type Settings struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	HideReadReceipts bool                   `protobuf:"varint,1,opt,name=hide_read_receipts,json=hideReadReceipts,proto3" json:"hide_read_receipts,omitempty"` // true: others never learn this user's read cursor
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_qim_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Settings) GetHideReadReceipts() bool {
+	if x != nil {
+		return x.HideReadReceipts
+	}
+	return false
+}
+
+// ConversationState is one conversation of the user's inbox.
+type ConversationState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUser        string                 `protobuf:"bytes,1,opt,name=to_user,json=toUser,proto3" json:"to_user,omitempty"` // the conversation, as a device addresses it
+	ToGroup       string                 `protobuf:"bytes,2,opt,name=to_group,json=toGroup,proto3" json:"to_group,omitempty"`
+	LastSeq       uint64                 `protobuf:"varint,3,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	ReadSeq       uint64                 `protobuf:"varint,4,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`                   // the user's read cursor
+	Unread        uint64                 `protobuf:"varint,5,opt,name=unread,proto3" json:"unread,omitempty"`                                    // last_seq - read_seq
+	Acked         uint64                 `protobuf:"varint,6,opt,name=acked,proto3" json:"acked,omitempty"`                                      // this device's delivery cursor
+	PeerDelivered uint64                 `protobuf:"varint,7,opt,name=peer_delivered,json=peerDelivered,proto3" json:"peer_delivered,omitempty"` // 1:1: the other user's delivered cursor
+	PeerRead      uint64                 `protobuf:"varint,8,opt,name=peer_read,json=peerRead,proto3" json:"peer_read,omitempty"`                // 1:1: the other user's read cursor, if shared
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationState) Reset() {
+	*x = ConversationState{}
+	mi := &file_qim_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationState) ProtoMessage() {}
+
+func (x *ConversationState) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationState.ProtoReflect.Descriptor instead.
+func (*ConversationState) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ConversationState) GetToUser() string {
+	if x != nil {
+		return x.ToUser
+	}
+	return ""
+}
+
+func (x *ConversationState) GetToGroup() string {
+	if x != nil {
+		return x.ToGroup
+	}
+	return ""
+}
+
+func (x *ConversationState) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ConversationState) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ConversationState) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+func (x *ConversationState) GetAcked() uint64 {
+	if x != nil {
+		return x.Acked
+	}
+	return 0
+}
+
+func (x *ConversationState) GetPeerDelivered() uint64 {
+	if x != nil {
+		return x.PeerDelivered
+	}
+	return 0
+}
+
+func (x *ConversationState) GetPeerRead() uint64 {
+	if x != nil {
+		return x.PeerRead
+	}
+	return 0
+}
+
+// InboxResult is the payload of the Response to INBOX, and Connected.inbox.
+type InboxResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conversations []*ConversationState   `protobuf:"bytes,1,rep,name=conversations,proto3" json:"conversations,omitempty"` // sorted: groups by id, then 1:1 by user
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboxResult) Reset() {
+	*x = InboxResult{}
+	mi := &file_qim_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboxResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboxResult) ProtoMessage() {}
+
+func (x *InboxResult) ProtoReflect() protoreflect.Message {
+	mi := &file_qim_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboxResult.ProtoReflect.Descriptor instead.
+func (*InboxResult) Descriptor() ([]byte, []int) {
+	return file_qim_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *InboxResult) GetConversations() []*ConversationState {
+	if x != nil {
+		return x.Conversations
+	}
+	return nil
+}
+
 var File_qim_proto protoreflect.FileDescriptor
 
 const file_qim_proto_rawDesc = "" +
@@ -1453,14 +2410,15 @@ const file_qim_proto_rawDesc = "" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x05R\aversion\x12*\n" +
 	"\acommand\x18\x02 \x01(\x0e2\x10.qim.CommandTypeR\acommand\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"\x92\x01\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\xbc\x01\n" +
 	"\aConnect\x12\x10\n" +
 	"\x03org\x18\x01 \x01(\tR\x03org\x12\x16\n" +
 	"\x06appkey\x18\x02 \x01(\tR\x06appkey\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x14\n" +
 	"\x05token\x18\x04 \x01(\tR\x05token\x12\x16\n" +
 	"\x06device\x18\x05 \x01(\tR\x06device\x12\x1b\n" +
-	"\tsend_only\x18\x06 \x01(\bR\bsendOnly\"8\n" +
+	"\tsend_only\x18\x06 \x01(\bR\bsendOnly\x12(\n" +
+	"\bfeatures\x18\a \x03(\x0e2\f.qim.FeatureR\bfeatures\"8\n" +
 	"\n" +
 	"Disconnect\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
@@ -1497,13 +2455,16 @@ const file_qim_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x03 \x01(\x04R\trequestId\x12\x18\n" +
-	"\apayload\x18\x04 \x01(\fR\apayload\"u\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\"\xf2\x01\n" +
 	"\tConnected\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x16\n" +
 	"\x06device\x18\x02 \x01(\tR\x06device\x12\x1f\n" +
 	"\vserver_time\x18\x03 \x01(\x03R\n" +
 	"serverTime\x12\x1b\n" +
-	"\tmax_frame\x18\x04 \x01(\rR\bmaxFrame\"j\n" +
+	"\tmax_frame\x18\x04 \x01(\rR\bmaxFrame\x12(\n" +
+	"\bfeatures\x18\x05 \x03(\x0e2\f.qim.FeatureR\bfeatures\x12)\n" +
+	"\bsettings\x18\x06 \x01(\v2\r.qim.SettingsR\bsettings\x12&\n" +
+	"\x05inbox\x18\a \x01(\v2\x10.qim.InboxResultR\x05inbox\"j\n" +
 	"\n" +
 	"MessageAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
@@ -1512,9 +2473,10 @@ const file_qim_proto_rawDesc = "" +
 	"\tduplicate\x18\x04 \x01(\bR\tduplicate\"D\n" +
 	"\x0eContactRequest\x12\x1e\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x0e.qim.ContactOpR\x02op\x12\x12\n" +
-	"\x04user\x18\x02 \x01(\tR\x04user\"%\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\"P\n" +
 	"\rContactResult\x12\x14\n" +
-	"\x05users\x18\x01 \x03(\tR\x05users\"\xa4\x01\n" +
+	"\x05users\x18\x01 \x03(\tR\x05users\x12)\n" +
+	"\bpresence\x18\x02 \x03(\v2\r.qim.PresenceR\bpresence\"\xeb\x01\n" +
 	"\fGroupRequest\x12\x1c\n" +
 	"\x02op\x18\x01 \x01(\x0e2\f.qim.GroupOpR\x02op\x12\x19\n" +
 	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x12\n" +
@@ -1522,28 +2484,94 @@ const file_qim_proto_rawDesc = "" +
 	"\x04user\x18\x04 \x01(\tR\x04user\x12\x14\n" +
 	"\x05limit\x18\x05 \x01(\rR\x05limit\x12\x1d\n" +
 	"\n" +
-	"before_seq\x18\x06 \x01(\x04R\tbeforeSeq\"z\n" +
+	"before_seq\x18\x06 \x01(\x04R\tbeforeSeq\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"after_user\x18\b \x01(\tR\tafterUser\x12\x14\n" +
+	"\x05watch\x18\t \x01(\bR\x05watch\"z\n" +
 	"\tGroupInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x18\n" +
 	"\acreated\x18\x04 \x01(\x03R\acreated\x12\x19\n" +
-	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\"\x9f\x01\n" +
+	"\blast_seq\x18\x05 \x01(\x04R\alastSeq\"\x8f\x02\n" +
 	"\vGroupResult\x12$\n" +
 	"\x05group\x18\x01 \x01(\v2\x0e.qim.GroupInfoR\x05group\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\x12&\n" +
 	"\x06groups\x18\x03 \x03(\v2\x0e.qim.GroupInfoR\x06groups\x12(\n" +
-	"\bmessages\x18\x04 \x03(\v2\f.qim.MessageR\bmessages*E\n" +
+	"\bmessages\x18\x04 \x03(\v2\f.qim.MessageR\bmessages\x12'\n" +
+	"\x05count\x18\x05 \x01(\v2\x11.qim.ReceiptCountR\x05count\x12(\n" +
+	"\breceipts\x18\x06 \x03(\v2\f.qim.ReceiptR\breceipts\x12\x1b\n" +
+	"\tnext_user\x18\a \x01(\tR\bnextUser\"\xb7\x01\n" +
+	"\x05Event\x12&\n" +
+	"\areceipt\x18\x01 \x01(\v2\f.qim.ReceiptR\areceipt\x12#\n" +
+	"\x06typing\x18\x02 \x01(\v2\v.qim.TypingR\x06typing\x12)\n" +
+	"\bpresence\x18\x03 \x01(\v2\r.qim.PresenceR\bpresence\x126\n" +
+	"\rreceipt_count\x18\x04 \x01(\v2\x11.qim.ReceiptCountR\freceiptCount\"S\n" +
+	"\vReadRequest\x12\x17\n" +
+	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x19\n" +
+	"\bto_group\x18\x02 \x01(\tR\atoGroup\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"?\n" +
+	"\n" +
+	"ReadResult\x12\x19\n" +
+	"\bread_seq\x18\x01 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06unread\x18\x02 \x01(\x04R\x06unread\"\xa6\x01\n" +
+	"\aReceipt\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x17\n" +
+	"\ato_user\x18\x02 \x01(\tR\x06toUser\x12\x19\n" +
+	"\bto_group\x18\x03 \x01(\tR\atoGroup\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\x04R\tdelivered\x12\x12\n" +
+	"\x04read\x18\x05 \x01(\x04R\x04read\x12!\n" +
+	"\fread_private\x18\x06 \x01(\x04R\vreadPrivate\"\x87\x01\n" +
+	"\fReceiptCount\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x18\n" +
+	"\amembers\x18\x03 \x01(\rR\amembers\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\rR\tdelivered\x12\x12\n" +
+	"\x04read\x18\x05 \x01(\rR\x04read\"\x88\x01\n" +
+	"\x06Typing\x12\x17\n" +
+	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x19\n" +
+	"\bto_group\x18\x02 \x01(\tR\atoGroup\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\bR\x06active\x12\x1b\n" +
+	"\tfrom_user\x18\x04 \x01(\tR\bfromUser\x12\x15\n" +
+	"\x06ttl_ms\x18\x05 \x01(\rR\x05ttlMs\";\n" +
+	"\x0fPresenceRequest\x12(\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x12.qim.PresenceStateR\x05state\"{\n" +
+	"\bPresence\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12(\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x12.qim.PresenceStateR\x05state\x12\x1b\n" +
+	"\tlast_seen\x18\x03 \x01(\x03R\blastSeen\x12\x14\n" +
+	"\x05since\x18\x04 \x01(\x03R\x05since\"8\n" +
+	"\bSettings\x12,\n" +
+	"\x12hide_read_receipts\x18\x01 \x01(\bR\x10hideReadReceipts\"\xef\x01\n" +
+	"\x11ConversationState\x12\x17\n" +
+	"\ato_user\x18\x01 \x01(\tR\x06toUser\x12\x19\n" +
+	"\bto_group\x18\x02 \x01(\tR\atoGroup\x12\x19\n" +
+	"\blast_seq\x18\x03 \x01(\x04R\alastSeq\x12\x19\n" +
+	"\bread_seq\x18\x04 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06unread\x18\x05 \x01(\x04R\x06unread\x12\x14\n" +
+	"\x05acked\x18\x06 \x01(\x04R\x05acked\x12%\n" +
+	"\x0epeer_delivered\x18\a \x01(\x04R\rpeerDelivered\x12\x1b\n" +
+	"\tpeer_read\x18\b \x01(\x04R\bpeerRead\"K\n" +
+	"\vInboxResult\x12<\n" +
+	"\rconversations\x18\x01 \x03(\v2\x16.qim.ConversationStateR\rconversations*P\n" +
 	"\vCommandType\x12\v\n" +
 	"\aCONNECT\x10\x00\x12\x0e\n" +
 	"\n" +
 	"DISCONNECT\x10\x01\x12\v\n" +
 	"\aREQUEST\x10\x02\x12\f\n" +
-	"\bRESPONSE\x10\x03*2\n" +
+	"\bRESPONSE\x10\x03\x12\t\n" +
+	"\x05EVENT\x10\x04*o\n" +
 	"\vRequestType\x12\v\n" +
 	"\aMESSAGE\x10\x00\x12\v\n" +
 	"\aCONTACT\x10\x01\x12\t\n" +
-	"\x05GROUP\x10\x02*!\n" +
+	"\x05GROUP\x10\x02\x12\b\n" +
+	"\x04READ\x10\x03\x12\n" +
+	"\n" +
+	"\x06TYPING\x10\x04\x12\f\n" +
+	"\bPRESENCE\x10\x05\x12\f\n" +
+	"\bSETTINGS\x10\x06\x12\t\n" +
+	"\x05INBOX\x10\a*!\n" +
 	"\vMessageType\x12\a\n" +
 	"\x03TXT\x10\x00\x12\t\n" +
 	"\x05IMAGE\x10\x01*\xda\x02\n" +
@@ -1574,7 +2602,7 @@ const file_qim_proto_rawDesc = "" +
 	"\x16CONTACT_OP_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vCONTACT_ADD\x10\x01\x12\x12\n" +
 	"\x0eCONTACT_REMOVE\x10\x02\x12\x10\n" +
-	"\fCONTACT_LIST\x10\x03*\xae\x01\n" +
+	"\fCONTACT_LIST\x10\x03*\xc2\x01\n" +
 	"\aGroupOp\x12\x18\n" +
 	"\x14GROUP_OP_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fGROUP_CREATE\x10\x01\x12\x0e\n" +
@@ -1587,7 +2615,20 @@ const file_qim_proto_rawDesc = "" +
 	"\rGROUP_MEMBERS\x10\x06\x12\x0e\n" +
 	"\n" +
 	"GROUP_LIST\x10\a\x12\x11\n" +
-	"\rGROUP_HISTORY\x10\bB#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
+	"\rGROUP_HISTORY\x10\b\x12\x12\n" +
+	"\x0eGROUP_RECEIPTS\x10\t*\x8c\x01\n" +
+	"\aFeature\x12\x17\n" +
+	"\x13FEATURE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10FEATURE_RECEIPTS\x10\x01\x12\x12\n" +
+	"\x0eFEATURE_TYPING\x10\x02\x12\x14\n" +
+	"\x10FEATURE_PRESENCE\x10\x03\x12\x15\n" +
+	"\x11FEATURE_DATAGRAMS\x10\x04\x12\x11\n" +
+	"\rFEATURE_INBOX\x10\x05*2\n" +
+	"\rPresenceState\x12\v\n" +
+	"\aOFFLINE\x10\x00\x12\n" +
+	"\n" +
+	"\x06ONLINE\x10\x01\x12\b\n" +
+	"\x04AWAY\x10\x02B#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
 
 var (
 	file_qim_proto_rawDescOnce sync.Once
@@ -1601,47 +2642,74 @@ func file_qim_proto_rawDescGZIP() []byte {
 	return file_qim_proto_rawDescData
 }
 
-var file_qim_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_qim_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_qim_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_qim_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_qim_proto_goTypes = []any{
-	(CommandType)(0),       // 0: qim.CommandType
-	(RequestType)(0),       // 1: qim.RequestType
-	(MessageType)(0),       // 2: qim.MessageType
-	(Code)(0),              // 3: qim.Code
-	(ContactOp)(0),         // 4: qim.ContactOp
-	(GroupOp)(0),           // 5: qim.GroupOp
-	(*Command)(nil),        // 6: qim.Command
-	(*Connect)(nil),        // 7: qim.Connect
-	(*Disconnect)(nil),     // 8: qim.Disconnect
-	(*Option)(nil),         // 9: qim.Option
-	(*Request)(nil),        // 10: qim.Request
-	(*MessageTxt)(nil),     // 11: qim.MessageTxt
-	(*MessageImg)(nil),     // 12: qim.MessageImg
-	(*Message)(nil),        // 13: qim.Message
-	(*Response)(nil),       // 14: qim.Response
-	(*Connected)(nil),      // 15: qim.Connected
-	(*MessageAck)(nil),     // 16: qim.MessageAck
-	(*ContactRequest)(nil), // 17: qim.ContactRequest
-	(*ContactResult)(nil),  // 18: qim.ContactResult
-	(*GroupRequest)(nil),   // 19: qim.GroupRequest
-	(*GroupInfo)(nil),      // 20: qim.GroupInfo
-	(*GroupResult)(nil),    // 21: qim.GroupResult
+	(CommandType)(0),          // 0: qim.CommandType
+	(RequestType)(0),          // 1: qim.RequestType
+	(MessageType)(0),          // 2: qim.MessageType
+	(Code)(0),                 // 3: qim.Code
+	(ContactOp)(0),            // 4: qim.ContactOp
+	(GroupOp)(0),              // 5: qim.GroupOp
+	(Feature)(0),              // 6: qim.Feature
+	(PresenceState)(0),        // 7: qim.PresenceState
+	(*Command)(nil),           // 8: qim.Command
+	(*Connect)(nil),           // 9: qim.Connect
+	(*Disconnect)(nil),        // 10: qim.Disconnect
+	(*Option)(nil),            // 11: qim.Option
+	(*Request)(nil),           // 12: qim.Request
+	(*MessageTxt)(nil),        // 13: qim.MessageTxt
+	(*MessageImg)(nil),        // 14: qim.MessageImg
+	(*Message)(nil),           // 15: qim.Message
+	(*Response)(nil),          // 16: qim.Response
+	(*Connected)(nil),         // 17: qim.Connected
+	(*MessageAck)(nil),        // 18: qim.MessageAck
+	(*ContactRequest)(nil),    // 19: qim.ContactRequest
+	(*ContactResult)(nil),     // 20: qim.ContactResult
+	(*GroupRequest)(nil),      // 21: qim.GroupRequest
+	(*GroupInfo)(nil),         // 22: qim.GroupInfo
+	(*GroupResult)(nil),       // 23: qim.GroupResult
+	(*Event)(nil),             // 24: qim.Event
+	(*ReadRequest)(nil),       // 25: qim.ReadRequest
+	(*ReadResult)(nil),        // 26: qim.ReadResult
+	(*Receipt)(nil),           // 27: qim.Receipt
+	(*ReceiptCount)(nil),      // 28: qim.ReceiptCount
+	(*Typing)(nil),            // 29: qim.Typing
+	(*PresenceRequest)(nil),   // 30: qim.PresenceRequest
+	(*Presence)(nil),          // 31: qim.Presence
+	(*Settings)(nil),          // 32: qim.Settings
+	(*ConversationState)(nil), // 33: qim.ConversationState
+	(*InboxResult)(nil),       // 34: qim.InboxResult
 }
 var file_qim_proto_depIdxs = []int32{
 	0,  // 0: qim.Command.command:type_name -> qim.CommandType
-	1,  // 1: qim.Request.type:type_name -> qim.RequestType
-	9,  // 2: qim.Request.opts:type_name -> qim.Option
-	2,  // 3: qim.Message.type:type_name -> qim.MessageType
-	4,  // 4: qim.ContactRequest.op:type_name -> qim.ContactOp
-	5,  // 5: qim.GroupRequest.op:type_name -> qim.GroupOp
-	20, // 6: qim.GroupResult.group:type_name -> qim.GroupInfo
-	20, // 7: qim.GroupResult.groups:type_name -> qim.GroupInfo
-	13, // 8: qim.GroupResult.messages:type_name -> qim.Message
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	6,  // 1: qim.Connect.features:type_name -> qim.Feature
+	1,  // 2: qim.Request.type:type_name -> qim.RequestType
+	11, // 3: qim.Request.opts:type_name -> qim.Option
+	2,  // 4: qim.Message.type:type_name -> qim.MessageType
+	6,  // 5: qim.Connected.features:type_name -> qim.Feature
+	32, // 6: qim.Connected.settings:type_name -> qim.Settings
+	34, // 7: qim.Connected.inbox:type_name -> qim.InboxResult
+	4,  // 8: qim.ContactRequest.op:type_name -> qim.ContactOp
+	31, // 9: qim.ContactResult.presence:type_name -> qim.Presence
+	5,  // 10: qim.GroupRequest.op:type_name -> qim.GroupOp
+	22, // 11: qim.GroupResult.group:type_name -> qim.GroupInfo
+	22, // 12: qim.GroupResult.groups:type_name -> qim.GroupInfo
+	15, // 13: qim.GroupResult.messages:type_name -> qim.Message
+	28, // 14: qim.GroupResult.count:type_name -> qim.ReceiptCount
+	27, // 15: qim.GroupResult.receipts:type_name -> qim.Receipt
+	27, // 16: qim.Event.receipt:type_name -> qim.Receipt
+	29, // 17: qim.Event.typing:type_name -> qim.Typing
+	31, // 18: qim.Event.presence:type_name -> qim.Presence
+	28, // 19: qim.Event.receipt_count:type_name -> qim.ReceiptCount
+	7,  // 20: qim.PresenceRequest.state:type_name -> qim.PresenceState
+	7,  // 21: qim.Presence.state:type_name -> qim.PresenceState
+	33, // 22: qim.InboxResult.conversations:type_name -> qim.ConversationState
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_qim_proto_init() }
@@ -1654,8 +2722,8 @@ func file_qim_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_qim_proto_rawDesc), len(file_qim_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   16,
+			NumEnums:      8,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -48,6 +48,8 @@ type RouteEvent struct {
 	Group         string                 `protobuf:"bytes,9,opt,name=group,proto3" json:"group,omitempty"`                                      // core.Event.Group
 	Users         []string               `protobuf:"bytes,10,rep,name=users,proto3" json:"users,omitempty"`                                     // on the fan-out subject: the addressed users
 	EndSessions   string                 `protobuf:"bytes,11,opt,name=end_sessions,json=endSessions,proto3" json:"end_sessions,omitempty"`      // core.Event.EndSessions
+	Note          *Event                 `protobuf:"bytes,12,opt,name=note,proto3" json:"note,omitempty"`                                       // core.Event.Note
+	NoteDevice    string                 `protobuf:"bytes,13,opt,name=note_device,json=noteDevice,proto3" json:"note_device,omitempty"`         // core.Event.NoteDevice
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +157,20 @@ func (x *RouteEvent) GetUsers() []string {
 func (x *RouteEvent) GetEndSessions() string {
 	if x != nil {
 		return x.EndSessions
+	}
+	return ""
+}
+
+func (x *RouteEvent) GetNote() *Event {
+	if x != nil {
+		return x.Note
+	}
+	return nil
+}
+
+func (x *RouteEvent) GetNoteDevice() string {
+	if x != nil {
+		return x.NoteDevice
 	}
 	return ""
 }
@@ -341,7 +357,7 @@ var File_route_proto protoreflect.FileDescriptor
 
 const file_route_proto_rawDesc = "" +
 	"\n" +
-	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\xbf\x02\n" +
+	"\vroute.proto\x12\x03qim\x1a\tqim.proto\"\x80\x03\n" +
 	"\n" +
 	"RouteEvent\x12\x10\n" +
 	"\x03app\x18\x01 \x01(\tR\x03app\x12\x12\n" +
@@ -355,7 +371,11 @@ const file_route_proto_rawDesc = "" +
 	"\x05group\x18\t \x01(\tR\x05group\x12\x14\n" +
 	"\x05users\x18\n" +
 	" \x03(\tR\x05users\x12!\n" +
-	"\fend_sessions\x18\v \x01(\tR\vendSessions\";\n" +
+	"\fend_sessions\x18\v \x01(\tR\vendSessions\x12\x1e\n" +
+	"\x04note\x18\f \x01(\v2\n" +
+	".qim.EventR\x04note\x12\x1f\n" +
+	"\vnote_device\x18\r \x01(\tR\n" +
+	"noteDevice\";\n" +
 	"\vRouteMissed\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\adropped\x18\x02 \x01(\x04R\adropped\"O\n" +
@@ -386,14 +406,16 @@ var file_route_proto_goTypes = []any{
 	(*RouteNode)(nil),   // 2: qim.RouteNode
 	(*RouteSync)(nil),   // 3: qim.RouteSync
 	(*Message)(nil),     // 4: qim.Message
+	(*Event)(nil),       // 5: qim.Event
 }
 var file_route_proto_depIdxs = []int32{
 	4, // 0: qim.RouteEvent.msg:type_name -> qim.Message
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	5, // 1: qim.RouteEvent.note:type_name -> qim.Event
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_route_proto_init() }

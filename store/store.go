@@ -80,11 +80,38 @@ type AppendResult struct {
 }
 
 // ConvState is a conversation in a device's inbox: its latest sequence number
-// and how far that device has acknowledged.
+// and how far that device has acknowledged, and the read receipts of it.
 type ConvState struct {
 	Conv    string
 	LastSeq uint64
 	Acked   uint64
+	// Read is the user's read cursor (SetRead), 0 if it never read the
+	// conversation.
+	Read uint64
+	// For a 1:1 conversation, the other user's receipts (see Receipt):
+	// PeerDelivered is the furthest any of its devices acknowledged,
+	// PeerRead its shared read cursor. Both 0 for a group, and for a
+	// conversation with oneself.
+	PeerDelivered uint64
+	PeerRead      uint64
+}
+
+// Receipt is how far one user got in one conversation.
+type Receipt struct {
+	User string
+	// Delivered is the furthest seq any device of User acknowledged
+	// (SetAcked), 0 if none did: a group's join point does not count.
+	Delivered uint64
+	// Read is User's shared read cursor: SetRead with share.
+	Read uint64
+}
+
+// Prefs are a user's settings, as SetPrefs stored them. The zero value
+// is what a user who never stored any has.
+type Prefs struct {
+	// HideReadReceipts: the user's reads do not move its shared read
+	// cursor (the server stops SetRead's share).
+	HideReadReceipts bool
 }
 
 // Group is a group's stored description.
@@ -124,8 +151,9 @@ type Store interface {
 	LastSeq(ctx context.Context, app, conv string) (uint64, error)
 
 	// Inbox returns every conversation of user (1:1 conversations it took
-	// part in, groups it is a member of), with its last sequence number and
-	// the sequence number device acknowledged. A device that never
+	// part in, groups it is a member of), with its last sequence number,
+	// the sequence number device acknowledged, and the read receipts of
+	// ConvState. A device that never
 	// acknowledged a conversation starts from the user's join point: 0 for a
 	// 1:1 conversation, the group's LastSeq when the user joined for a group.
 	Inbox(ctx context.Context, app, user, device string) ([]ConvState, error)
@@ -225,6 +253,22 @@ type Store interface {
 	// device acknowledged seq of conv (SetAcked with seq or more). A
 	// group's join point does not count: only SetAcked does.
 	DeliveredTo(ctx context.Context, app, conv string, seq uint64, users []string) ([]string, error)
+
+	// SetRead moves user's read cursor of conv to seq if that is further,
+	// and, if share, its shared read cursor (Receipt.Read, ConvState.
+	// PeerRead as the other user sees it) too; neither ever moves back.
+	// The write is durable. It returns both cursors after the call.
+	SetRead(ctx context.Context, app, user, conv string, seq uint64, share bool) (read, shared uint64, err error)
+	// Receipts returns the receipts in conv of each of users, in their
+	// order (a user with none: zeros).
+	Receipts(ctx context.Context, app, conv string, users []string) ([]Receipt, error)
+	// Prefs returns user's settings (the zero Prefs if none were stored).
+	Prefs(ctx context.Context, app, user string) (Prefs, error)
+	// SetPrefs stores user's settings, durably.
+	SetPrefs(ctx context.Context, app, user string, p Prefs) error
+	// ContactOf returns those of owners (in their order) whose contact
+	// list holds contact.
+	ContactOf(ctx context.Context, app, contact string, owners []string) ([]string, error)
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.
 	Close() error
