@@ -25,6 +25,8 @@ func encodeEvent(app, node string, ev core.Event, users []string) ([]byte, error
 		ReplaceEpoch:  ev.ReplaceEpoch,
 		Group:         ev.Group,
 		EndSessions:   ev.EndSessions,
+		Note:          ev.Note,
+		NoteDevice:    ev.NoteDevice,
 	}
 	if !ev.Read.IsZero() {
 		env.ReadUnixNano = ev.Read.UnixNano()
@@ -58,6 +60,8 @@ func decodeEventUsers(b []byte) (app, node string, ev core.Event, users []string
 		ReplaceEpoch:  env.ReplaceEpoch,
 		Group:         env.Group,
 		EndSessions:   env.EndSessions,
+		Note:          env.Note,
+		NoteDevice:    env.NoteDevice,
 	}
 	if env.ReadUnixNano != 0 {
 		ev.Read = time.Unix(0, env.ReadUnixNano)

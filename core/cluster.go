@@ -11,6 +11,10 @@ func (l hubListener) ReceiveNode(app string, ev Event) {
 	switch {
 	case ev.Group != "":
 		h.forgetGroup(app, ev.Group)
+	case ev.Note != nil:
+		if r := ev.Note.Receipt; r != nil && r.ToGroup != "" {
+			h.watches.touch(app, r.ToGroup)
+		}
 	case ev.Msg != nil && ev.Msg.Seq > 0 && ev.Msg.ToGroup != "" && h.shared:
 		conv := ev.Conv
 		if conv == "" {

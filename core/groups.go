@@ -109,6 +109,11 @@ func (h *Hub) Group(ctx context.Context, app, user string, r *qimpb.GroupRequest
 			return nil, StoreError("get group", err)
 		}
 		return &qimpb.GroupResult{Group: groupInfo(info), Members: g.members}, nil
+	case qimpb.GroupOp_GROUP_RECEIPTS:
+		if !member {
+			return nil, errNotMember
+		}
+		return h.groupReceipts(ctx, app, g, r)
 	case qimpb.GroupOp_GROUP_HISTORY:
 		if !member {
 			return nil, errNotMember

@@ -86,6 +86,14 @@ type Config struct {
 	// in the message's own durable commit, for a push worker to drain.
 	// Zero or negative, the default, adds no jobs.
 	PushDelay time.Duration
+	// HideReadReceipts hides every user's read cursor from the others,
+	// whatever their settings: READ still moves a user's own cursor
+	// (unread counts), and nobody learns it (docs/PROTOCOL.md 11.4).
+	HideReadReceipts bool
+	// TypingRate and TypingBurst limit TYPING per user and conversation.
+	// Zero means 2 per second with bursts of 4.
+	TypingRate  float64
+	TypingBurst int
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
 	// Metrics records what the hub and its sessions do. Nil records nothing.
@@ -112,6 +120,9 @@ type Hub struct {
 	invites   *inviteLimits // nil: no invitation limit
 	maxGroup  int
 	metrics   *metrics.Metrics // nil: off
+	hideReads bool             // Config.HideReadReceipts
+	typing    *userLimits      // per user and conversation (typing.go)
+	watches   *watches         // receipt watches of this node's sessions (watch.go)
 
 	// stopListen removes the hub from the router's listeners (cluster.go).
 	stopListen func()
@@ -141,6 +152,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		maxFrame:  cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
 		maxBatch:  cmp.Or(max(cfg.MaxBatch, 0), 512),
 		pushDelay: max(cfg.PushDelay, 0),
+		hideReads: cfg.HideReadReceipts,
 		now:       cfg.Now,
 		metrics:   cfg.Metrics,
 		maxGroup:  cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
@@ -177,6 +189,13 @@ func NewHub(cfg Config) (*Hub, error) {
 			return nil, err
 		}
 	}
+	trate, tburst := cfg.TypingRate, cfg.TypingBurst
+	if trate <= 0 {
+		trate, tburst = 2, 4
+	}
+	if h.typing, err = newUserLimits(trate, max(tburst, 1)); err != nil {
+		return nil, err
+	}
 	depth := cmp.Or(max(cfg.GroupCacheDepth, 0), 256)
 	ngroups := cmp.Or(max(cfg.GroupCacheGroups, 0), 4096)
 	cacheBytes := cmp.Or(max(cfg.GroupCacheBytes, 0), 64<<20)
@@ -193,6 +212,8 @@ func NewHub(cfg Config) (*Hub, error) {
 	h.stopListen = h.router.Listen(hubListener{h})
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.wg.Go(h.commitLoop)
+	h.watches = newWatches(h)
+	h.wg.Go(h.watches.run)
 	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
 		h.wg.Go(func() { h.pruneLoop(window) })
 	}

@@ -44,6 +44,16 @@ type Event struct {
 	// a group of the app whose members or description changed: every hub
 	// drops its cached copy of the group.
 	Group string
+	// Note, when set, is a soft event (a receipt, typing, presence; see
+	// docs/PROTOCOL.md section 11) for the user's sessions: each pushes it
+	// as an EVENT frame to its device if the device asked for its kind,
+	// and drops it otherwise. It is never stored. Broadcast with a Receipt
+	// of a group, it tells every hub that the group's receipts changed
+	// (receipt watches, watch.go).
+	Note *qimpb.Event
+	// NoteDevice is the device of the addressed user that caused Note:
+	// that device is not told.
+	NoteDevice string
 }
 
 // Replaces reports whether ev asks the session of device connected at

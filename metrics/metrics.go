@@ -43,8 +43,9 @@ type Metrics struct {
 
 	drops [numQueues]prometheus.Counter
 
-	push pushMetrics // push.go
-	http httpMetrics // http.go
+	push   pushMetrics  // push.go
+	events eventMetrics // events.go
+	http   httpMetrics  // http.go
 }
 
 // Queue names a bounded buffer that drops what does not fit in it.
@@ -154,6 +155,7 @@ func New() *Metrics {
 		m.drops[q] = drops.WithLabelValues(name)
 	}
 	m.push = newPushMetrics(reg)
+	m.events = newEventMetrics(reg)
 	m.http = newHTTPMetrics(reg)
 	return m
 }

@@ -102,3 +102,16 @@ func EncodeFrame(ct CommandType, msg proto.Message) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// EncodeDatagram returns a Command whose payload is msg, encoded without a
+// length: the content of one QUIC datagram (docs/PROTOCOL.md section 11.1).
+func EncodeDatagram(ct CommandType, msg proto.Message) ([]byte, error) {
+	payload, err := proto.Marshal(msg)
+	if err == nil {
+		var b []byte
+		if b, err = proto.Marshal(&Command{Version: Version, Command: ct, Payload: payload}); err == nil {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("encode %v datagram: %w", ct, err)
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -30,6 +31,7 @@ type serverConn struct {
 	// Set by authenticate before the session starts.
 	ctrl       *quic.Stream
 	ctrlReader *bufio.Reader
+	sess       atomic.Pointer[session.Session] // set once authenticated (readDatagrams)
 
 	wg             sync.WaitGroup // the control reader and Disconnect's writer
 	disconnectOnce sync.Once
@@ -75,6 +77,7 @@ func (sc *serverConn) serve() {
 		sc.Disconnect(code, reason)
 		return
 	}
+	sc.sess.Store(sess)
 	sc.srv.authenticated(sc)
 	sc.srv.Metrics.SessionOpened()
 	sc.logger.Debug("session open")
@@ -140,12 +143,17 @@ func (sc *serverConn) authenticate() (sess *session.Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	ok, err := encodeResponse(&qimpb.Connected{
+	connected := &qimpb.Connected{
 		User:       c.User,
 		Device:     c.Device,
 		ServerTime: time.Now().UnixMilli(),
 		MaxFrame:   uint32(hub.MaxFrame()),
-	})
+	}
+	err = sess.Welcome(ctx, connected)
+	var ok []byte
+	if err == nil {
+		ok, err = encodeResponse(connected)
+	}
 	if err == nil {
 		err = sc.writeControl(ok)
 	}
@@ -158,6 +166,7 @@ func (sc *serverConn) authenticate() (sess *session.Session, err error) {
 	}
 	// Keep the reader's buffered bytes: a client may send more right away.
 	sc.ctrlReader = r
+	sess.Start()
 	return sess, nil
 }
 
@@ -198,6 +207,34 @@ func (sc *serverConn) OpenStream(ctx context.Context) (session.Stream, error) {
 	}
 	return quicStream{str}, nil
 }
+
+// readDatagrams reads the connection's QUIC datagrams until ctx ends, and
+// hands those that arrive once the device is authenticated to its session
+// (typing); it drops the others (keepalives, and anything before
+// CONNECT), so that quic-go's queue of received datagrams stays empty.
+func (sc *serverConn) readDatagrams(ctx context.Context) {
+	for {
+		b, err := sc.qc.ReceiveDatagram(ctx)
+		if err != nil {
+			return
+		}
+		if sess := sc.sess.Load(); sess != nil {
+			sess.HandleDatagram(b)
+		}
+	}
+}
+
+// WriteEvent implements session.Conn.
+func (sc *serverConn) WriteEvent(frame []byte) error { return sc.writeControl(frame) }
+
+// Datagrams implements session.Conn.
+func (sc *serverConn) Datagrams() bool {
+	d := sc.qc.ConnectionState().SupportsDatagrams
+	return d.Local && d.Remote
+}
+
+// SendDatagram implements session.Conn.
+func (sc *serverConn) SendDatagram(b []byte) error { return sc.qc.SendDatagram(b) }
 
 // Disconnect implements session.Conn: it sends DISCONNECT on the control
 // stream (when there is one) and closes the connection with code. It does

@@ -156,9 +156,9 @@ type Server struct {
 // window. Auto-tuning grows it (to 4 MiB) only as the server reads, that
 // is, once the device has authenticated.
 //
-// Datagrams are enabled only so that devices can send keepalives large
-// enough to be answered with a stateless reset (PROTOCOL.md section 9);
-// the server discards every datagram it receives.
+// Datagrams are enabled so that devices can send keepalives large enough
+// to be answered with a stateless reset (PROTOCOL.md section 9), which
+// the server discards, and typing notifications both ways (section 11).
 func DefaultQUICConfig() *quic.Config {
 	return &quic.Config{
 		Allow0RTT:                      true,
@@ -279,7 +279,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 			ctx, cancel := context.WithCancel(qc.Context())
 			var wg sync.WaitGroup
 			if qconf.EnableDatagrams {
-				wg.Go(func() { discardDatagrams(ctx, qc) })
+				wg.Go(func() { sc.readDatagrams(ctx) })
 			}
 			if qconf.MaxIncomingUniStreams >= 0 {
 				wg.Go(func() { refuseUniStreams(ctx, qc) })

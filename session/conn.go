@@ -34,6 +34,17 @@ type Conn interface {
 	// control stream) and closes the connection with code. It does not
 	// block and may be called more than once; the first call counts.
 	Disconnect(code qimpb.Code, reason string)
+	// WriteEvent writes an EVENT frame on the control stream, after
+	// Connected. Only the session's event writer calls it; it blocks until
+	// the frame is written, the connection ends, or a deadline passes
+	// (a device that does not read its control stream).
+	WriteEvent(frame []byte) error
+	// Datagrams reports whether both sides enabled QUIC datagrams.
+	Datagrams() bool
+	// SendDatagram sends payload in one QUIC datagram. It may block while
+	// the transport's queue is full: only the session's datagram sender
+	// calls it.
+	SendDatagram(payload []byte) error
 	// HandshakeComplete is closed when the transport's handshake has
 	// completed. Until then, what the device sent may be 0-RTT data, which
 	// an attacker can replay.

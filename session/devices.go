@@ -159,6 +159,7 @@ func (d *Devices) Open(ctx context.Context, app string, c *qimpb.Connect, conn C
 		logger = d.logger
 	}
 	d.opened.Add(1)
+	feats, granted := grant(c.Features, conn.Datagrams())
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
 		dev:      d,
@@ -174,12 +175,22 @@ func (d *Devices) Open(ctx context.Context, app string, c *qimpb.Connect, conn C
 		cancel:   cancel,
 		mem:      newDeviceMem(d.devMem, d.hub.Memory()),
 		pushers:  make(map[string]*pusher),
+		feats:    feats,
+		granted:  granted,
+	}
+	if feats.has(qimpb.Feature_FEATURE_RECEIPTS) || feats.has(qimpb.Feature_FEATURE_TYPING) || feats.has(qimpb.Feature_FEATURE_PRESENCE) {
+		s.events = newEventQueue(s, feats.has(qimpb.Feature_FEATURE_DATAGRAMS))
 	}
 	router := d.hub.Router()
 	// Register before reading the inbox, so that nothing committed in
 	// between is missed: it is either in the inbox or delivered live.
 	s.unregister = router.Register(app, s.user, s)
 	d.track(s, c)
+	if !s.sendOnly {
+		s.presence = d.hub.JoinPresence(app, s.user, s.device)
+	} else {
+		s.presence = core.NoPresence
+	}
 	// Replacing the older connection changes state, so a CONNECT that
 	// came in 0-RTT (and could be a replay) does it only once the
 	// handshake has completed. The epoch, not the order of arrival here,

@@ -3,6 +3,7 @@ package session
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -253,3 +254,7 @@ func TestReceiveWithoutFrame(t *testing.T) {
 		t.Fatalf("stored push %d: %v", id, m)
 	}
 }
+
+func (c *pipeConn) WriteEvent([]byte) error     { return nil }
+func (c *pipeConn) Datagrams() bool             { return false }
+func (c *pipeConn) SendDatagram(b []byte) error { return errors.New("no datagrams") }

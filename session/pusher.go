@@ -252,7 +252,9 @@ func (p *pusher) persist(ctx context.Context, seq uint64) {
 	if err := s.hub.Store().SetAcked(context.WithoutCancel(ctx), s.app, s.user, s.device, p.conv, seq); err != nil {
 		// Not fatal: the device will see these messages again and drop them.
 		s.logger.Warn("persist ack", "conv", p.conv, "seq", seq, "err", err)
+		return
 	}
+	s.hub.Delivered(s.app, s.user, p.conv, seq)
 }
 
 // run pushes until the session ends or the pusher is stopped, and then

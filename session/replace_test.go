@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 
@@ -107,3 +108,7 @@ func TestReplaceMissedAnnouncement(t *testing.T) {
 		t.Fatalf("the newest session closed with %v", got)
 	}
 }
+
+func (c *fakeConn) WriteEvent([]byte) error     { return nil }
+func (c *fakeConn) Datagrams() bool             { return false }
+func (c *fakeConn) SendDatagram(b []byte) error { return errors.New("no datagrams") }

@@ -49,10 +49,14 @@ func (cs *convStream) handleRequest(ctx context.Context, req *qimpb.Request) {
 			cs.respond(ctx, req.RequestId, core.Errorf(qimpb.Code_BAD_REQUEST, "group request does not decode"), nil)
 			return
 		}
-		res, err := cs.s.hub.Group(ctx, cs.s.app, cs.s.user, &gr)
+		res, err := cs.s.groupRequest(ctx, &gr)
 		cs.respond(ctx, req.RequestId, err, res)
 	default:
-		cs.respond(ctx, req.RequestId, core.Errorf(qimpb.Code_INVALID_ARGUMENT, "unknown request type %d", req.Type), nil)
+		res, ok, err := cs.s.handleSoftRequest(ctx, req)
+		if !ok {
+			err = core.Errorf(qimpb.Code_INVALID_ARGUMENT, "unknown request type %d", req.Type)
+		}
+		cs.respond(ctx, req.RequestId, err, res)
 	}
 }
 
@@ -123,9 +127,12 @@ func (cs *convStream) bindTo(conv string) error {
 }
 
 // replaySafe reports whether running req twice is the same as running it
-// once: a stored message with a client_msg_id. It reads only what it needs
-// of the payload.
+// once: a stored message with a client_msg_id, or a READ (cursors only
+// move forward). It reads only what it needs of the payload.
 func replaySafe(req *qimpb.Request) bool {
+	if req.Type == qimpb.RequestType_READ {
+		return true
+	}
 	if req.Type != qimpb.RequestType_MESSAGE || (len(req.Opts) > 0 && !req.Opts[0].Offline) {
 		return false
 	}

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,10 @@ type Session struct {
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
 	mem      *deviceMem // what the server buffers for the device
+	feats    features    // what the device asked for and was granted (events.go)
+	granted  []qimpb.Feature
+	events   *eventQueue // nil without event features
+	presence core.PresenceConn
 
 	unregister func()
 	wg         sync.WaitGroup // every goroutine of the session
@@ -39,6 +44,8 @@ type Session struct {
 	pushers map[string]*pusher         // by conversation; guarded by mu
 	inbox   map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
 	closed  bool                       // guarded by mu
+	watches map[string]*core.Watch     // receipt watches, by group; guarded by mu
+	hideReads bool                     // the user's Settings.hide_read_receipts as last read; guarded by mu
 	readers int                        // stream readers running; guarded by mu
 	drained chan struct{}              // closed when readers drops to 0; guarded by mu
 
@@ -73,7 +80,13 @@ func (s *Session) Device() string { return s.device }
 func (s *Session) Close() {
 	s.mu.Lock()
 	s.closed = true
+	watches := s.watches
+	s.watches = nil
 	s.mu.Unlock()
+	for _, w := range watches {
+		w.Stop()
+	}
+	s.presence.Leave()
 	s.dev.untrack(s)
 	s.unregister()
 	s.cancel()
@@ -137,10 +150,17 @@ func (s *Session) Receive(ev core.Event) {
 		p := s.pushers[ev.Revoke]
 		delete(s.pushers, ev.Revoke)
 		delete(s.inbox, ev.Revoke)
+		w := s.watches[strings.TrimPrefix(ev.Revoke, "g:")]
+		delete(s.watches, strings.TrimPrefix(ev.Revoke, "g:"))
 		s.mu.Unlock()
 		if p != nil {
 			p.stop()
 		}
+		if w != nil {
+			w.Stop()
+		}
+	case ev.Note != nil:
+		s.receiveNote(ev.Note, ev.NoteDevice)
 	case ev.Msg != nil && !s.sendOnly:
 		conv := ev.Conv
 		if conv == "" {

@@ -243,3 +243,7 @@ func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+func (c quicConn) WriteEvent([]byte) error     { return nil }
+func (c quicConn) Datagrams() bool             { return false }
+func (c quicConn) SendDatagram(b []byte) error { return c.qc.SendDatagram(b) }
