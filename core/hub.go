@@ -90,6 +90,10 @@ type Config struct {
 	// whatever their settings: READ still moves a user's own cursor
 	// (unread counts), and nobody learns it (docs/PROTOCOL.md 11.4).
 	HideReadReceipts bool
+	// PresenceGrace is how long a user whose last connection ended stays
+	// online or away to its contacts: a reconnection within it shows
+	// nothing. Zero means 5 s.
+	PresenceGrace time.Duration
 	// TypingRate and TypingBurst limit TYPING per user and conversation.
 	// Zero means 2 per second with bursts of 4.
 	TypingRate  float64

@@ -70,6 +70,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "push-webhook", EnvVars: []string{"QIM_PUSH_WEBHOOK"}, Usage: "POST a signed JSON notification to this `URL`, the application's push gateway (to APNs or FCM), for every stored message that a recipient has not received on any device within --push-delay (default: off; see docs/PUSH.md)"},
 					&cli.StringFlag{Name: "push-secret-file", EnvVars: []string{"QIM_PUSH_SECRET_FILE"}, Usage: "`FILE` holding the secret that signs push notifications (default: DATA/keys/push.secret, created on first start; every node of a cluster needs a copy)"},
 					&cli.BoolFlag{Name: "push-no-preview", EnvVars: []string{"QIM_PUSH_NO_PREVIEW"}, Usage: "leave the beginning of the message out of push notifications"},
+					&cli.BoolFlag{Name: "read-receipts", Value: true, EnvVars: []string{"QIM_READ_RECEIPTS"}, Usage: "tell users how far the others read (false: read cursors stay private, for every user; docs/PROTOCOL.md 11.4)"},
+					&cli.DurationFlag{Name: "presence-grace", Value: 5 * time.Second, EnvVars: []string{"QIM_PRESENCE_GRACE"}, Usage: "how long a user whose last connection ended still shows online, so that a reconnect shows no offline blip (docs/PROTOCOL.md 11.6)"},
 					&cli.DurationFlag{Name: "push-delay", Value: daemon.DefaultPushDelay, EnvVars: []string{"QIM_PUSH_DELAY"}, Usage: "how long a recipient's devices have to receive a message before the push gateway is told to wake them"},
 					&cli.DurationFlag{Name: "push-lease", EnvVars: []string{"QIM_PUSH_LEASE"}, Hidden: true, Usage: "how long a push job a node claimed stays its own before another start or node may send it (default 1m; shorter for crash tests)"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
@@ -259,6 +261,8 @@ func serve(c *cli.Context) error {
 		PushNoPreview:   c.Bool("push-no-preview"),
 		PushDelay:       c.Duration("push-delay"),
 		PushWorker:      push.Config{Lease: c.Duration("push-lease")},
+		NoReadReceipts:  !c.Bool("read-receipts"),
+		PresenceGrace:   c.Duration("presence-grace"),
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
