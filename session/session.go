@@ -91,6 +91,9 @@ func (s *Session) Close() {
 	s.unregister()
 	s.cancel()
 	s.wg.Wait()
+	if s.events != nil {
+		s.events.release(true)
+	}
 }
 
 // DrainReaders waits until every stream reader has returned (the device
