@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qim-im/qim/metrics"
+	"github.com/qim-im/qim/presence"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
@@ -94,6 +95,10 @@ type Config struct {
 	// online or away to its contacts: a reconnection within it shows
 	// nothing. Zero means 5 s.
 	PresenceGrace time.Duration
+	// NewPresence, if set, returns the presence tracker the hub uses,
+	// which calls publish with each change (a tracker shared between
+	// nodes, say). Nil means a presence.Local with PresenceGrace.
+	NewPresence func(publish func(presence.Change)) presence.Tracker
 	// TypingRate and TypingBurst limit TYPING per user and conversation.
 	// Zero means 2 per second with bursts of 4.
 	TypingRate  float64
@@ -127,6 +132,7 @@ type Hub struct {
 	hideReads bool             // Config.HideReadReceipts
 	typing    *userLimits      // per user and conversation (typing.go)
 	watches   *watches         // receipt watches of this node's sessions (watch.go)
+	presence  presence.Tracker // presence.go
 
 	// stopListen removes the hub from the router's listeners (cluster.go).
 	stopListen func()
@@ -218,6 +224,7 @@ func NewHub(cfg Config) (*Hub, error) {
 	h.wg.Go(h.commitLoop)
 	h.watches = newWatches(h)
 	h.wg.Go(h.watches.run)
+	h.startPresence(cfg)
 	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
 		h.wg.Go(func() { h.pruneLoop(window) })
 	}
@@ -232,6 +239,8 @@ func (h *Hub) Close() error {
 		h.stopListen()
 		close(h.stop)
 		h.cancel()
+		h.presence.Close() // after stop: its Publish may wait on the fan-out workers
+
 	})
 	h.wg.Wait()
 	return nil
