@@ -95,6 +95,10 @@ type Config struct {
 	// online or away to its contacts: a reconnection within it shows
 	// nothing. Zero means 5 s.
 	PresenceGrace time.Duration
+	// PresenceCoalesce is the least time between two presence changes of
+	// a user that its contacts are told (the latest state wins). Zero
+	// means 1 s.
+	PresenceCoalesce time.Duration
 	// NewPresence, if set, returns the presence tracker the hub uses,
 	// which calls publish with each change (a tracker shared between
 	// nodes, say). Nil means a presence.Local with PresenceGrace.

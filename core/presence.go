@@ -60,7 +60,7 @@ func (h *Hub) startPresence(cfg Config) {
 	if cfg.NewPresence != nil {
 		h.presence = cfg.NewPresence(publish)
 	} else {
-		h.presence = presence.NewLocal(presence.Config{Grace: cfg.PresenceGrace, Publish: publish})
+		h.presence = presence.NewLocal(presence.Config{Grace: cfg.PresenceGrace, Coalesce: cfg.PresenceCoalesce, Publish: publish})
 	}
 }
 
