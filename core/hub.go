@@ -99,6 +99,9 @@ type Config struct {
 	// a user that its contacts are told (the latest state wins). Zero
 	// means 1 s.
 	PresenceCoalesce time.Duration
+	// PresenceGroups shows a user's presence to the members of its groups
+	// of at most 500 members too, not only to its contacts.
+	PresenceGroups bool
 	// NewPresence, if set, returns the presence tracker the hub uses,
 	// which calls publish with each change (a tracker shared between
 	// nodes, say). Nil means a presence.Local with PresenceGrace.
@@ -117,26 +120,27 @@ type Config struct {
 // NewHub; Close stops it. Its methods are safe for concurrent use.
 type Hub struct {
 	// Static after construction.
-	store     store.Store
-	apps      AppKeys
-	router    Router
-	logger    *slog.Logger
-	maxFrame  int
-	maxBatch  int
-	pushDelay time.Duration // Config.PushDelay; 0: no outbox jobs
-	now       func() time.Time
-	shared    bool // other nodes share the store (a Router other than a LocalRouter)
-	recent    *recentCache
-	groups    *groupCache
-	mem       *Budget       // what all sessions buffer
-	limits    *userLimits   // nil: no rate limit
-	invites   *inviteLimits // nil: no invitation limit
-	maxGroup  int
-	metrics   *metrics.Metrics // nil: off
-	hideReads bool             // Config.HideReadReceipts
-	typing    *userLimits      // per user and conversation (typing.go)
-	watches   *watches         // receipt watches of this node's sessions (watch.go)
-	presence  presence.Tracker // presence.go
+	store          store.Store
+	apps           AppKeys
+	router         Router
+	logger         *slog.Logger
+	maxFrame       int
+	maxBatch       int
+	pushDelay      time.Duration // Config.PushDelay; 0: no outbox jobs
+	now            func() time.Time
+	shared         bool // other nodes share the store (a Router other than a LocalRouter)
+	recent         *recentCache
+	groups         *groupCache
+	mem            *Budget       // what all sessions buffer
+	limits         *userLimits   // nil: no rate limit
+	invites        *inviteLimits // nil: no invitation limit
+	maxGroup       int
+	metrics        *metrics.Metrics // nil: off
+	hideReads      bool             // Config.HideReadReceipts
+	typing         *userLimits      // per user and conversation (typing.go)
+	watches        *watches         // receipt watches of this node's sessions (watch.go)
+	presence       presence.Tracker // presence.go
+	presenceGroups bool             // Config.PresenceGroups
 
 	// stopListen removes the hub from the router's listeners (cluster.go).
 	stopListen func()
@@ -159,20 +163,21 @@ func NewHub(cfg Config) (*Hub, error) {
 		return nil, errors.New("core: Config.Store is nil")
 	}
 	h := &Hub{
-		store:     cfg.Store,
-		apps:      cfg.Apps,
-		router:    cfg.Router,
-		logger:    cfg.Logger,
-		maxFrame:  cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
-		maxBatch:  cmp.Or(max(cfg.MaxBatch, 0), 512),
-		pushDelay: max(cfg.PushDelay, 0),
-		hideReads: cfg.HideReadReceipts,
-		now:       cfg.Now,
-		metrics:   cfg.Metrics,
-		maxGroup:  cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
-		mem:       &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
-		commits:   make(chan *Pending, 1024),
-		stop:      make(chan struct{}),
+		store:          cfg.Store,
+		apps:           cfg.Apps,
+		router:         cfg.Router,
+		logger:         cfg.Logger,
+		maxFrame:       cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
+		maxBatch:       cmp.Or(max(cfg.MaxBatch, 0), 512),
+		pushDelay:      max(cfg.PushDelay, 0),
+		hideReads:      cfg.HideReadReceipts,
+		presenceGroups: cfg.PresenceGroups,
+		now:            cfg.Now,
+		metrics:        cfg.Metrics,
+		maxGroup:       cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
+		mem:            &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
+		commits:        make(chan *Pending, 1024),
+		stop:           make(chan struct{}),
 	}
 	if h.router == nil {
 		h.router = &LocalRouter{}

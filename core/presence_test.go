@@ -19,15 +19,18 @@ func (r *recorder) presences() []*qimpb.Presence {
 	return out
 }
 
-// TestPresenceFanout: alice's presence reaches the users in her contacts,
-// and only them; a reconnection within the grace period shows nothing; a
+// TestPresenceFanout: alice's presence reaches the users in her contacts
+// who follow her (bob), and nobody else (carol follows her, but is not in
+// her contacts); a reconnection within the grace period shows nothing; a
 // real disconnection shows one OFFLINE.
 func TestPresenceFanout(t *testing.T) {
 	const grace, window = 600 * time.Millisecond, 100 * time.Millisecond
 	h := newHub(t, Config{PresenceGrace: grace, PresenceCoalesce: window})
 	ctx := context.Background()
-	if _, err := h.Contact(ctx, "a", "alice", &qimpb.ContactRequest{Op: qimpb.ContactOp_CONTACT_ADD, User: "bob"}); err != nil {
-		t.Fatal(err)
+	for _, p := range [][2]string{{"alice", "bob"}, {"bob", "alice"}, {"carol", "alice"}} {
+		if _, err := h.Contact(ctx, "a", p[0], &qimpb.ContactRequest{Op: qimpb.ContactOp_CONTACT_ADD, User: p[1]}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bob, carol := listen(t, h, "a", "bob"), listen(t, h, "a", "carol")
 	c := h.JoinPresence("a", "alice", "phone")
@@ -57,6 +60,13 @@ func TestPresenceFanout(t *testing.T) {
 	}
 	if n := len(carol.presences()); n != 0 {
 		t.Fatalf("carol, not in alice's contacts, got %d presence events", n)
+	}
+	snap, err := h.PresenceSnapshot(ctx, "a", "bob")
+	if err != nil || len(snap) != 1 || snap[0].User != "alice" {
+		t.Fatalf("bob's snapshot: %v, %v", snap, err)
+	}
+	if snap, err = h.PresenceSnapshot(ctx, "a", "carol"); err != nil || len(snap) != 0 {
+		t.Fatalf("carol's snapshot: %v, %v", snap, err)
 	}
 	if got := h.Presence("a", "alice"); got.State != qimpb.PresenceState_OFFLINE {
 		t.Fatalf("Presence: %v", got)

@@ -187,6 +187,9 @@ type Config struct {
 	// NoReadReceipts hides every user's read cursor from the others
 	// (core.Config.HideReadReceipts).
 	NoReadReceipts bool
+	// PresenceGroups shows presence between the members of small groups
+	// too (core.Config.PresenceGroups).
+	PresenceGroups bool
 	// PresenceGrace is how long a user whose last connection ended stays
 	// online to its contacts (docs/PROTOCOL.md 11.6). Zero means 5 s.
 	PresenceGrace time.Duration

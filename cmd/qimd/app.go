@@ -72,6 +72,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.BoolFlag{Name: "push-no-preview", EnvVars: []string{"QIM_PUSH_NO_PREVIEW"}, Usage: "leave the beginning of the message out of push notifications"},
 					&cli.BoolFlag{Name: "read-receipts", Value: true, EnvVars: []string{"QIM_READ_RECEIPTS"}, Usage: "tell users how far the others read (false: read cursors stay private, for every user; docs/PROTOCOL.md 11.4)"},
 					&cli.DurationFlag{Name: "presence-grace", Value: 5 * time.Second, EnvVars: []string{"QIM_PRESENCE_GRACE"}, Usage: "how long a user whose last connection ended still shows online, so that a reconnect shows no offline blip (docs/PROTOCOL.md 11.6)"},
+					&cli.BoolFlag{Name: "presence-groups", EnvVars: []string{"QIM_PRESENCE_GROUPS"}, Usage: "show presence between the members of groups of at most 500 members too, not only between mutual contacts"},
 					&cli.DurationFlag{Name: "push-delay", Value: daemon.DefaultPushDelay, EnvVars: []string{"QIM_PUSH_DELAY"}, Usage: "how long a recipient's devices have to receive a message before the push gateway is told to wake them"},
 					&cli.DurationFlag{Name: "push-lease", EnvVars: []string{"QIM_PUSH_LEASE"}, Hidden: true, Usage: "how long a push job a node claimed stays its own before another start or node may send it (default 1m; shorter for crash tests)"},
 					&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: []string{"QIM_SHUTDOWN_TIMEOUT"}, Usage: "how long SIGTERM waits for devices to go"},
@@ -263,6 +264,7 @@ func serve(c *cli.Context) error {
 		PushWorker:      push.Config{Lease: c.Duration("push-lease")},
 		NoReadReceipts:  !c.Bool("read-receipts"),
 		PresenceGrace:   c.Duration("presence-grace"),
+		PresenceGroups:  c.Bool("presence-groups"),
 
 		MaxUnauthenticated:      c.Int("max-unauth"),
 		MaxUnauthenticatedPerIP: c.Int("max-unauth-per-ip"),
