@@ -187,6 +187,8 @@ type Config struct {
 	// NoReadReceipts hides every user's read cursor from the others
 	// (core.Config.HideReadReceipts).
 	NoReadReceipts bool
+	// PresenceCoalesce is core.Config.PresenceCoalesce.
+	PresenceCoalesce time.Duration
 	// PresenceGroups shows presence between the members of small groups
 	// too (core.Config.PresenceGroups).
 	PresenceGroups bool
