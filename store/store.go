@@ -3,8 +3,8 @@
 //
 // The default backend is store/pebblestore (an embedded Pebble database in one
 // data directory). Every backend must pass the conformance suite in
-// store/storetest. A PostgreSQL backend for multi-node deployments is expected
-// to follow; nothing in this interface assumes a single process except where
+// store/storetest; store/pgstore is the PostgreSQL backend of multi-node
+// deployments. Nothing in this interface assumes a single process except where
 // a method's comment says so.
 package store
 
@@ -85,8 +85,10 @@ type ConvState struct {
 	Conv    string
 	LastSeq uint64
 	Acked   uint64
-	// Read is the user's read cursor (SetRead), 0 if it never read the
-	// conversation.
+	// Read is the user's read cursor: the furthest of what SetRead
+	// recorded, the user's own latest message in the conversation
+	// (Append), and, for a group, the user's join point (what came before
+	// the join is not unread).
 	Read uint64
 	// For a 1:1 conversation, the other user's receipts (see Receipt):
 	// PeerDelivered is the furthest any of its devices acknowledged,
@@ -256,8 +258,11 @@ type Store interface {
 
 	// SetRead moves user's read cursor of conv to seq if that is further,
 	// and, if share, its shared read cursor (Receipt.Read, ConvState.
-	// PeerRead as the other user sees it) too; neither ever moves back.
-	// The write is durable. It returns both cursors after the call.
+	// PeerRead as the other user sees it) to seq too; neither ever moves
+	// back. The write is durable. It returns both cursors after the call;
+	// read counts the user's own messages as read (see ConvState.Read).
+	// seq is not checked against the conversation's last seq: the caller
+	// does.
 	SetRead(ctx context.Context, app, user, conv string, seq uint64, share bool) (read, shared uint64, err error)
 	// Receipts returns the receipts in conv of each of users, in their
 	// order (a user with none: zeros).

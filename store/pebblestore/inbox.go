@@ -113,7 +113,9 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) (out []stor
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, state(conv, last, max(acked[conv], joinSeq)))
+		c := state(conv, last, max(acked[conv], joinSeq))
+		c.Read = max(c.Read, min(joinSeq, last)) // what came before the join is not unread
+		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b store.ConvState) int { return strings.Compare(a.Conv, b.Conv) })
 	return out, nil

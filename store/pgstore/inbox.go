@@ -43,7 +43,7 @@ SELECT g.conv,
 	COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = g.app AND c.conv = g.conv), 0),
 	GREATEST(g.join_seq, COALESCE((SELECT k.acked FROM cursors k
 		WHERE k.app = g.app AND k.user_id = g.user_id AND k.device = $3 AND k.conv = g.conv), 0)),
-	COALESCE((SELECT r.read_seq FROM reads r WHERE r.app = g.app AND r.user_id = g.user_id AND r.conv = g.conv), 0),
+	GREATEST(g.join_seq, COALESCE((SELECT r.read_seq FROM reads r WHERE r.app = g.app AND r.user_id = g.user_id AND r.conv = g.conv), 0)),
 	0, 0
 FROM (SELECT app, user_id, 'g:' || group_id AS conv, join_seq FROM group_members WHERE app = $1 AND user_id = $2) AS g`
 

@@ -74,7 +74,7 @@ func testInboxGroup(t *testing.T, s store.Store) {
 
 	// Bob joins after 5 messages: every device of his starts at 5.
 	mustJoin(t, s, appA, "g1", "bob")
-	if got, want := inboxConv(t, s, appA, "bob", "phone", conv), (store.ConvState{Conv: conv, LastSeq: 5, Acked: 5}); got != want {
+	if got, want := inboxConv(t, s, appA, "bob", "phone", conv), (store.ConvState{Conv: conv, LastSeq: 5, Acked: 5, Read: 5}); got != want {
 		t.Errorf("Inbox(bob) after joining: %+v, want %+v", got, want)
 	}
 	if got := inboxConv(t, s, appA, "alice", "phone", conv); got.LastSeq != 5 || got.Acked != 0 {

@@ -276,6 +276,14 @@ func testInboxReceipts(t *testing.T, s store.Store) {
 	checkInbox(t, s, appA, "alice", "phone", store.ConvState{Conv: g, LastSeq: 2, Read: 2})
 	checkInbox(t, s, appA, "bob", "phone", store.ConvState{Conv: g, LastSeq: 2, Acked: 2, Read: 2})
 	checkInbox(t, s, appA, "bob", "laptop", store.ConvState{Conv: g, LastSeq: 2, Read: 2})
+
+	// What came before a member joined is not unread: carol's read
+	// cursor starts at her join point, like her devices' cursors.
+	mustJoin(t, s, appA, "g1", "carol")
+	mustAppend(t, s, group(appA, "alice", "g1", "ag3", "3"))
+	checkInbox(t, s, appA, "carol", "phone", store.ConvState{Conv: g, LastSeq: 3, Acked: 2, Read: 2})
+	mustSetRead(t, s, appA, "carol", g, 3, false)
+	checkInbox(t, s, appA, "carol", "phone", store.ConvState{Conv: g, LastSeq: 3, Acked: 2, Read: 3})
 }
 
 // testPrefs checks that settings are stored per user and app, and that a
