@@ -811,6 +811,53 @@ func (x *Health) GetStatus() string {
 	return ""
 }
 
+// MarkReadRequest is the body of POST /v1/conversations/{conversation}/read:
+// the user has seen the conversation's messages up to seq (READ of
+// PROTOCOL.md section 11.2). The answer is a ReadResult.
+type MarkReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"` // 1 to the conversation's last seq
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadRequest) Reset() {
+	*x = MarkReadRequest{}
+	mi := &file_api_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadRequest) ProtoMessage() {}
+
+func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
+func (*MarkReadRequest) Descriptor() ([]byte, []int) {
+	return file_api_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MarkReadRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 var File_api_proto protoreflect.FileDescriptor
 
 const file_api_proto_rawDesc = "" +
@@ -879,7 +926,9 @@ const file_api_proto_rawDesc = "" +
 	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x16\n" +
 	"\x06sha256\x18\a \x01(\tR\x06sha256\" \n" +
 	"\x06Health\x12\x16\n" +
-	"\x06status\x18\x01 \x01(\tR\x06statusB#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
+	"\x06status\x18\x01 \x01(\tR\x06status\"#\n" +
+	"\x0fMarkReadRequest\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seqB#Z!github.com/qim-im/qim/proto;qimpbb\x06proto3"
 
 var (
 	file_api_proto_rawDescOnce sync.Once
@@ -893,7 +942,7 @@ func file_api_proto_rawDescGZIP() []byte {
 	return file_api_proto_rawDescData
 }
 
-var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_api_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_api_proto_goTypes = []any{
 	(*ApiError)(nil),            // 0: qim.ApiError
 	(*MintTokenRequest)(nil),    // 1: qim.MintTokenRequest
@@ -906,13 +955,14 @@ var file_api_proto_goTypes = []any{
 	(*EndSessionsResponse)(nil), // 8: qim.EndSessionsResponse
 	(*BlobInfo)(nil),            // 9: qim.BlobInfo
 	(*Health)(nil),              // 10: qim.Health
-	(Code)(0),                   // 11: qim.Code
-	(MessageType)(0),            // 12: qim.MessageType
+	(*MarkReadRequest)(nil),     // 11: qim.MarkReadRequest
+	(Code)(0),                   // 12: qim.Code
+	(MessageType)(0),            // 13: qim.MessageType
 }
 var file_api_proto_depIdxs = []int32{
-	11, // 0: qim.ApiError.code:type_name -> qim.Code
-	12, // 1: qim.SendMessageRequest.type:type_name -> qim.MessageType
-	12, // 2: qim.ApiMessage.type:type_name -> qim.MessageType
+	12, // 0: qim.ApiError.code:type_name -> qim.Code
+	13, // 1: qim.SendMessageRequest.type:type_name -> qim.MessageType
+	13, // 2: qim.ApiMessage.type:type_name -> qim.MessageType
 	4,  // 3: qim.HistoryPage.messages:type_name -> qim.ApiMessage
 	6,  // 4: qim.Inbox.conversations:type_name -> qim.Conversation
 	5,  // [5:5] is the sub-list for method output_type
@@ -934,7 +984,7 @@ func file_api_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_rawDesc), len(file_api_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
