@@ -3,9 +3,13 @@ package pebblestore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
+	"math"
 	"slices"
 	"strings"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/qim-im/qim/store"
 )
@@ -14,7 +18,12 @@ import (
 // the user's join point, so a user who left and joined again is not given
 // the messages sent while away. A 1:1 conversation whose first message is
 // not synced yet is not listed. Conversations are sorted by key.
-func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.ConvState, error) {
+//
+// It reads the user's cursors with three prefix scans (the device's acked
+// cursors, the read cursors, the "ro" keys; see keys.go), and, for each
+// 1:1 conversation with someone else, seeks the other user's devices'
+// cursors and shared read cursor through one iterator.
+func (s *Store) Inbox(ctx context.Context, app, user, device string) (out []store.ConvState, err error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -23,17 +32,23 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 		return nil, err
 	}
 
-	acked := make(map[string]uint64)
-	err := s.scan(cursorPrefix(app, user, device), func(conv, v []byte) error {
-		seq, err := decodeU64(v)
-		acked[string(conv)] = seq
-		return err
-	})
+	acked, err := s.scanU64s(cursorPrefix(app, user, device))
 	if err != nil {
 		return nil, err
 	}
+	read, err := s.scanU64s(readPrefix(app, user))
+	if err != nil {
+		return nil, err
+	}
+	own, err := s.scanU64s(ownReadPrefix(app, user))
+	if err != nil {
+		return nil, err
+	}
+	// state returns conv's state but for the peer's cursors.
+	state := func(conv string, last, acked uint64) store.ConvState {
+		return store.ConvState{Conv: conv, LastSeq: last, Acked: acked, Read: max(read[conv], min(own[conv], last))}
+	}
 
-	var out []store.ConvState
 	var convs []string
 	err = s.scan(inboxPrefix(app, user), func(conv, _ []byte) error {
 		convs = append(convs, string(conv))
@@ -42,14 +57,35 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 	if err != nil {
 		return nil, err
 	}
+	var it *pebble.Iterator // over the tenant, for the peers' cursors
+	defer func() {
+		if it != nil {
+			err = errors.Join(err, it.Close())
+		}
+	}()
 	for _, conv := range convs {
 		last, err := s.lastSeq(app, conv)
 		if err != nil {
 			return nil, err
 		}
-		if last > 0 {
-			out = append(out, store.ConvState{Conv: conv, LastSeq: last, Acked: acked[conv]})
+		if last == 0 {
+			continue
 		}
+		c := state(conv, last, acked[conv])
+		if peer, ok := directPeer(conv, user); ok {
+			if it == nil {
+				if it, err = s.tenantIter(app); err != nil {
+					return nil, err
+				}
+			}
+			if c.PeerDelivered, _, err = deliveredOf(it, app, peer, conv, math.MaxUint64); err != nil {
+				return nil, fmt.Errorf("pebblestore: inbox: %w", err)
+			}
+			if c.PeerRead, err = seekU64(it, sharedReadKey(app, conv, peer)); err != nil {
+				return nil, fmt.Errorf("pebblestore: inbox: %w", err)
+			}
+		}
+		out = append(out, c)
 	}
 
 	var groups []string
@@ -77,10 +113,22 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, store.ConvState{Conv: conv, LastSeq: last, Acked: max(acked[conv], joinSeq)})
+		out = append(out, state(conv, last, max(acked[conv], joinSeq)))
 	}
 	slices.SortFunc(out, func(a, b store.ConvState) int { return strings.Compare(a.Conv, b.Conv) })
 	return out, nil
+}
+
+// scanU64s returns the integers stored under prefix, by the rest of their
+// keys.
+func (s *Store) scanU64s(prefix []byte) (map[string]uint64, error) {
+	out := make(map[string]uint64)
+	err := s.scan(prefix, func(rest, v []byte) error {
+		n, err := decodeU64(v)
+		out[string(rest)] = n
+		return err
+	})
+	return out, err
 }
 
 // SetAcked implements store.Store. The write is not synced: it reaches

@@ -27,6 +27,23 @@ package pebblestore
 //	P "gb" 0 <group> 0 <user>                -> "" (banned from group)
 //	P "ug" 0 <user> 0 <group>                -> "" (groups of user)
 //	P "e" 0 <user> 0 <device>                -> epoch of the device (NextEpoch)
+//	P "r" 0 <user> 0 <conv>                  -> read cursor as SetRead moved it
+//	P "ro" 0 <user> 0 <conv>                 -> seq of user's latest own message
+//	                                            in conv (Append)
+//	P "rs" 0 <conv> 0 <user>                 -> shared read cursor (SetRead with
+//	                                            share)
+//	P "p" 0 <user>                           -> settings (encodePrefs)
+//
+// A user's read cursor (store.ConvState.Read) is the larger of its "r"
+// value and its "ro" value, the latter capped at the conversation's last
+// synced seq. The two are kept apart so that each has one writer
+// discipline: SetRead reads, compares and writes "r" (and "rs") under a
+// striped lock (Store.readMu), and Append writes "ro" blindly in the batch
+// of the message, without a read: Appends of one conversation are applied
+// in seq order under appendMu, so "ro" never moves back, and an Append
+// costs one more key but no lookup and no lock. The shared cursors are
+// keyed by conversation first, so that Receipts of many users of one
+// conversation seek forward through one range.
 //
 // These keys live outside every tenant:
 //
@@ -184,6 +201,18 @@ func cursorKey(app, user, device, conv string) []byte {
 
 func epochKey(app, user, device string) []byte { return tenant(app).add("e", user, device) }
 
+func readPrefix(app, user string) keyBuf { return tenant(app).add("r", user).sep() }
+
+func readKey(app, user, conv string) []byte { return readPrefix(app, user).add(conv) }
+
+func ownReadPrefix(app, user string) keyBuf { return tenant(app).add("ro", user).sep() }
+
+func ownReadKey(app, user, conv string) []byte { return ownReadPrefix(app, user).add(conv) }
+
+func sharedReadKey(app, conv, user string) []byte { return tenant(app).add("rs", conv, user) }
+
+func prefsKey(app, user string) []byte { return tenant(app).add("p", user) }
+
 func contactPrefix(app, user string) keyBuf { return tenant(app).add("n", user).sep() }
 
 func contactKey(app, user, contact string) []byte {
@@ -315,6 +344,28 @@ func decodeMember(b []byte) (joinSeq, joinNum uint64, err error) {
 	default:
 		return 0, 0, fmt.Errorf("pebblestore: corrupt member value (%d bytes)", len(b))
 	}
+}
+
+// prefsHideReadReceipts is the bit of store.Prefs.HideReadReceipts in a
+// settings record's flags.
+const prefsHideReadReceipts = 1 << 0
+
+// encodePrefs encodes a user's settings: the version (recordV1), then a
+// uvarint of flags (prefsHideReadReceipts). Later settings add bits or
+// fields after the flags.
+func encodePrefs(p store.Prefs) []byte {
+	var flags uint64
+	if p.HideReadReceipts {
+		flags |= prefsHideReadReceipts
+	}
+	return binary.AppendUvarint([]byte{recordV1}, flags)
+}
+
+func decodePrefs(b []byte) (store.Prefs, error) {
+	d := decoder{b: b}
+	d.version()
+	flags := d.uvarint()
+	return store.Prefs{HideReadReceipts: flags&prefsHideReadReceipts != 0}, d.done("settings")
 }
 
 // jobRecord is a job as stored; its ID is in the key.

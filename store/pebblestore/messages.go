@@ -14,7 +14,10 @@ import (
 )
 
 // Append implements store.Store. It sets Id, Seq and Timestamp of the given
-// messages that are not duplicates, and restores them if it fails.
+// messages that are not duplicates, and restores them if it fails. In the
+// same batch it moves each sender's read cursor of the conversation to its
+// last new message (the "ro" key, see keys.go); messages of every sender
+// count, store.Store's reserved users included.
 //
 // Ids are max(previous+1, now in Unix milliseconds << 16); the highest is
 // stored with every call and, on Open, the next id starts above both it and
@@ -104,6 +107,28 @@ type pendingConv struct {
 	c         *convSeq
 	app, conv string
 	last      uint64
+	// senders holds each sender's last new message in the conversation,
+	// whose seq becomes the sender's "ro" value (see keys.go). A call
+	// rarely has more than a few senders per conversation, so a slice.
+	senders []sent
+}
+
+// sent is a sender's last message in a pendingConv.
+type sent struct {
+	user string
+	seq  uint64
+}
+
+// sent records that user sent the conversation's message seq, the latest
+// of the call so far.
+func (p *pendingConv) sent(user string, seq uint64) {
+	for i := range p.senders {
+		if p.senders[i].user == user {
+			p.senders[i].seq = seq
+			return
+		}
+	}
+	p.senders = append(p.senders, sent{user, seq})
 }
 
 // savedMsg holds the fields Append sets, to restore them on failure.
@@ -208,10 +233,16 @@ func (s *Store) prepareAppend(msgs []store.Append) (*appendOp, error) {
 				}
 			}
 		}
+		p.sent(m.FromUser, p.last)
 		op.results[i] = store.AppendResult{Msg: m}
 	}
 	for _, p := range op.convs {
 		op.batch.Set(convKey(p.app, p.conv), encodeU64(p.last), nil)
+		// The sender has read its own message: its read cursor moves,
+		// not its shared one (see keys.go for why a key of its own).
+		for _, o := range p.senders {
+			op.batch.Set(ownReadKey(p.app, o.user, p.conv), encodeU64(o.seq), nil)
+		}
 	}
 	// Written by every call, so that a call whose messages are all
 	// duplicates still commits, and returns only once the originals, which

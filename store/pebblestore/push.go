@@ -1,12 +1,10 @@
 package pebblestore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -255,7 +253,8 @@ func (s *Store) countPushJobs() error {
 
 // DeliveredTo implements store.Store. For each user, it seeks to the
 // user's first cursor key, point-reads the cursor of conv of that device,
-// and seeks past the device's other cursors to the next device: a seek and
+// and seeks past the device's other cursors to the next device
+// (deliveredOf), stopping at the first cursor at seq or beyond: a seek and
 // a read per device, however many conversations each device acknowledged.
 func (s *Store) DeliveredTo(ctx context.Context, app, conv string, seq uint64, users []string) (out []string, err error) {
 	if err := s.enter(); err != nil {
@@ -271,50 +270,21 @@ func (s *Store) DeliveredTo(ctx context.Context, app, conv string, seq uint64, u
 	if len(users) == 0 {
 		return nil, nil
 	}
-	all := tenant(app).add("k").sep()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: all, UpperBound: prefixEnd(all)})
+	it, err := s.tenantIter(app)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { err = errors.Join(err, it.Close()) }()
 	for _, u := range users {
-		ok, err := ackedByDevice(it, tenant(app).add("k", u).sep(), conv, seq)
+		acked, found, err := deliveredOf(it, app, u, conv, seq)
 		if err != nil {
 			return nil, fmt.Errorf("pebblestore: delivered to: %w", err)
 		}
-		if ok {
+		if found && acked >= seq {
 			out = append(out, u)
 		}
 	}
 	return out, nil
-}
-
-// ackedByDevice reports whether a device's cursor of conv, among the
-// cursor keys starting with user (P "k" 0 <user> 0), is at seq or beyond.
-func ackedByDevice(it *pebble.Iterator, user keyBuf, conv string, seq uint64) (bool, error) {
-	for valid := it.SeekGE(user); valid && bytes.HasPrefix(it.Key(), user); {
-		device, _, ok := bytes.Cut(it.Key()[len(user):], []byte{sep})
-		if !ok {
-			return false, fmt.Errorf("corrupt cursor key %q", it.Key())
-		}
-		dp := append(slices.Clip(user), device...).sep()
-		ck := dp.add(conv)
-		if it.SeekGE(ck) && bytes.Equal(it.Key(), ck) {
-			v, err := it.ValueAndErr()
-			if err != nil {
-				return false, err
-			}
-			acked, err := decodeU64(v)
-			if err != nil {
-				return false, err
-			}
-			if acked >= seq {
-				return true, nil
-			}
-		}
-		valid = it.SeekGE(prefixEnd(dp))
-	}
-	return false, it.Error()
 }
 
 // job returns the store.PushJob of record j of job id.

@@ -149,6 +149,12 @@ type Store struct {
 	// hashed with ackSeed (static after Open).
 	ackMu   [16]sync.Mutex
 	ackSeed maphash.Seed
+
+	// readMu serializes SetRead's read-compare-write of a user's read
+	// cursors of one conversation (P "r" and P "rs"), striped by the "r"
+	// key hashed with ackSeed. Append does not take it: it writes only the
+	// "ro" keys, which SetRead only reads (see keys.go).
+	readMu [16]sync.Mutex
 }
 
 var _ store.Store = (*Store)(nil)

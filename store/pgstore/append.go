@@ -36,8 +36,10 @@ var errDedupRace = errors.New("pgstore: client message id stored concurrently")
 //  2. Messages whose id was found are duplicates; if there were any, the
 //     last seqs are lowered again, under the locks already held.
 //  3. A second round trip: insert the messages, their dedup entries (in
-//     sorted order) and, for a conversation's first message, its members'
-//     inbox rows; COMMIT.
+//     sorted order), the senders' read cursors (moved forward to their
+//     last message of each conversation: their own messages are read)
+//     and, for a conversation's first message, its members' inbox rows;
+//     COMMIT.
 //
 // If another transaction committed one of the client message ids between
 // steps 1 and 3, the insert into dedup fails, the transaction is rolled

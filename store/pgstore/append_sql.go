@@ -1,7 +1,9 @@
 package pgstore
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -60,6 +62,15 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::bigint
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
 ON CONFLICT DO NOTHING`
 
+	// sqlAdvanceReads moves the senders' read cursors of their
+	// conversations to their last new message, forward only. The rows
+	// are distinct and sorted; each row's conversation is one whose convs
+	// row the transaction holds locked, so two Appends never wait for each
+	// other's read rows in a cycle.
+	sqlAdvanceReads = `INSERT INTO reads AS r (app, user_id, conv, read_seq)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+ON CONFLICT (app, user_id, conv) DO UPDATE SET read_seq = GREATEST(r.read_seq, excluded.read_seq)`
+
 	// sqlInsertPush adds the outbox jobs of messages with a PushAt, each
 	// under its message's id, with users NULL and no attempts.
 	sqlInsertPush = `INSERT INTO push_outbox (id, app, conv, seq, next)
@@ -78,7 +89,13 @@ type appendWrites struct {
 
 	pID, pSeq, pNext []int64
 	pApp, pConv      []string
+
+	// reads holds each sender's last new message per conversation.
+	reads map[readKey]int64
 }
+
+// readKey is a user's read cursor of a conversation.
+type readKey struct{ app, user, conv string }
 
 type dedupRow struct {
 	key     dedupKey
@@ -92,15 +109,18 @@ func newAppendWrites(n int) *appendWrites {
 		mApp: make([]string, 0, n), mConv: make([]string, 0, n),
 		mSeq: make([]int64, 0, n), mMsg: make([][]byte, 0, n),
 		dedup: make([]dedupRow, 0, n),
+		reads: make(map[readKey]int64),
 	}
 }
 
 // message adds a numbered message, marshalled as v, its dedup entry, its
-// outbox job if it has a PushAt and, if it is its conversation's first,
-// its members' inbox rows. Inbox rows are never deleted and a 1:1
-// conversation's members never change, so the first message is enough.
+// outbox job if it has a PushAt, its sender's read cursor and, if it is its
+// conversation's first, its members' inbox rows. Inbox rows are never
+// deleted and a 1:1 conversation's members never change, so the first
+// message is enough. Messages of one conversation come in seq order.
 func (w *appendWrites) message(a store.Append, v []byte) {
 	m := a.Msg
+	w.reads[readKey{a.App, m.FromUser, a.Conv}] = int64(m.Seq)
 	w.mApp, w.mConv = append(w.mApp, a.App), append(w.mConv, a.Conv)
 	w.mSeq, w.mMsg = append(w.mSeq, int64(m.Seq)), append(w.mMsg, v)
 	if m.ClientMsgId != "" {
@@ -132,6 +152,20 @@ func (w *appendWrites) queue(b *pgx.Batch) {
 	}
 	if len(w.iApp) > 0 {
 		b.Queue(sqlInsertInbox, w.iApp, w.iUser, w.iConv)
+	}
+	if n := len(w.reads); n > 0 {
+		keys := make([]readKey, 0, n)
+		for k := range w.reads {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, func(x, y readKey) int {
+			return cmp.Or(strings.Compare(x.app, y.app), strings.Compare(x.user, y.user), strings.Compare(x.conv, y.conv))
+		})
+		apps, users, convs, seqs := make([]string, n), make([]string, n), make([]string, n), make([]int64, n)
+		for j, k := range keys {
+			apps[j], users[j], convs[j], seqs[j] = k.app, k.user, k.conv, w.reads[k]
+		}
+		b.Queue(sqlAdvanceReads, apps, users, convs, seqs)
 	}
 	if len(w.pID) > 0 {
 		b.Queue(sqlInsertPush, w.pID, w.pApp, w.pConv, w.pSeq, w.pNext)

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -200,4 +201,50 @@ ON CONFLICT (app, conv) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq 
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+// BenchmarkReceiptsPG measures Receipts of one group conversation for
+// 100 and 10,000 users, each with 2 devices that acknowledged 20
+// conversations, and a shared read cursor of the group for every other
+// user: cursors of other conversations are what an index on the users'
+// cursors alone would make it read.
+//
+//	go test -run '^$' -bench ReceiptsPG ./store/pgstore/
+func BenchmarkReceiptsPG(b *testing.B) {
+	const users, convs = 10_000, 20
+	dbURL := testURL(b)
+	s := openT(b, dbURL, newSchema(b, dbURL))
+	defer s.Close()
+	for _, sql := range []string{
+		`INSERT INTO cursors (app, user_id, device, conv, acked)
+SELECT 'org/app', 'u' || u, d, 'g:g' || c, u + c FROM generate_series(1, $1::int) u,
+	unnest(ARRAY['phone', 'laptop']) d, generate_series(1, $2::int) c`,
+		`INSERT INTO reads (app, user_id, conv, read_seq, shared_seq)
+SELECT 'org/app', 'u' || u, 'g:g1', u, u FROM generate_series(1, $1::int, 2) u`,
+		`ANALYZE`,
+	} {
+		args := []any{users, convs}
+		if sql == `ANALYZE` {
+			args = nil
+		} else if !strings.Contains(sql, "$2") {
+			args = args[:1]
+		}
+		if _, err := s.pool.Exec(b.Context(), sql, args...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, n := range []int{100, users} {
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
+			ids := make([]string, n)
+			for i := range ids {
+				ids[i] = fmt.Sprint("u", i*(users/n)+1)
+			}
+			for b.Loop() {
+				r, err := s.Receipts(b.Context(), "org/app", "g:g1", ids)
+				if err != nil || len(r) != n || r[0].Delivered == 0 {
+					b.Fatalf("Receipts: %d receipts, %v", len(r), err)
+				}
+			}
+		})
+	}
 }

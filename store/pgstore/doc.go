@@ -10,15 +10,17 @@
 // order) that the schema lacks, in one transaction holding
 // pg_advisory_xact_lock on a key derived from the schema's name, and
 // records each in schema_migrations: processes starting at once apply
-// each migration once. The tables (see migrations/0001_init.sql and
-// 0002_push_outbox.sql):
+// each migration once. The tables (see migrations/0001_init.sql,
+// 0002_push_outbox.sql and 0003_receipts.sql):
 //
 //	convs          (app, conv) -> last_seq
 //	messages       (app, conv, seq) -> msg, the proto-marshalled qimpb.Message
 //	message_ids    a sequence giving message ids
 //	dedup          (app, from_user, client_msg_id) -> conv, seq, created
 //	inbox          (app, user_id, conv): the 1:1 conversations of a user
-//	cursors        (app, user_id, device, conv) -> acked
+//	cursors        (app, user_id, device, conv) -> acked (index on app, conv, user_id)
+//	reads          (app, user_id, conv) -> read_seq, shared_seq (read cursors)
+//	prefs          (app, user_id) -> hide_read_receipts (store.Prefs)
 //	contacts       (app, user_id, contact)
 //	chat_groups    (app, id) -> name, owner, created, joins, members (0: closed)
 //	group_members  (app, group_id, user_id) -> join_seq, join_num
@@ -46,8 +48,9 @@
 //  2. If the lookup found duplicates, their seqs are given back (the rows
 //     are still locked). The messages are numbered and marshalled, then:
 //     INSERT the messages, their dedup entries (sorted), the inbox rows of
-//     a conversation's first message, the outbox jobs of those with a
-//     PushAt (under their message's id); COMMIT.
+//     a conversation's first message, the senders' read cursors (an
+//     upsert, GREATEST), the outbox jobs of those with a PushAt (under
+//     their message's id); COMMIT.
 //
 // The row lock on convs serializes the Appends of one conversation across
 // processes until commit, and the messages commit with the last seq that
@@ -77,6 +80,14 @@
 // one UPDATE and one DELETE by id; PushBacklog counts the rows (no counter
 // row, which every Append would have to update). DeliveredTo is one
 // query over cursors, grouped by user.
+//
+// # Read cursors and receipts
+//
+// SetRead is one upsert that moves both cursors with GREATEST and
+// returns them; it commits synchronously. Receipts, ContactOf and Inbox
+// are one query each, whatever the number of users: arrays passed to
+// unnest or ANY, and correlated subqueries that each probe an index
+// (cursors_by_conv for a user's devices' cursors of one conversation).
 //
 // # De-duplication retention
 //

@@ -12,26 +12,43 @@ import (
 
 // sqlInbox lists the 1:1 conversations of a user that have messages, and
 // the groups the user is a member of (a closed group has none), with the
-// device's cursor. A group's cursor is never below the member's join
-// point, so a user who left and joined again is not given the messages
-// sent while away. Conversations and cursors are looked up by correlated
+// device's cursor and the user's read cursor. A group's cursor is never
+// below the member's join point, so a user who left and joined again is
+// not given the messages sent while away. For a 1:1 conversation with
+// someone else (peer: the other user of 'u:<a>:<b>', NULL for oneself),
+// it adds the peer's furthest device cursor and shared read cursor.
+// Conversations, cursors and read cursors are looked up by correlated
 // subqueries, each an index probe per row of the user's, whatever plan is
 // cached.
-const sqlInbox = `SELECT conv, last_seq, acked FROM (
+const sqlInbox = `SELECT conv, last_seq, acked, read_seq,
+	COALESCE((SELECT max(k.acked) FROM cursors k WHERE k.app = $1 AND k.conv = direct.conv AND k.user_id = direct.peer), 0),
+	COALESCE((SELECT r.shared_seq FROM reads r WHERE r.app = $1 AND r.user_id = direct.peer AND r.conv = direct.conv), 0)
+FROM (
 	SELECT i.conv,
+		CASE WHEN i.conv ~ '^u:[^:]*:[^:]*$' THEN
+			CASE $2::text
+			WHEN split_part(i.conv, ':', 2) THEN NULLIF(split_part(i.conv, ':', 3), $2::text)
+			WHEN split_part(i.conv, ':', 3) THEN NULLIF(split_part(i.conv, ':', 2), $2::text)
+			END
+		END AS peer,
 		COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = i.app AND c.conv = i.conv), 0) AS last_seq,
 		COALESCE((SELECT k.acked FROM cursors k
-			WHERE k.app = i.app AND k.user_id = i.user_id AND k.device = $3 AND k.conv = i.conv), 0) AS acked
+			WHERE k.app = i.app AND k.user_id = i.user_id AND k.device = $3 AND k.conv = i.conv), 0) AS acked,
+		COALESCE((SELECT r.read_seq FROM reads r
+			WHERE r.app = i.app AND r.user_id = i.user_id AND r.conv = i.conv), 0) AS read_seq
 	FROM inbox i WHERE i.app = $1 AND i.user_id = $2
 ) AS direct WHERE last_seq > 0
 UNION ALL
 SELECT g.conv,
 	COALESCE((SELECT c.last_seq FROM convs c WHERE c.app = g.app AND c.conv = g.conv), 0),
 	GREATEST(g.join_seq, COALESCE((SELECT k.acked FROM cursors k
-		WHERE k.app = g.app AND k.user_id = g.user_id AND k.device = $3 AND k.conv = g.conv), 0))
+		WHERE k.app = g.app AND k.user_id = g.user_id AND k.device = $3 AND k.conv = g.conv), 0)),
+	COALESCE((SELECT r.read_seq FROM reads r WHERE r.app = g.app AND r.user_id = g.user_id AND r.conv = g.conv), 0),
+	0, 0
 FROM (SELECT app, user_id, 'g:' || group_id AS conv, join_seq FROM group_members WHERE app = $1 AND user_id = $2) AS g`
 
-// Inbox implements store.Store. Conversations are sorted by key.
+// Inbox implements store.Store, in one query (sqlInbox). Conversations are
+// sorted by key.
 func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.ConvState, error) {
 	ctx, cancel, err := s.enter(ctx, app, user, device)
 	if err != nil {
@@ -44,9 +61,10 @@ func (s *Store) Inbox(ctx context.Context, app, user, device string) ([]store.Co
 	}
 	var out []store.ConvState
 	var c store.ConvState
-	var last, acked int64
-	_, err = pgx.ForEachRow(rows, []any{&c.Conv, &last, &acked}, func() error {
-		c.LastSeq, c.Acked = uint64(last), uint64(acked)
+	var last, acked, read, peerDelivered, peerRead int64
+	_, err = pgx.ForEachRow(rows, []any{&c.Conv, &last, &acked, &read, &peerDelivered, &peerRead}, func() error {
+		c.LastSeq, c.Acked, c.Read = uint64(last), uint64(acked), uint64(read)
+		c.PeerDelivered, c.PeerRead = uint64(peerDelivered), uint64(peerRead)
 		out = append(out, c)
 		return nil
 	})

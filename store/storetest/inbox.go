@@ -13,11 +13,15 @@ func testInboxDirect(t *testing.T, s store.Store) {
 	}
 	mustAppend(t, s, direct(appA, "alice", "bob", "1", "hi"))
 
-	// Both members have the conversation, unacknowledged on every device.
-	for _, user := range []string{"alice", "bob"} {
-		want := store.ConvState{Conv: conv, LastSeq: 1, Acked: 0}
-		if got := inboxConv(t, s, appA, user, "phone", conv); got != want {
-			t.Errorf("Inbox(%s): %+v, want %+v", user, got, want)
+	// Both members have the conversation, unacknowledged on every device;
+	// alice has read her own message.
+	for _, tt := range []struct {
+		user string
+		read uint64
+	}{{"alice", 1}, {"bob", 0}} {
+		want := store.ConvState{Conv: conv, LastSeq: 1, Acked: 0, Read: tt.read}
+		if got := inboxConv(t, s, appA, tt.user, "phone", conv); got != want {
+			t.Errorf("Inbox(%s): %+v, want %+v", tt.user, got, want)
 		}
 	}
 	if got := mustInbox(t, s, appA, "carol", "phone"); len(got) != 0 {

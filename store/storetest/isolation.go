@@ -168,6 +168,11 @@ func testClosed(t *testing.T, s store.Store) {
 		"FinishPush":    s.FinishPush(ctx, 1),
 		"PushBacklog":   second(s.PushBacklog(ctx)),
 		"DeliveredTo":   second(s.DeliveredTo(ctx, appA, conv, 1, []string{"alice"})),
+		"SetRead":       third(s.SetRead(ctx, appA, "alice", conv, 1, true)),
+		"Receipts":      second(s.Receipts(ctx, appA, conv, []string{"alice"})),
+		"Prefs":         second(s.Prefs(ctx, appA, "alice")),
+		"SetPrefs":      s.SetPrefs(ctx, appA, "alice", store.Prefs{HideReadReceipts: true}),
+		"ContactOf":     second(s.ContactOf(ctx, appA, "bob", []string{"alice"})),
 		"Close":         s.Close(),
 	} {
 		if !errors.Is(err, store.ErrClosed) {
@@ -200,6 +205,10 @@ func testInvalidIDs(t *testing.T, s store.Store) {
 			_, err := s.DeliveredTo(ctx, appA, "u:a:b", 1, []string{""})
 			return err
 		}(),
+		"read cursor of a user with NUL": third(s.SetRead(ctx, appA, "al\x00ice", "u:a:b", 1, true)),
+		"receipts of an empty user":      second(s.Receipts(ctx, appA, "u:a:b", []string{"alice", ""})),
+		"prefs of an empty user":         s.SetPrefs(ctx, appA, "", store.Prefs{}),
+		"contact of an owner with NUL":   second(s.ContactOf(ctx, appA, "bob", []string{"a\x00lice"})),
 	} {
 		if err == nil {
 			t.Errorf("%s: no error", name)

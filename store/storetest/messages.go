@@ -368,4 +368,13 @@ func testConcurrentAppend(t *testing.T, s store.Store) {
 		}
 		checkSeqs(t, c, mustMessages(t, s, appA, c, 0, int(want)+10), span(1, want))
 	}
+	// Every message of a conversation is its sender's: the sender's read
+	// cursor is at the last, whatever order the Appends ran in.
+	for g := range convs {
+		from, to := conv(g)
+		c := store.DirectConv(from, to)
+		if got := inboxConv(t, s, appA, from, "phone", c).Read; got != want {
+			t.Errorf("Inbox(%s) of %s: Read %d, want %d", from, c, got, want)
+		}
+	}
 }

@@ -17,8 +17,9 @@ import (
 // again and checks that everything is still there, that a retried
 // ClientMsgId is still a duplicate, and that the next Append continues the
 // seqs with a larger id; and that the offline-push outbox keeps its jobs,
-// as retried, without those finished. open must open (creating if needed) the store kept
-// in dir; RunReopen closes what it opens.
+// as retried, without those finished; and that read cursors (moved by
+// Append and SetRead) and settings survive. open must open (creating if
+// needed) the store kept in dir; RunReopen closes what it opens.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -39,6 +40,10 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		t.Fatalf("LeaveGroup: %v", err)
 	}
 	mustSetAcked(t, s, appA, "alice", "laptop", direct1, 3)
+	// Read cursors: bob's shared, dave's private; settings.
+	mustSetRead(t, s, appA, "bob", direct1, 3, true)
+	mustSetRead(t, s, appA, "dave", group1, 2, false)
+	mustSetPrefs(t, s, appA, "alice", store.Prefs{HideReadReceipts: true})
 	for range 2 {
 		if _, err := s.NextEpoch(ctx, appA, "alice", "phone"); err != nil {
 			t.Fatalf("NextEpoch: %v", err)
@@ -100,18 +105,28 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 		user, device, conv string
 		want               store.ConvState
 	}{
-		{"bob", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 1}},
-		{"alice", "laptop", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 3}},
-		{"alice", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 0}},
-		{"bob", "phone", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 1}},
-		{"bob", "tablet", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 0}},
+		{"bob", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 1, Read: 3, PeerDelivered: 3}},
+		{"alice", "laptop", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 3, Read: 3, PeerDelivered: 1, PeerRead: 3}},
+		{"alice", "phone", direct1, store.ConvState{Conv: direct1, LastSeq: 3, Acked: 0, Read: 3, PeerDelivered: 1, PeerRead: 3}},
+		{"bob", "phone", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 1, Read: 2}},
+		{"bob", "tablet", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 0, Read: 2}},
+		{"dave", "phone", group1, store.ConvState{Conv: group1, LastSeq: 2, Acked: 2, Read: 2}},
 	} {
 		if got := inboxConv(t, s, appA, tt.user, tt.device, tt.conv); got != tt.want {
 			t.Errorf("Inbox(%s, %s) after reopen: %+v, want %+v", tt.user, tt.device, got, tt.want)
 		}
 	}
+	if got, want := mustReceipts(t, s, appA, direct1, "alice", "bob"), []store.Receipt{{User: "alice", Delivered: 3}, {User: "bob", Delivered: 1, Read: 3}}; !slices.Equal(got, want) {
+		t.Errorf("Receipts after reopen = %+v, want %+v", got, want)
+	}
+	if got := mustPrefs(t, s, appA, "alice"); !got.HideReadReceipts {
+		t.Errorf("Prefs(alice) after reopen = %+v, want HideReadReceipts", got)
+	}
 	if got := mustContacts(t, s, appA, "alice"); !slices.Equal(got, []string{"bob"}) {
 		t.Errorf("Contacts after reopen = %v", got)
+	}
+	if got := mustContactOf(t, s, appA, "bob", "bob", "alice"); !slices.Equal(got, []string{"alice"}) {
+		t.Errorf("ContactOf(bob) after reopen = %v", got)
 	}
 	if got, err := s.GetGroup(ctx, appA, "g1"); err != nil || got != wantG {
 		t.Errorf("GetGroup after reopen = %+v, %v; want %+v", got, err, wantG)

@@ -62,6 +62,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RetryFinishPush", testRetryFinishPush},
 		{"PushConcurrentClaim", testPushConcurrentClaim},
 		{"DeliveredTo", testDeliveredTo},
+		{"SetRead", testSetRead},
+		{"AppendRead", testAppendRead},
+		{"Receipts", testReceipts},
+		{"InboxReceipts", testInboxReceipts},
+		{"Prefs", testPrefs},
+		{"ContactOf", testContactOf},
+		{"ReceiptsIsolation", testReceiptsIsolation},
+		{"ReadConcurrent", testReadConcurrent},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
