@@ -32,7 +32,11 @@ func (h *Hub) Contact(ctx context.Context, app, user string, r *qimpb.ContactReq
 		if err != nil {
 			return nil, StoreError("contacts", err)
 		}
-		return &qimpb.ContactResult{Users: users}, nil
+		shown, err := h.visiblePresence(ctx, app, user, users)
+		if err != nil {
+			return nil, err
+		}
+		return &qimpb.ContactResult{Users: users, Presence: shown}, nil
 	default:
 		return nil, Errorf(qimpb.Code_INVALID_ARGUMENT, "unknown contact op %d", r.Op)
 	}

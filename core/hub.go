@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qim-im/qim/metrics"
+	"github.com/qim-im/qim/presence"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
@@ -90,6 +91,21 @@ type Config struct {
 	// whatever their settings: READ still moves a user's own cursor
 	// (unread counts), and nobody learns it (docs/PROTOCOL.md 11.4).
 	HideReadReceipts bool
+	// PresenceGrace is how long a user whose last connection ended stays
+	// online or away to its contacts: a reconnection within it shows
+	// nothing. Zero means 5 s.
+	PresenceGrace time.Duration
+	// PresenceCoalesce is the least time between two presence changes of
+	// a user that its contacts are told (the latest state wins). Zero
+	// means 1 s.
+	PresenceCoalesce time.Duration
+	// PresenceGroups shows a user's presence to the members of its groups
+	// of at most 500 members too, not only to its contacts.
+	PresenceGroups bool
+	// NewPresence, if set, returns the presence tracker the hub uses,
+	// which calls publish with each change (a tracker shared between
+	// nodes, say). Nil means a presence.Local with PresenceGrace.
+	NewPresence func(publish func(presence.Change)) presence.Tracker
 	// TypingRate and TypingBurst limit TYPING per user and conversation.
 	// Zero means 2 per second with bursts of 4.
 	TypingRate  float64
@@ -104,25 +120,27 @@ type Config struct {
 // NewHub; Close stops it. Its methods are safe for concurrent use.
 type Hub struct {
 	// Static after construction.
-	store     store.Store
-	apps      AppKeys
-	router    Router
-	logger    *slog.Logger
-	maxFrame  int
-	maxBatch  int
-	pushDelay time.Duration // Config.PushDelay; 0: no outbox jobs
-	now       func() time.Time
-	shared    bool // other nodes share the store (a Router other than a LocalRouter)
-	recent    *recentCache
-	groups    *groupCache
-	mem       *Budget       // what all sessions buffer
-	limits    *userLimits   // nil: no rate limit
-	invites   *inviteLimits // nil: no invitation limit
-	maxGroup  int
-	metrics   *metrics.Metrics // nil: off
-	hideReads bool             // Config.HideReadReceipts
-	typing    *userLimits      // per user and conversation (typing.go)
-	watches   *watches         // receipt watches of this node's sessions (watch.go)
+	store          store.Store
+	apps           AppKeys
+	router         Router
+	logger         *slog.Logger
+	maxFrame       int
+	maxBatch       int
+	pushDelay      time.Duration // Config.PushDelay; 0: no outbox jobs
+	now            func() time.Time
+	shared         bool // other nodes share the store (a Router other than a LocalRouter)
+	recent         *recentCache
+	groups         *groupCache
+	mem            *Budget       // what all sessions buffer
+	limits         *userLimits   // nil: no rate limit
+	invites        *inviteLimits // nil: no invitation limit
+	maxGroup       int
+	metrics        *metrics.Metrics // nil: off
+	hideReads      bool             // Config.HideReadReceipts
+	typing         *userLimits      // per user and conversation (typing.go)
+	watches        *watches         // receipt watches of this node's sessions (watch.go)
+	presence       presence.Tracker // presence.go
+	presenceGroups bool             // Config.PresenceGroups
 
 	// stopListen removes the hub from the router's listeners (cluster.go).
 	stopListen func()
@@ -145,20 +163,21 @@ func NewHub(cfg Config) (*Hub, error) {
 		return nil, errors.New("core: Config.Store is nil")
 	}
 	h := &Hub{
-		store:     cfg.Store,
-		apps:      cfg.Apps,
-		router:    cfg.Router,
-		logger:    cfg.Logger,
-		maxFrame:  cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
-		maxBatch:  cmp.Or(max(cfg.MaxBatch, 0), 512),
-		pushDelay: max(cfg.PushDelay, 0),
-		hideReads: cfg.HideReadReceipts,
-		now:       cfg.Now,
-		metrics:   cfg.Metrics,
-		maxGroup:  cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
-		mem:       &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
-		commits:   make(chan *Pending, 1024),
-		stop:      make(chan struct{}),
+		store:          cfg.Store,
+		apps:           cfg.Apps,
+		router:         cfg.Router,
+		logger:         cfg.Logger,
+		maxFrame:       cmp.Or(max(cfg.MaxFrame, 0), qimpb.DefaultMaxFrame),
+		maxBatch:       cmp.Or(max(cfg.MaxBatch, 0), 512),
+		pushDelay:      max(cfg.PushDelay, 0),
+		hideReads:      cfg.HideReadReceipts,
+		presenceGroups: cfg.PresenceGroups,
+		now:            cfg.Now,
+		metrics:        cfg.Metrics,
+		maxGroup:       cmp.Or(max(cfg.MaxGroupMembers, 0), 10000),
+		mem:            &Budget{limit: cmp.Or(max(cfg.TotalMemory, 0), 256<<20)},
+		commits:        make(chan *Pending, 1024),
+		stop:           make(chan struct{}),
 	}
 	if h.router == nil {
 		h.router = &LocalRouter{}
@@ -214,6 +233,7 @@ func NewHub(cfg Config) (*Hub, error) {
 	h.wg.Go(h.commitLoop)
 	h.watches = newWatches(h)
 	h.wg.Go(h.watches.run)
+	h.startPresence(cfg)
 	if window := cmp.Or(cfg.DedupWindow, defaultDedupWindow); window > 0 {
 		h.wg.Go(func() { h.pruneLoop(window) })
 	}
@@ -228,6 +248,8 @@ func (h *Hub) Close() error {
 		h.stopListen()
 		close(h.stop)
 		h.cancel()
+		h.presence.Close() // after stop: its Publish may wait on the fan-out workers
+
 	})
 	h.wg.Wait()
 	return nil

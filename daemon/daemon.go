@@ -184,6 +184,17 @@ type Config struct {
 	PushNoPreview  bool
 	PushDelay      time.Duration
 	PushWorker     push.Config
+	// NoReadReceipts hides every user's read cursor from the others
+	// (core.Config.HideReadReceipts).
+	NoReadReceipts bool
+	// PresenceCoalesce is core.Config.PresenceCoalesce.
+	PresenceCoalesce time.Duration
+	// PresenceGroups shows presence between the members of small groups
+	// too (core.Config.PresenceGroups).
+	PresenceGroups bool
+	// PresenceGrace is how long a user whose last connection ended stays
+	// online to its contacts (docs/PROTOCOL.md 11.6). Zero means 5 s.
+	PresenceGrace time.Duration
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -335,20 +346,22 @@ func (d *Daemon) start(ctx context.Context) error {
 		return err
 	}
 	d.hub, err = core.NewHub(core.Config{
-		Store:           d.store,
-		Router:          router,
-		Apps:            d.apps,
-		Logger:          logger,
-		MaxFrame:        cfg.MaxFrame,
-		SendRate:        cfg.SendRate,
-		SendBurst:       cfg.SendBurst,
-		MaxGroupMembers: cfg.MaxGroupMembers,
-		InvitesPerHour:  cfg.InvitesPerHour,
-		TotalMemory:     cfg.TotalMemory,
-		GroupCacheBytes: cfg.GroupCacheBytes,
-		DedupWindow:     cfg.DedupWindow,
-		Metrics:         m,
-		PushDelay:       pushDelay,
+		Store:            d.store,
+		Router:           router,
+		Apps:             d.apps,
+		Logger:           logger,
+		MaxFrame:         cfg.MaxFrame,
+		SendRate:         cfg.SendRate,
+		SendBurst:        cfg.SendBurst,
+		MaxGroupMembers:  cfg.MaxGroupMembers,
+		InvitesPerHour:   cfg.InvitesPerHour,
+		TotalMemory:      cfg.TotalMemory,
+		GroupCacheBytes:  cfg.GroupCacheBytes,
+		DedupWindow:      cfg.DedupWindow,
+		Metrics:          m,
+		PushDelay:        pushDelay,
+		HideReadReceipts: cfg.NoReadReceipts,
+		PresenceGrace:    cfg.PresenceGrace,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)

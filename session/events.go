@@ -12,7 +12,9 @@ import (
 )
 
 // eventBudget bounds, in bytes of encoded events, what a session queues for
-// its device (docs/PROTOCOL.md section 11.1).
+// its device (docs/PROTOCOL.md section 11.1). Queued events are charged to
+// the hub's memory budget too (core.Hub.Memory), so that all devices
+// together stay within it.
 const eventBudget = 64 << 10
 
 // datagramQueue is how many typing datagrams a session hands to its
@@ -126,10 +128,18 @@ func (q *eventQueue) offer(ev *qimpb.Event) {
 		s.mu.Unlock()
 		return
 	}
+	total := s.hub.Memory()
 	if old := q.items[k]; old != nil {
 		if k.kind == metrics.EventReceipt {
 			ev = mergeReceipts(old.ev, ev)
 			size = proto.Size(ev)
+		}
+		if d := size - old.size; d > 0 && !total.Take(int64(d), false) {
+			s.mu.Unlock()
+			m.EventDropped(k.kind, metrics.EventQueueFull)
+			return
+		} else if d < 0 {
+			total.Give(int64(-d))
 		}
 		q.bytes += size - old.size
 		old.ev, old.size, old.at = ev, size, time.Now()
@@ -140,7 +150,7 @@ func (q *eventQueue) offer(ev *qimpb.Event) {
 	if q.bytes+size > eventBudget && k.kind != metrics.EventTyping {
 		q.evictTypingLocked(size)
 	}
-	if q.bytes+size > eventBudget {
+	if q.bytes+size > eventBudget || !total.Take(int64(size), false) {
 		s.mu.Unlock()
 		m.EventDropped(k.kind, metrics.EventQueueFull)
 		return
@@ -159,6 +169,7 @@ func (q *eventQueue) evictTypingLocked(size int) {
 		k := q.order[i]
 		if it := q.items[k]; k.kind == metrics.EventTyping && it != nil {
 			q.bytes -= it.size
+			q.s.hub.Memory().Give(int64(it.size))
 			delete(q.items, k)
 			q.s.dev.metrics.EventDropped(k.kind, metrics.EventQueueFull)
 		}
@@ -197,6 +208,7 @@ func (q *eventQueue) next() (eventKey, *queuedEvent) {
 		if it := q.items[k]; it != nil {
 			delete(q.items, k)
 			q.bytes -= it.size
+			s.hub.Memory().Give(int64(it.size))
 			return k, it
 		}
 	}
@@ -250,6 +262,17 @@ func (q *eventQueue) writeEvents(ctx context.Context, snapshot []*qimpb.Event) {
 	}
 }
 
+// release drops every queued event and gives back what they held of the
+// hub's memory budget; with dead, the queue takes no more events.
+func (q *eventQueue) release(dead bool) {
+	q.s.mu.Lock()
+	defer q.s.mu.Unlock()
+	q.dead = q.dead || dead
+	clear(q.items)
+	q.s.hub.Memory().Give(int64(q.bytes))
+	q.order, q.bytes = nil, 0
+}
+
 // writeStream writes ev on the control stream. After a failed write the
 // queue is dead: the device does not read its control stream, or the
 // connection is ending.
@@ -261,11 +284,7 @@ func (q *eventQueue) writeStream(ev *qimpb.Event, kind metrics.EventKind) bool {
 	}
 	if err != nil {
 		m.EventDropped(kind, metrics.EventWriteFailed)
-		q.s.mu.Lock()
-		q.dead = true
-		clear(q.items)
-		q.order, q.bytes = nil, 0
-		q.s.mu.Unlock()
+		q.release(true)
 		if !errors.Is(err, context.Canceled) {
 			q.s.logger.Debug("events stop: control stream write failed", "err", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/qim-im/qim/core"
+	"github.com/qim-im/qim/presence"
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
 )
@@ -30,24 +31,24 @@ type Session struct {
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
 	mem      *deviceMem // what the server buffers for the device
-	feats    features    // what the device asked for and was granted (events.go)
+	feats    features   // what the device asked for and was granted (events.go)
 	granted  []qimpb.Feature
 	events   *eventQueue // nil without event features
-	presence core.PresenceConn
+	presence presence.Conn
 
 	unregister func()
 	wg         sync.WaitGroup // every goroutine of the session
 
 	streams streamSet // the conversation streams, a cache (streams.go); has its own lock
 
-	mu      sync.Mutex
-	pushers map[string]*pusher         // by conversation; guarded by mu
-	inbox   map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
-	closed  bool                       // guarded by mu
-	watches map[string]*core.Watch     // receipt watches, by group; guarded by mu
-	hideReads bool                     // the user's Settings.hide_read_receipts as last read; guarded by mu
-	readers int                        // stream readers running; guarded by mu
-	drained chan struct{}              // closed when readers drops to 0; guarded by mu
+	mu        sync.Mutex
+	pushers   map[string]*pusher         // by conversation; guarded by mu
+	inbox     map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
+	closed    bool                       // guarded by mu
+	watches   map[string]*core.Watch     // receipt watches, by group; guarded by mu
+	hideReads bool                       // the user's Settings.hide_read_receipts as last read; guarded by mu
+	readers   int                        // stream readers running; guarded by mu
+	drained   chan struct{}              // closed when readers drops to 0; guarded by mu
 
 	// Reads of the inbox for conversations the snapshot lacks
 	// (inboxState). Guarded by mu.
@@ -91,6 +92,9 @@ func (s *Session) Close() {
 	s.unregister()
 	s.cancel()
 	s.wg.Wait()
+	if s.events != nil {
+		s.events.release(true)
+	}
 }
 
 // DrainReaders waits until every stream reader has returned (the device
