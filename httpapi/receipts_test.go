@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/qim-im/qim/daemon"
 	"github.com/qim-im/qim/internal/testserver"
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -244,6 +245,34 @@ func TestReceiptsTenancy(t *testing.T) {
 		a.call("GET", "/v1/settings", other("bob"), "", http.StatusOK, &s)
 		if s.HideReadReceipts {
 			t.Fatal("bob of demo's settings apply to bob of the other application")
+		}
+	})
+}
+
+// TestServerHidesReadReceipts runs a server that hides every read receipt
+// (daemon.Config.NoReadReceipts): the settings in force say so whatever a
+// user stores, and a read moves the reader's cursor only.
+func TestServerHidesReadReceipts(t *testing.T) {
+	hide := testserver.Options{Configure: func(c *daemon.Config) { c.NoReadReceipts = true }}
+	eachTransport(t, hide, func(t *testing.T, a *api) {
+		for _, tt := range []struct {
+			method, body string
+		}{{"GET", ""}, {"PUT", `{"hide_read_receipts":false}`}, {"PUT", `{}`}, {"GET", ""}} {
+			var s qimpb.Settings
+			a.call(tt.method, "/v1/settings", a.user("alice"), tt.body, http.StatusOK, &s)
+			if !s.HideReadReceipts {
+				t.Fatalf("%s /v1/settings %s: %v, want hide_read_receipts", tt.method, tt.body, &s)
+			}
+		}
+		a.send(a.user("bob"), `{"to_user":"alice","text":"one"}`)
+		a.send(a.user("bob"), `{"to_user":"alice","text":"two"}`)
+		const direct = "u:alice:bob"
+		expectRead(t, "alice reads 2", a.markRead(a.user("alice"), direct, 2), 2, 0)
+		if c := a.inbox(a.user("alice"))[direct]; c.ReadSeq != 2 || c.Unread != 0 {
+			t.Fatalf("alice's own cursor: %v", c)
+		}
+		if c := a.inbox(a.user("bob"))[direct]; c.PeerRead != 0 {
+			t.Fatalf("bob sees alice's read on a server that hides them: %v", c)
 		}
 	})
 }
