@@ -2,15 +2,19 @@ package httpapi
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/qim-im/qim/core"
 	qimpb "github.com/qim-im/qim/proto"
 )
 
 // inbox is GET /v1/conversations: the conversations of the caller's user,
-// with the last seq, the cursor of the caller's device (Qim-Device) and the
-// unread count.
+// sorted by key, each with its last seq, the user's read cursor and unread
+// count, the cursor of the caller's device (Qim-Device) and, for a 1:1
+// conversation, the other user's receipts. core.ConversationState computes
+// them, as for the protocol's INBOX.
 func (h *Handler) inbox(w http.ResponseWriter, r *http.Request) {
 	c, err := h.authenticate(r, bodySHA256(nil))
 	if err == nil {
@@ -29,23 +33,29 @@ func (h *Handler) inbox(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, core.StoreError("inbox", err))
 		return
 	}
-	res := &qimpb.Inbox{}
+	res := &qimpb.Inbox{Conversations: make([]*qimpb.Conversation, 0, len(convs))}
 	for _, cs := range convs {
-		conv := &qimpb.Conversation{Conversation: cs.Conv, LastSeq: cs.LastSeq, Acked: cs.Acked}
-		if cs.LastSeq > cs.Acked {
-			conv.Unread = cs.LastSeq - cs.Acked
+		st := core.ConversationState(user, cs)
+		if st == nil {
+			continue // a malformed key: nothing a client could address
 		}
-		a, b, group, _ := core.ParseConv(cs.Conv)
-		switch {
-		case group != "":
-			conv.GroupId = group
-		case a == user:
-			conv.Peer = b
-		default:
-			conv.Peer = a
-		}
-		res.Conversations = append(res.Conversations, conv)
+		res.Conversations = append(res.Conversations, &qimpb.Conversation{
+			Conversation:  cs.Conv,
+			Peer:          st.ToUser,
+			GroupId:       st.ToGroup,
+			LastSeq:       st.LastSeq,
+			Acked:         st.Acked,
+			Unread:        st.Unread,
+			ReadSeq:       st.ReadSeq,
+			PeerDelivered: st.PeerDelivered,
+			PeerRead:      st.PeerRead,
+		})
 	}
+	// The stores list by key already; the API promises it whatever the
+	// store.
+	slices.SortFunc(res.Conversations, func(x, y *qimpb.Conversation) int {
+		return strings.Compare(x.Conversation, y.Conversation)
+	})
 	writeJSON(w, http.StatusOK, res)
 }
 

@@ -151,10 +151,13 @@ func TestQUICToHTTP(t *testing.T) {
 			t.Fatalf("history read over HTTP: %v", page)
 		}
 		eventually(t, "bob's phone acknowledged both", func() bool {
-			var inbox qimpb.Inbox
-			a.call("GET", "/v1/conversations", a.device("bob", "phone"), "", http.StatusOK, &inbox)
-			return len(inbox.Conversations) == 1 && inbox.Conversations[0].Acked == 2 && inbox.Conversations[0].Unread == 0
+			c := a.inbox(a.device("bob", "phone"))["u:alice:bob"]
+			return c.GetAcked() == 2
 		})
+		// Received is not read: the unread count waits for a read.
+		if c := a.inbox(a.device("bob", "phone"))["u:alice:bob"]; c.Unread != 2 || c.ReadSeq != 0 {
+			t.Fatalf("bob's inbox after the acknowledgement: %v", c)
+		}
 
 		a.send(a.device("bob", "web"), `{"to_user":"alice","text":"r1"}`)
 		if m := expectTexts(t, alice, "r1")[0]; m.FromUser != "bob" || m.FromDevice != "web" || m.Seq != 3 {

@@ -19,11 +19,13 @@ func FuzzDecodeJSON(f *testing.F) {
 		`{"to_group":"g1","type":"IMAGE","image_url":"https://x/y.png","online_only":true,"system":true}`,
 		`{"name":"team"}`, `{"user":"bob"}`, `{"ttl_seconds":"3600"}`, `{}`, ``, `null`,
 		`{"type":7}`, `{"to_user":"\u0000"}`, `{"ttl_seconds":1e400}`,
+		`{"seq":3}`, `{"seq":"18446744073709551615"}`, `{"hide_read_receipts":true}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, m := range []proto.Message{&qimpb.MintTokenRequest{}, &qimpb.SendMessageRequest{}, &qimpb.GroupRequest{}} {
+		for _, m := range []proto.Message{&qimpb.MintTokenRequest{}, &qimpb.SendMessageRequest{}, &qimpb.GroupRequest{},
+			&qimpb.MarkReadRequest{}, &qimpb.Settings{}} {
 			err := decodeJSON(b, m)
 			if err != nil {
 				if code, _ := core.CodeOf(err); code != qimpb.Code_BAD_REQUEST {

@@ -281,6 +281,30 @@ func (a *api) history(c cred, conv, query string) []*qimpb.ApiMessage {
 	return page.Messages
 }
 
+// inbox returns the inbox of c (GET /v1/conversations), by conversation
+// key, after checking that it is sorted by key.
+func (a *api) inbox(c cred) map[string]*qimpb.Conversation {
+	a.t.Helper()
+	var res qimpb.Inbox
+	a.call("GET", "/v1/conversations", c, "", http.StatusOK, &res)
+	m := make(map[string]*qimpb.Conversation)
+	for i, conv := range res.Conversations {
+		if i > 0 && res.Conversations[i-1].Conversation >= conv.Conversation {
+			a.t.Fatalf("inbox of %s not sorted by key: %v", c.user, res.Conversations)
+		}
+		m[conv.Conversation] = conv
+	}
+	return m
+}
+
+// markRead marks conv read up to seq as c, and returns the answer.
+func (a *api) markRead(c cred, conv string, seq uint64) *qimpb.ReadResult {
+	a.t.Helper()
+	var res qimpb.ReadResult
+	a.call("POST", "/v1/conversations/"+conv+"/read", c, fmt.Sprintf(`{"seq":%d}`, seq), http.StatusOK, &res)
+	return &res
+}
+
 // createGroup creates a group owned by owner and returns its id.
 func (a *api) createGroup(owner, name string) string {
 	a.t.Helper()
