@@ -18,10 +18,15 @@ const (
 // rr.Seq (forward only; durable before it returns) and tells the others
 // (docs/PROTOCOL.md section 11.3): the user's other devices, the other
 // user of a 1:1 conversation (unless the user hides read receipts), and
-// the hubs watching a group's receipts. device is the device that read;
-// hide is the user's Settings.hide_read_receipts.
-func (h *Hub) Read(ctx context.Context, app, user, device string, rr *qimpb.ReadRequest, hide bool) (*qimpb.ReadResult, error) {
+// the hubs watching a group's receipts. device is the device that read.
+// The user's settings are read at each call, so that a change made on any
+// device or through the HTTP API holds at once.
+func (h *Hub) Read(ctx context.Context, app, user, device string, rr *qimpb.ReadRequest) (*qimpb.ReadResult, error) {
 	conv, err := h.Conversation(ctx, app, user, rr.ToUser, rr.ToGroup)
+	if err != nil {
+		return nil, err
+	}
+	st, err := h.Settings(ctx, app, user)
 	if err != nil {
 		return nil, err
 	}
@@ -32,7 +37,7 @@ func (h *Hub) Read(ctx context.Context, app, user, device string, rr *qimpb.Read
 	if rr.Seq == 0 || rr.Seq > last {
 		return nil, Errorf(qimpb.Code_INVALID_ARGUMENT, "seq must be 1 to the conversation's last seq (%d)", last)
 	}
-	share := !hide && !h.hideReads
+	share := !st.HideReadReceipts
 	read, shared, err := h.store.SetRead(ctx, app, user, conv, rr.Seq, share)
 	if err != nil {
 		return nil, StoreError("set read", err)

@@ -73,10 +73,10 @@ func TestReadMovesForwardAndTells(t *testing.T) {
 		send(t, h, "a", text("alice", "bob", fmt.Sprint(i)))
 	}
 	wantCode(t, "read past the last seq", func() error {
-		_, err := h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 4}, false)
+		_, err := h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 4})
 		return err
 	}(), qimpb.Code_INVALID_ARGUMENT)
-	res, err := h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 2}, false)
+	res, err := h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestReadMovesForwardAndTells(t *testing.T) {
 		t.Fatalf("read result %v, want read 2 unread 1", res)
 	}
 	// Backwards changes nothing and tells nobody.
-	if res, err = h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 1}, false); err != nil || res.ReadSeq != 2 {
+	if res, err = h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 1}); err != nil || res.ReadSeq != 2 {
 		t.Fatalf("read backwards: %v %v", res, err)
 	}
 	var toAlice, toBob []*qimpb.Receipt
@@ -101,7 +101,10 @@ func TestReadMovesForwardAndTells(t *testing.T) {
 		t.Fatalf("bob's own receipts: %v", toBob)
 	}
 	// Hidden: the cursor moves, alice learns nothing.
-	if _, err = h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 3}, true); err != nil {
+	if _, err = h.SetSettings(ctx, "a", "bob", &qimpb.Settings{HideReadReceipts: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 3}); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(alice.notes()); n != 1 {
@@ -139,8 +142,11 @@ func TestGroupReceiptCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if _, err := h.SetSettings(ctx, "a", "u25", &qimpb.Settings{HideReadReceipts: true}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 1; i <= 30; i++ {
-		if _, err := h.Read(ctx, "a", fmt.Sprint("u", i), "d", &qimpb.ReadRequest{ToGroup: g, Seq: seq}, i == 25); err != nil {
+		if _, err := h.Read(ctx, "a", fmt.Sprint("u", i), "d", &qimpb.ReadRequest{ToGroup: g, Seq: seq}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -174,7 +180,7 @@ func TestGroupReceiptCounts(t *testing.T) {
 	counts := make(chan *qimpb.ReceiptCount, 10)
 	w := h.WatchReceipts("a", g, seq, res.Count, func(c *qimpb.ReceiptCount) { counts <- c })
 	defer w.Stop()
-	if _, err := h.Read(ctx, "a", "u99", "d", &qimpb.ReadRequest{ToGroup: g, Seq: seq}, false); err != nil {
+	if _, err := h.Read(ctx, "a", "u99", "d", &qimpb.ReadRequest{ToGroup: g, Seq: seq}); err != nil {
 		t.Fatal(err)
 	}
 	c := <-counts

@@ -31,12 +31,7 @@ func (h *Handler) markRead(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rr.Seq = req.Seq
-	st, err := h.hub.Settings(r.Context(), c.app, user)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	res, err := h.hub.Read(r.Context(), c.app, user, c.device, rr, st.HideReadReceipts)
+	res, err := h.hub.Read(r.Context(), c.app, user, c.device, rr)
 	if err != nil {
 		h.writeError(w, r, err)
 		return

@@ -20,17 +20,12 @@ import (
 // Start once the answer is written.
 func (s *Session) Welcome(ctx context.Context, c *qimpb.Connected) error {
 	c.Features = s.granted
-	if s.feats.has(qimpb.Feature_FEATURE_RECEIPTS) || s.feats.has(qimpb.Feature_FEATURE_INBOX) {
+	if s.feats.has(qimpb.Feature_FEATURE_RECEIPTS) {
 		st, err := s.hub.Settings(ctx, s.app, s.user)
 		if err != nil {
 			return err
 		}
-		s.mu.Lock()
-		s.hideReads = st.HideReadReceipts
-		s.mu.Unlock()
-		if s.feats.has(qimpb.Feature_FEATURE_RECEIPTS) {
-			c.Settings = st
-		}
+		c.Settings = st
 	}
 	if s.feats.has(qimpb.Feature_FEATURE_INBOX) {
 		in, err := s.hub.Inbox(ctx, s.app, s.user, s.device)
@@ -107,10 +102,7 @@ func (s *Session) handleSoftRequest(ctx context.Context, req *qimpb.Request) (re
 		if err := proto.Unmarshal(req.Payload, &rr); err != nil {
 			return nil, true, core.Errorf(qimpb.Code_BAD_REQUEST, "read request does not decode")
 		}
-		s.mu.Lock()
-		hide := s.hideReads
-		s.mu.Unlock()
-		res, err := s.hub.Read(ctx, s.app, s.user, s.device, &rr, hide)
+		res, err := s.hub.Read(ctx, s.app, s.user, s.device, &rr)
 		return res, true, err
 	case qimpb.RequestType_TYPING:
 		var t qimpb.Typing
@@ -136,11 +128,6 @@ func (s *Session) handleSoftRequest(ctx context.Context, req *qimpb.Request) (re
 			return nil, true, core.Errorf(qimpb.Code_BAD_REQUEST, "settings do not decode")
 		}
 		res, err := s.hub.SetSettings(ctx, s.app, s.user, &st)
-		if err == nil {
-			s.mu.Lock()
-			s.hideReads = res.HideReadReceipts
-			s.mu.Unlock()
-		}
 		return res, true, err
 	case qimpb.RequestType_INBOX:
 		res, err := s.hub.Inbox(ctx, s.app, s.user, s.device)

@@ -41,14 +41,13 @@ type Session struct {
 
 	streams streamSet // the conversation streams, a cache (streams.go); has its own lock
 
-	mu        sync.Mutex
-	pushers   map[string]*pusher         // by conversation; guarded by mu
-	inbox     map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
-	closed    bool                       // guarded by mu
-	watches   map[string]*core.Watch     // receipt watches, by group; guarded by mu
-	hideReads bool                       // the user's Settings.hide_read_receipts as last read; guarded by mu
-	readers   int                        // stream readers running; guarded by mu
-	drained   chan struct{}              // closed when readers drops to 0; guarded by mu
+	mu      sync.Mutex
+	pushers map[string]*pusher         // by conversation; guarded by mu
+	inbox   map[string]store.ConvState // snapshot at connect, and later reads (inboxState); guarded by mu
+	closed  bool                       // guarded by mu
+	watches map[string]*core.Watch     // receipt watches, by group; guarded by mu
+	readers int                        // stream readers running; guarded by mu
+	drained chan struct{}              // closed when readers drops to 0; guarded by mu
 
 	// Reads of the inbox for conversations the snapshot lacks
 	// (inboxState). Guarded by mu.
