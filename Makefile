@@ -69,7 +69,7 @@ BENCH_POSTGRES ?= $(or $(QIM_TEST_POSTGRES),postgres://postgres@127.0.0.1:5432/t
 ## loopback and 50 ms RTT).
 bench: build
 	$(BIN)/qim bench suite --qimd $(BIN)/qimd --postgres "$(BENCH_POSTGRES)"
-	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline' -benchmem -count 1 ./proto/ ./core/ ./store/pebblestore/
+	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline|PresenceFanout' -benchmem -count 1 ./proto/ ./core/ ./store/pebblestore/
 	QIM_TEST_POSTGRES="$(BENCH_POSTGRES)" $(GO) test -run '^$$' -bench 'AppendPG|BarePGXBatch' -benchtime 3s -count 1 ./store/pgstore/
 	$(GO) test -run '^$$' -bench 'NATSRoute|BareNATSPubSub' -count 1 ./cluster/
 	$(GO) test -run '^$$' -bench 'HTTPSend|BareHTTP|Upload|FsyncBaseline' -benchtime 3s -count 1 ./httpapi/
