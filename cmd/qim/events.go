@@ -23,17 +23,18 @@ const defaultTypingTTL = 6 * time.Second
 
 // printer prints the messages and events of a session, for listen and
 // chat, as text lines or JSON objects. As text, it shows delivered and read
-// ticks, "typing…" until it ends (active false, a message from the typist
-// or ttl_ms without a renewal: see expire) and presence changes. It is used
-// by one goroutine, the one that owns the output; only its sent log is
-// shared.
+// ticks on the user's own messages, "typing…" until it ends (active false,
+// a message from the typist or ttl_ms without a renewal: see expire) and
+// presence changes. It is used by one goroutine, the one that owns the
+// output; only its sent log is shared.
 type printer struct {
 	w      io.Writer
 	me     string
 	asJSON bool
 	now    func() time.Time
-	// sent holds the messages chat sent, whose receipts are shown as
-	// ticks on each message; nil for listen.
+	// sent holds the user's messages that the session sent (chat) or
+	// printed (sent by the user's other devices), whose receipts are shown
+	// as ticks on each.
 	sent *sentLog
 
 	receipts map[receiptKey]receiptMarks // printed so far
@@ -71,9 +72,18 @@ func (p *printer) seed(convs []*qimpb.ConversationState) {
 }
 
 // message prints m. A message ends its sender's "typing…" in its
-// conversation, without a line: the message says it.
+// conversation, without a line: the message says it. A message of the
+// user's gets ticks when its receipts come.
 func (p *printer) message(m *qimpb.Message) error {
-	delete(p.typing, receiptKey{client.ConvOf(p.me, m), m.GetFromUser()})
+	conv := client.ConvOf(p.me, m)
+	delete(p.typing, receiptKey{conv, m.GetFromUser()})
+	if m.GetFromUser() == p.me {
+		body := client.Text(m)
+		if m.GetType() == qimpb.MessageType_IMAGE {
+			body = client.ImageURL(m)
+		}
+		p.sent.add(conv, m.GetSeq(), body)
+	}
 	return printMessage(p.w, p.me, m, p.asJSON)
 }
 
@@ -103,8 +113,11 @@ func (p *printer) event(ev *qimpb.Event) error {
 	return nil
 }
 
-// receipt returns the lines of a Receipt: a tick on each message chat sent
-// that it covers (✓ delivered, ✓✓ read), or else one line for the range.
+// receipt returns the lines of a Receipt: a tick on each message of the
+// user's in its sent log that it covers (✓ delivered, ✓✓ read), and a line
+// when the user's own read cursor moved on another device. A receipt that
+// covers no message of the log shows nothing: the other user's delivered
+// cursor also moves over messages of theirs, or from before the session.
 func (p *printer) receipt(r *qimpb.Receipt) []string {
 	conv := client.Peer{User: r.GetToUser(), Group: r.GetToGroup()}
 	key := receiptKey{conv, r.GetUser()}
@@ -112,21 +125,14 @@ func (p *printer) receipt(r *qimpb.Receipt) []string {
 	now := receiptMarks{max(old.delivered, r.GetDelivered()), max(old.read, r.GetRead()), max(old.readPrivate, r.GetReadPrivate())}
 	p.receipts[key] = now
 	var lines []string
-	ticks := func(from, to uint64, tick, range_ string) {
-		if to <= from {
-			return
-		}
-		sent := p.sent.between(conv, from, to)
-		for _, s := range sent {
+	ticks := func(from, to uint64, tick string) {
+		for _, s := range p.sent.between(conv, from, to) {
 			lines = append(lines, fmt.Sprintf("[%s] %s: %s (#%d) %s", conv, p.me, s.text, s.seq, tick))
-		}
-		if len(sent) == 0 {
-			lines = append(lines, fmt.Sprintf("[%s] %s %s up to #%d", conv, tick, range_, to))
 		}
 	}
 	if r.GetUser() != p.me || conv.User == p.me {
-		ticks(old.delivered, now.delivered, "✓", "delivered to "+r.GetUser())
-		ticks(old.read, now.read, "✓✓", "read by "+r.GetUser())
+		ticks(old.delivered, now.delivered, "✓")
+		ticks(old.read, now.read, "✓✓")
 	}
 	if now.readPrivate > old.readPrivate {
 		lines = append(lines, fmt.Sprintf("[%s] read up to #%d on another device", conv, now.readPrivate))
@@ -269,9 +275,9 @@ func eventJSON(ev *qimpb.Event) any {
 	}
 }
 
-// sentLog holds the latest messages chat sent, by conversation, so that
-// their receipts show as ticks on them. It is safe for concurrent use; a
-// nil *sentLog holds nothing.
+// sentLog holds the latest messages of the user's that a session sent or
+// printed, by conversation, so that their receipts show as ticks on them.
+// It is safe for concurrent use.
 type sentLog struct {
 	mu    sync.Mutex
 	convs map[client.Peer][]sentMsg // by seq; at most maxSent each
@@ -285,7 +291,7 @@ type sentMsg struct {
 // maxSent bounds what a sentLog keeps per conversation.
 const maxSent = 256
 
-// add records that chat sent text as seq of conv.
+// add records the user's message seq of conv, text.
 func (l *sentLog) add(conv client.Peer, seq uint64, text string) {
 	if seq == 0 {
 		return
@@ -309,9 +315,6 @@ func (l *sentLog) add(conv client.Peer, seq uint64, text string) {
 
 // between returns the messages of conv with a seq in (from, to].
 func (l *sentLog) between(conv client.Peer, from, to uint64) []sentMsg {
-	if l == nil {
-		return nil
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []sentMsg

@@ -42,35 +42,34 @@ func TestPrinter(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name  string
-		sent  map[uint64]string // messages chat sent to bob; nil: listen
+		sent  map[uint64]string // messages alice sent to bob before
 		steps []step
 		want  string
 	}{
-		{"ranges", nil, []step{
-			{ev: receipt("bob", "bob", "", 2, 1, 0)}, // behind the inbox: nothing
-			{ev: receipt("bob", "bob", "", 5, 1, 0)},
+		{"none of the user's", nil, []step{
 			{ev: receipt("bob", "bob", "", 5, 4, 0)},
-			{ev: receipt("bob", "bob", "", 7, 7, 0)},
-			{ev: receipt("bob", "bob", "", 0, 8, 0)}, // delivered not said: not gone back
-			{ev: receipt("bob", "bob", "", 7, 8, 0)},
 			{ev: receipt("alice", "bob", "", 0, 0, 6)},
+			{ev: receipt("alice", "bob", "", 0, 0, 5)}, // behind: nothing
 			{ev: receipt("carol", "", "g1", 3, 0, 0)},
-		}, "[@bob] ✓ delivered to bob up to #5\n" +
-			"[@bob] ✓✓ read by bob up to #4\n" +
-			"[@bob] ✓ delivered to bob up to #7\n" +
-			"[@bob] ✓✓ read by bob up to #7\n" +
-			"[@bob] ✓✓ read by bob up to #8\n" +
-			"[@bob] read up to #6 on another device\n" +
-			"[#g1] ✓ delivered to carol up to #3\n"},
+		}, "[@bob] read up to #6 on another device\n"},
 		{"ticks", map[uint64]string{4: "one", 6: "two"}, []step{
+			{ev: receipt("bob", "bob", "", 2, 1, 0)}, // behind the inbox: nothing
 			{ev: receipt("bob", "bob", "", 6, 1, 0)},
 			{ev: receipt("bob", "bob", "", 6, 5, 0)},
-			{ev: receipt("bob", "bob", "", 8, 8, 0)}, // no message of chat's in 7..8
+			{m: &qimpb.Message{FromUser: "alice", FromDevice: "laptop", ToUser: "bob", Seq: 8, Payload: mustTxt(t, "three")}},
+			{ev: receipt("bob", "bob", "", 0, 6, 0)}, // delivered not said: not gone back
+			{ev: receipt("bob", "bob", "", 6, 6, 0)},
+			{ev: receipt("bob", "bob", "", 9, 9, 0)},
 		}, "[@bob] alice: one (#4) ✓\n" +
 			"[@bob] alice: two (#6) ✓\n" +
 			"[@bob] alice: one (#4) ✓✓\n" +
-			"[@bob] ✓ delivered to bob up to #8\n" +
-			"[@bob] alice: two (#6) ✓✓\n"},
+			"[@bob] alice: three (#8)\n" +
+			"[@bob] alice: two (#6) ✓✓\n" +
+			"[@bob] alice: three (#8) ✓\n" +
+			"[@bob] alice: three (#8) ✓✓\n"},
+		{"the user's own cursors", map[uint64]string{4: "one"}, []step{
+			{ev: receipt("alice", "bob", "", 5, 5, 7)},
+		}, "[@bob] read up to #7 on another device\n"},
 		{"receipt count", nil, []step{
 			{ev: &qimpb.Event{ReceiptCount: &qimpb.ReceiptCount{GroupId: "g1", Seq: 5, Members: 4, Delivered: 3, Read: 1}}},
 		}, "[#g1] #5 delivered to 3 of 4, read by 1\n"},
@@ -104,12 +103,9 @@ func TestPrinter(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
-			var sent *sentLog
-			if tt.sent != nil {
-				sent = new(sentLog)
-				for seq, text := range tt.sent {
-					sent.add(client.ToUser("bob"), seq, text)
-				}
+			sent := new(sentLog)
+			for seq, text := range tt.sent {
+				sent.add(client.ToUser("bob"), seq, text)
 			}
 			p := newPrinter(&out, "alice", false, sent)
 			p.now = func() time.Time { return now }
@@ -148,7 +144,7 @@ func mustTxt(t *testing.T, s string) []byte {
 // TestPrinterJSON checks the --json form of each kind of event.
 func TestPrinterJSON(t *testing.T) {
 	var out testserver.Buffer
-	p := newPrinter(&out, "alice", true, nil)
+	p := newPrinter(&out, "alice", true, new(sentLog))
 	for _, ev := range []*qimpb.Event{
 		{Receipt: &qimpb.Receipt{User: "bob", ToUser: "bob", Delivered: 5, Read: 4}},
 		{ReceiptCount: &qimpb.ReceiptCount{GroupId: "g1", Seq: 5, Members: 4, Delivered: 3, Read: 1}},
@@ -192,9 +188,6 @@ func TestSentLog(t *testing.T) {
 	}
 	if got := l.between(client.ToUser("carol"), 0, 1000); got != nil {
 		t.Fatalf("carol: %v", got)
-	}
-	if got := (*sentLog)(nil).between(bob, 0, 1000); got != nil {
-		t.Fatalf("nil log: %v", got)
 	}
 }
 

@@ -16,7 +16,7 @@ func (e *env) listenCommand() *cli.Command {
 		Name:  "listen",
 		Usage: "print messages as they arrive, one per line, and receipts, typing and presence",
 		Description: "Each message is a line \"[CONV] FROM: TEXT (#SEQ)\". Events come between them:\n" +
-			"   [@bob] ✓ delivered to bob up to #5, [@bob] ✓✓ read by bob up to #5,\n" +
+			"   [@bob] alice: hi (#5) ✓ (delivered) and ✓✓ (read), on the user's messages listen printed,\n" +
 			"   [@bob] read up to #5 on another device, [#g1] #5 delivered to 3 of 4, read by 1,\n" +
 			"   [@bob] bob is typing… (then \"stopped typing\", unless a message from bob ends it),\n" +
 			"   bob is online / away / offline, last seen 17:02.\n" +
@@ -52,7 +52,7 @@ func (e *env) listen(cCtx *cli.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	p := newPrinter(e.stdout, c.User(), asJSON, nil)
+	p := newPrinter(e.stdout, c.User(), asJSON, new(sentLog))
 	p.seed(c.Connected().GetInbox().GetConversations())
 	events := c.Events()
 	tick := time.NewTicker(expireEvery)
