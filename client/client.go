@@ -111,6 +111,23 @@ type Config struct {
 	// SendOnly opens a session that only sends requests: the server pushes
 	// nothing to it (Connect.send_only).
 	SendOnly bool
+	// Features are the kinds of events (receipts, typing, presence; see
+	// Events) the client asks for in every CONNECT, its reconnections
+	// included (PROTOCOL.md 11.1). Nil means receipts, typing, presence
+	// and the inbox, and typing in QUIC datagrams when the QUIC
+	// configuration enables datagrams (it does by default); none for a
+	// SendOnly session. The server grants those it supports: see Granted.
+	Features []qimpb.Feature
+	// NoEvents asks for no events at all, whatever Features says: the
+	// server then sends the session nothing but what it sent before
+	// receipts existed, and Events stays empty.
+	NoEvents bool
+	// EventQueue is the capacity of the Events channel. 0 means 256; a
+	// negative value makes it unbuffered, so that an event is kept only
+	// when a receiver is waiting for it. Events never wait for the
+	// program: one that finds the channel full is dropped and counted
+	// (EventsDropped).
+	EventQueue int
 	// MaxFrame is the largest frame payload accepted from the server; a
 	// larger frame ends its stream. 0 means 4 MiB: the server's own frames
 	// are bounded by what it sends (a 10,000-member list is ~660 KiB), not
@@ -193,12 +210,22 @@ type Client struct {
 	maxFrame   int    // largest frame read from the server
 	maxStreams int    // streams kept open that the client opened (Config.MaxStreams)
 	msgs       chan *qimpb.Message
-	done       chan struct{} // closed by supervise when every goroutine has returned
-	stop       chan struct{} // closed by Close: stop reconnecting
-	kick       chan struct{} // wakes supervise: Background or Foreground was called
-	closeOnce  sync.Once
+	events     chan *qimpb.Event // closed by supervise with msgs (events.go)
+	done       chan struct{}     // closed by supervise when every goroutine has returned
+	stop       chan struct{}     // closed by Close: stop reconnecting
+	kick       chan struct{}     // wakes supervise: Background or Foreground was called
+	// presenceTurn is held (a send) while PRESENCE is being said, so that
+	// SetPresence and its repetition on a new connection keep their order.
+	presenceTurn chan struct{}
+	closeOnce    sync.Once
 
-	sendLimit atomic.Int64 // largest frame the server accepts (Connected.max_frame)
+	sendLimit atomic.Int64  // largest frame the server accepts (Connected.max_frame)
+	dropped   atomic.Uint64 // events dropped because Events was full
+
+	// marks holds the receipts and presence the client has seen, so that
+	// neither goes backwards (events.go). It has its own lock, taken
+	// after c.mu when both are held.
+	marks marks
 
 	// Guarded by mu.
 	mu          sync.Mutex
@@ -206,6 +233,7 @@ type Client struct {
 	changed     chan struct{} // closed and replaced when cur, its state or the end changes
 	connected   *qimpb.Connected
 	highest     map[Peer]uint64 // highest seq delivered, by conversation
+	away        bool            // SetPresence(away): said again on each new connection (presence.go)
 	localAddr   string          // the address the next socket binds to
 	node        int             // index in addrs of the node the next attempt dials (failover.go)
 	served      int             // index in addrs of the node of the last accepted connection
@@ -280,6 +308,13 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	case inbox < 0:
 		inbox = 0
 	}
+	eventQueue := cfg.EventQueue
+	switch {
+	case eventQueue == 0:
+		eventQueue = 256
+	case eventQueue < 0:
+		eventQueue = 0
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -296,16 +331,19 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			Token:    cfg.Token,
 			Device:   cfg.Device,
 			SendOnly: cfg.SendOnly,
+			Features: features(cfg, quicConf),
 		},
-		log:       cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
-		maxFrame:  maxFrame,
-		msgs:      make(chan *qimpb.Message, inbox),
-		done:      make(chan struct{}),
-		stop:      make(chan struct{}),
-		kick:      make(chan struct{}, 1),
-		changed:   make(chan struct{}),
-		highest:   make(map[Peer]uint64),
-		localAddr: cfg.LocalAddr,
+		log:          cfg.Logger.With("user", cfg.User, "device", cmp.Or(cfg.Device, "default")),
+		maxFrame:     maxFrame,
+		msgs:         make(chan *qimpb.Message, inbox),
+		events:       make(chan *qimpb.Event, eventQueue),
+		done:         make(chan struct{}),
+		stop:         make(chan struct{}),
+		kick:         make(chan struct{}, 1),
+		presenceTurn: make(chan struct{}, 1),
+		changed:      make(chan struct{}),
+		highest:      make(map[Peer]uint64),
+		localAddr:    cfg.LocalAddr,
 	}
 	c.maxStreams = cmp.Or(max(cfg.MaxStreams, 0), 100)
 	c.sendLimit.Store(qimpb.DefaultMaxFrame)

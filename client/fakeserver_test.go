@@ -37,7 +37,7 @@ func startFake(t *testing.T) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS, &quic.Config{MaxIdleTimeout: 5 * time.Second})
+	ln, err := quic.ListenAddr("127.0.0.1:0", serverTLS, &quic.Config{MaxIdleTimeout: 5 * time.Second, EnableDatagrams: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +63,14 @@ type fakeConn struct {
 // connect dials the fake server and plays a successful CONNECT.
 func (fs *fakeServer) connect(t *testing.T) (*client.Client, *fakeConn) {
 	t.Helper()
+	c, fc, _ := fs.connectWith(t, &qimpb.Connected{User: "alice", Device: "phone", MaxFrame: qimpb.DefaultMaxFrame})
+	return c, fc
+}
+
+// connectWith dials the fake server, answers CONNECT with connected and
+// returns the CONNECT the client sent.
+func (fs *fakeServer) connectWith(t *testing.T, connected *qimpb.Connected) (*client.Client, *fakeConn, *qimpb.Connect) {
+	t.Helper()
 	type dialed struct {
 		c   *client.Client
 		err error
@@ -79,7 +87,7 @@ func (fs *fakeServer) connect(t *testing.T) (*client.Client, *fakeConn) {
 		cn.GetUser() != "alice" || cn.GetDevice() != "phone" {
 		t.Fatalf("first frame %v", cmd)
 	}
-	fc.respond(fc.ctl, 0, qimpb.Code_OK, &qimpb.Connected{User: "alice", Device: "phone", MaxFrame: qimpb.DefaultMaxFrame})
+	fc.respond(fc.ctl, 0, qimpb.Code_OK, connected)
 	d := <-ch
 	if d.err != nil {
 		t.Fatal(d.err)
@@ -87,7 +95,7 @@ func (fs *fakeServer) connect(t *testing.T) (*client.Client, *fakeConn) {
 	t.Cleanup(func() { d.c.Close() })
 	// Runs first: a scripted server does not answer DISCONNECT.
 	t.Cleanup(func() { fc.qc.CloseWithError(quic.ApplicationErrorCode(qimpb.Code_CLOSED), "test over") })
-	return d.c, fc
+	return d.c, fc, &cn
 }
 
 func (fs *fakeServer) accept(t *testing.T) *fakeConn {

@@ -48,8 +48,9 @@ type link struct {
 	connected   *qimpb.Connected
 	stopped     bool // set by shutdown: no new goroutines
 	reasonSet   bool
-	reason      error // why the link ended, once known
-	aborted     bool  // the client closed it for a protocol error
+	reason      error       // why the link ended, once known
+	aborted     bool        // the client closed it for a protocol error
+	typing      chan []byte // typing datagrams for sendTyping; nil without FEATURE_DATAGRAMS (typing.go)
 	streams     map[Peer]*stream
 	opening     map[Peer]chan struct{}
 	live        map[*stream]bool
@@ -118,16 +119,27 @@ func (c *Client) dialLink(ctx context.Context, node int, early bool) (*link, err
 		l.shutdown()
 		return nil, err
 	}
-	if c.me == "" {
+	again := c.me != ""
+	if !again {
 		c.identify(l.connected) // the first connection, in Dial
 	}
+	c.learnConnected(l.connected, again)
+	datagrams := c.quicConf.EnableDatagrams && granted(l.connected, qimpb.Feature_FEATURE_DATAGRAMS)
 	c.mu.Lock()
 	l.established = true
 	l.wg.Add(3)
+	if datagrams {
+		l.typing = make(chan []byte, typingQueue)
+		l.wg.Add(2)
+	}
 	c.mu.Unlock()
 	go l.readControl(fr)
 	go l.acceptStreams()
 	go l.keepAlive()
+	if datagrams {
+		go l.readDatagrams()
+		go l.sendTyping()
+	}
 	return l, nil
 }
 
@@ -282,9 +294,10 @@ func (l *link) connectError(op string, err error) error {
 	return fmt.Errorf("qim: %s: %w", op, err)
 }
 
-// readControl reads the control stream until the connection ends. A
-// DISCONNECT from the server ends the link with that code; anything else
-// is a protocol violation. It runs in its own goroutine.
+// readControl reads the control stream until the connection ends. An
+// EVENT is delivered (events.go); a DISCONNECT from the server ends the
+// link with that code; anything else is a protocol violation. It runs in
+// its own goroutine.
 func (l *link) readControl(fr *frameReader) {
 	defer l.wg.Done()
 	var (
@@ -294,6 +307,10 @@ func (l *link) readControl(fr *frameReader) {
 	for {
 		if err = fr.next(&cmd); err != nil {
 			break
+		}
+		if cmd.GetCommand() == qimpb.CommandType_EVENT {
+			l.event(&cmd)
+			continue
 		}
 		if cmd.GetCommand() != qimpb.CommandType_DISCONNECT {
 			l.abort(qimpb.Code_PROTOCOL_VIOLATION, fmt.Errorf("qim: unexpected %v on the control stream", cmd.GetCommand()))

@@ -63,7 +63,9 @@ func (c *Client) Used0RTT() bool {
 // moment to be sent, and does not reconnect until Foreground. Messages
 // stays open; requests made meanwhile wait for Foreground (or their ctx).
 // Background returns once the connection is closed; it does nothing if the
-// client is already in the background or has ended.
+// client is already in the background or has ended. It does not say
+// PRESENCE AWAY first: the user's contacts see it offline after the
+// server's grace period (see SetPresence).
 func (c *Client) Background() {
 	c.mu.Lock()
 	if c.closeCalled || c.ended || c.background {
@@ -142,8 +144,12 @@ func (c *Client) supervise(l *link) {
 		c.log.Debug("connection ended", "reason", reason)
 		c.emit(Disconnected)
 		l = c.resume(reason, aborted)
+		if l != nil {
+			c.restorePresence(l)
+		}
 	}
 	close(c.msgs)
+	close(c.events)
 	c.mu.Lock()
 	c.ended = true
 	c.notifyLocked()

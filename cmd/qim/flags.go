@@ -105,6 +105,7 @@ func (e *env) dial(ctx context.Context, oneShot bool) (*client.Client, error) {
 		Device:    device,
 		SendOnly:  oneShot,
 		LocalAddr: e.local,
+		NoEvents:  e.noEvents,
 		// Interactive sessions resume by themselves after an outage.
 		Reconnect: !oneShot,
 		// Unbuffered: a message is acknowledged only once printed, so that
@@ -245,4 +246,9 @@ func jsonFlag() cli.Flag {
 // localFlag is the --local flag of listen and chat.
 func localFlag() cli.Flag {
 	return &cli.StringFlag{Name: "local", Usage: "bind the client socket to `ADDR` (ip or ip:port), e.g. to pick a network", EnvVars: envVars("local")}
+}
+
+// noEventsFlag is the --no-events flag of listen and chat.
+func noEventsFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "no-events", Usage: "ask the server for no receipts, typing or presence; chat then sends none either"}
 }

@@ -76,5 +76,6 @@ type env struct {
 	stdout, stderr io.Writer
 	g              globals
 	local          string // --local of listen and chat: the client socket's address
+	noEvents       bool   // --no-events of listen and chat
 	stopProfile    func() // ends qim bench --cpuprofile; nil without
 }

@@ -245,11 +245,12 @@ func testContactsCommands(t *testing.T, opts testserver.Options) {
 	srv := testserver.Start(t, opts)
 	ok(t, srv, "alice", "contacts", "add", "carol")
 	ok(t, srv, "alice", "contacts", "add", "bob")
-	if out := ok(t, srv, "alice", "contacts", "list"); out != "bob\ncarol\n" {
+	// Neither added alice to their contacts: their presence is hidden.
+	if out := ok(t, srv, "alice", "contacts", "list"); out != "bob    (hidden)\ncarol  (hidden)\n" {
 		t.Fatalf("list printed %q", out)
 	}
 	ok(t, srv, "alice", "contacts", "remove", "bob")
-	if out := ok(t, srv, "alice", "contacts", "list", "--json"); out != `["carol"]`+"\n" {
+	if out := ok(t, srv, "alice", "contacts", "list", "--json"); out != `[{"user":"carol","state":"hidden","last_seen":0,"since":0}]`+"\n" {
 		t.Fatalf("list --json printed %q", out)
 	}
 	if out := ok(t, srv, "bob", "contacts", "list", "--json"); out != "[]\n" {
