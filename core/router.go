@@ -51,8 +51,9 @@ type Event struct {
 	// of a group, it tells every hub that the group's receipts changed
 	// (receipt watches, watch.go).
 	Note *qimpb.Event
-	// NoteDevice is the device of the addressed user that caused Note:
-	// that device is not told.
+	// NoteDevice is the device that caused Note: a session of that device
+	// of the user Note reports (its receipt's or typing's user) is not
+	// told.
 	NoteDevice string
 }
 

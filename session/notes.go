@@ -68,7 +68,7 @@ func (s *Session) Start() {
 // kind and did not cause it. It never blocks.
 func (s *Session) receiveNote(ev *qimpb.Event, from string) {
 	q := s.events
-	if q == nil || (from != "" && from == s.device) {
+	if q == nil || (from != "" && from == s.device && noteUser(ev) == s.user) {
 		return
 	}
 	switch {
@@ -91,6 +91,19 @@ func (s *Session) receiveNote(ev *qimpb.Event, from string) {
 		return
 	}
 	q.offer(ev)
+}
+
+// noteUser returns the user whose receipt, typing or presence ev reports.
+func noteUser(ev *qimpb.Event) string {
+	switch {
+	case ev.Receipt != nil:
+		return ev.Receipt.User
+	case ev.Typing != nil:
+		return ev.Typing.FromUser
+	case ev.Presence != nil:
+		return ev.Presence.User
+	}
+	return ""
 }
 
 // handleSoftRequest runs a READ, TYPING, PRESENCE, SETTINGS or INBOX
