@@ -375,3 +375,66 @@ func TestPresenceNoFlap(t *testing.T) {
 		t.Fatalf("bob's contacts: %v %v", users, pres)
 	}
 }
+
+// TestGroupReceiptWatch: the sender of a group message watches its
+// receipts over QUIC and sees the counts rise as the members receive and
+// read it, and reads a page of the members' receipts.
+func TestGroupReceiptWatch(t *testing.T) {
+	srv := testserver.Start(t, testserver.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner := device(t, srv, "owner", "phone", nil)
+	oe := collect(owner)
+	g, err := owner.CreateGroup(ctx, "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 6
+	var members []*client.Client
+	for i := range n {
+		m := device(t, srv, fmt.Sprint("member", i), "phone", nil)
+		if _, err := m.JoinGroup(ctx, g.Id); err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+	}
+	ack, err := owner.Send(ctx, client.ToGroup(g.Id), client.Outgoing{Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := owner.GroupReceipts(ctx, g.Id, ack.Seq, "", 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Count.GetMembers() != n {
+		t.Fatalf("count %v, want %d members", res.Count, n)
+	}
+	counted := func(delivered, read uint32) func() bool {
+		return func() bool {
+			var last *qimpb.ReceiptCount
+			for _, ev := range oe.all() {
+				if ev.ReceiptCount != nil {
+					last = ev.ReceiptCount
+				}
+			}
+			return last != nil && last.Delivered == delivered && last.Read == read && last.Seq == ack.Seq
+		}
+	}
+	for _, m := range members {
+		collect(m) // receives and acknowledges the message
+	}
+	waitFor(t, "the watch counts every member's delivery", 10*time.Second, counted(n, 0))
+	for _, m := range members[:3] {
+		if _, err := m.Read(ctx, client.ToGroup(g.Id), ack.Seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the watch counts 3 reads", 10*time.Second, counted(n, 3))
+	page, err := owner.GroupReceipts(ctx, g.Id, ack.Seq, "member2", 2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Receipts) != 2 || page.Receipts[0].User != "member3" || page.Receipts[0].Read != 0 || page.Receipts[0].Delivered != ack.Seq || page.NextUser != "member4" {
+		t.Fatalf("page after member2: %v next %q", page.Receipts, page.NextUser)
+	}
+}
