@@ -17,6 +17,11 @@ import (
 // while one is shown.
 const expireEvery = 250 * time.Millisecond
 
+// stopGrace is how long "typing…" stays after the typist said it stopped:
+// a device says so just before it sends, and the message that follows
+// ends "typing…" without a line.
+const stopGrace = time.Second
+
 // defaultTypingTTL is how long "typing…" is shown when a Typing event has
 // no ttl_ms (PROTOCOL.md 11.5: the server sends 6 s).
 const defaultTypingTTL = 6 * time.Second
@@ -141,17 +146,17 @@ func (p *printer) receipt(r *qimpb.Receipt) []string {
 }
 
 // typingEvent returns the line of a Typing event, if it changes what is
-// shown: a renewal only extends the time "typing…" is shown.
+// shown: a renewal only extends the time "typing…" is shown, and a stop
+// shortens it to stopGrace (a message may follow).
 func (p *printer) typingEvent(t *qimpb.Typing) []string {
 	conv := client.Peer{User: t.GetToUser(), Group: t.GetToGroup()}
 	key := receiptKey{conv, t.GetFromUser()}
-	_, shown := p.typing[key]
+	until, shown := p.typing[key]
 	if !t.GetActive() {
-		if !shown {
-			return nil
+		if end := p.now().Add(stopGrace); shown && end.Before(until) {
+			p.typing[key] = end
 		}
-		delete(p.typing, key)
-		return []string{stoppedTyping(key)}
+		return nil
 	}
 	ttl := time.Duration(t.GetTtlMs()) * time.Millisecond
 	if ttl <= 0 {

@@ -76,9 +76,17 @@ func TestPrinter(t *testing.T) {
 		{"typing ends", nil, []step{
 			{ev: typing("bob", true, 6000)},
 			{ev: typing("bob", true, 6000)}, // a renewal: nothing
-			{ev: typing("bob", false, 0)},
+			{ev: typing("bob", false, 0)},   // a message may follow
+			{expire: 999 * time.Millisecond},
+			{expire: time.Second},
 			{ev: typing("bob", false, 0)}, // not shown: nothing
 		}, "[@bob] bob is typing…\n[@bob] bob stopped typing\n"},
+		{"typing stops, then a message", nil, []step{
+			{ev: typing("bob", true, 6000)},
+			{ev: typing("bob", false, 0)},
+			{m: msg},
+			{expire: time.Hour},
+		}, "[@bob] bob is typing…\n[@bob] bob: yo (#9)\n"},
 		{"typing ended by a message", nil, []step{
 			{ev: typing("bob", true, 6000)},
 			{m: msg},
