@@ -65,8 +65,8 @@ BENCH_POSTGRES ?= $(or $(QIM_TEST_POSTGRES),postgres://postgres@127.0.0.1:5432/t
 ## bench: qim bench suite (qimd and a bare quic-go server in processes of their own, every scenario
 ## beside its baseline, one scenario=... line each), then the Go benchmarks of the hot paths, of
 ## the HTTP API (messages over HTTPS and HTTP/3 beside a bare net/http handler, 1 MiB uploads beside
-## fsynced file writes) and of network switches (migration vs 1-RTT reconnect vs 0-RTT resume,
-## loopback and 50 ms RTT).
+## fsynced file writes), of network switches (migration vs 1-RTT reconnect vs 0-RTT resume,
+## loopback and 50 ms RTT) and of messages during a typing storm (beside no storm).
 bench: build
 	$(BIN)/qim bench suite --qimd $(BIN)/qimd --postgres "$(BENCH_POSTGRES)"
 	$(GO) test -run '^$$' -bench 'Frame|Route|Append|PebbleSyncBaseline|PresenceFanout' -benchmem -count 1 ./proto/ ./core/ ./store/pebblestore/
@@ -74,6 +74,7 @@ bench: build
 	$(GO) test -run '^$$' -bench 'NATSRoute|BareNATSPubSub' -count 1 ./cluster/
 	$(GO) test -run '^$$' -bench 'HTTPSend|BareHTTP|Upload|FsyncBaseline' -benchtime 3s -count 1 ./httpapi/
 	$(GO) test -run '^$$' -bench BenchmarkSwitch -benchtime 20x -count 1 -timeout 10m ./internal/e2e/
+	$(GO) test -run '^$$' -bench TypingStorm -benchtime 300x -count 1 ./internal/e2e/
 
 ## proto: regenerate proto/*.pb.go (qim.proto, route.proto) with the pinned generators.
 proto: tools
