@@ -54,7 +54,7 @@ func (h *Hub) Read(ctx context.Context, app, user, device string, rr *qimpb.Read
 	}
 	switch {
 	case rr.ToGroup != "":
-		h.router.Broadcast(app, Event{Note: &qimpb.Event{Receipt: &qimpb.Receipt{User: user, ToGroup: rr.ToGroup, Read: shared}}})
+		h.watches.changed(app, rr.ToGroup)
 	case rr.ToUser != user:
 		r := &qimpb.Receipt{User: user, ToUser: user, Read: shared}
 		h.router.Deliver(app, []string{rr.ToUser}, Event{Note: &qimpb.Event{Receipt: r}})
@@ -71,7 +71,7 @@ func (h *Hub) Delivered(app, user, conv string, seq uint64) {
 	switch {
 	case !ok:
 	case group != "":
-		h.router.Broadcast(app, Event{Note: &qimpb.Event{Receipt: &qimpb.Receipt{User: user, ToGroup: group, Delivered: seq}}})
+		h.watches.changed(app, group)
 	case a != b:
 		peer := a
 		if peer == user {

@@ -26,6 +26,7 @@ type watches struct {
 	mu      sync.Mutex
 	byGroup map[convKey]map[*Watch]struct{} // guarded by mu
 	dirty   map[convKey]struct{}            // groups with watches whose receipts changed; guarded by mu
+	out     map[convKey]struct{}            // groups changed here, to broadcast (a cluster); guarded by mu
 }
 
 // Watch is one session's watch of one group message's receipts.
@@ -44,6 +45,7 @@ func newWatches(h *Hub) *watches {
 		wake:    make(chan struct{}, 1),
 		byGroup: make(map[convKey]map[*Watch]struct{}),
 		dirty:   make(map[convKey]struct{}),
+		out:     make(map[convKey]struct{}),
 	}
 }
 
@@ -80,6 +82,38 @@ func (w *Watch) Stop() {
 	}
 }
 
+// broadcastEvery is how often, in a cluster, a hub tells the other nodes
+// which groups' receipts changed: one broadcast per group per period, not
+// one per acknowledgement of each member.
+const broadcastEvery = 250 * time.Millisecond
+
+// changed reports that a cursor of group moved (a member's delivered or
+// shared read cursor): every hub watching the group recounts. On one node
+// it marks the group at once; in a cluster it collects the groups and run
+// broadcasts them every broadcastEvery. It never blocks.
+func (ws *watches) changed(app, group string) {
+	if !ws.h.shared {
+		ws.touch(app, group)
+		return
+	}
+	ws.mu.Lock()
+	ws.out[convKey{app, group}] = struct{}{}
+	ws.mu.Unlock()
+}
+
+// broadcast tells every node's hub of the groups collected by changed.
+func (ws *watches) broadcast() {
+	ws.mu.Lock()
+	out := ws.out
+	if len(out) > 0 {
+		ws.out = make(map[convKey]struct{})
+	}
+	ws.mu.Unlock()
+	for k := range out {
+		ws.h.router.Broadcast(k.app, Event{Note: &qimpb.Event{Receipt: &qimpb.Receipt{ToGroup: k.conv}}})
+	}
+}
+
 // touch marks group's receipts changed, if a session here watches it. It
 // never blocks.
 func (ws *watches) touch(app, group string) {
@@ -98,21 +132,37 @@ func (ws *watches) touch(app, group string) {
 	}
 }
 
-// run recounts dirty groups until the hub closes. It runs in its own
-// goroutine.
+// run recounts dirty groups, at most once per watchPeriod, and in a
+// cluster broadcasts the groups changed here, until the hub closes. It
+// runs in its own goroutine.
 func (ws *watches) run() {
+	var tick <-chan time.Time
+	if ws.h.shared {
+		t := time.NewTicker(broadcastEvery)
+		defer t.Stop()
+		tick = t.C
+	}
+	var next time.Time // the earliest the next pass may start
+	var wait <-chan time.Time
 	for {
 		select {
 		case <-ws.h.stop:
 			return
+		case <-tick:
+			ws.broadcast()
+			continue
 		case <-ws.wake:
+			if d := time.Until(next); d > 0 {
+				if wait == nil {
+					wait = time.After(d)
+				}
+				continue
+			}
+		case <-wait:
 		}
+		wait = nil
 		ws.pass(ws.h.ctx)
-		select {
-		case <-ws.h.stop:
-			return
-		case <-time.After(watchPeriod):
-		}
+		next = time.Now().Add(watchPeriod)
 	}
 }
 
