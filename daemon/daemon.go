@@ -362,6 +362,8 @@ func (d *Daemon) start(ctx context.Context) error {
 		PushDelay:        pushDelay,
 		HideReadReceipts: cfg.NoReadReceipts,
 		PresenceGrace:    cfg.PresenceGrace,
+		PresenceGroups:   cfg.PresenceGroups,
+		PresenceCoalesce: cfg.PresenceCoalesce,
 	})
 	if err != nil {
 		return fmt.Errorf("daemon: %w", err)

@@ -438,3 +438,42 @@ func TestGroupReceiptWatch(t *testing.T) {
 		t.Fatalf("page after member2: %v next %q", page.Receipts, page.NextUser)
 	}
 }
+
+// TestPresenceGroups: with --presence-groups, members of a small group see
+// each other's presence without being contacts; without it they do not.
+func TestPresenceGroups(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprint("presence-groups=", on), func(t *testing.T) {
+			srv := testserver.Start(t, testserver.Options{Configure: func(c *daemon.Config) {
+				c.PresenceGroups = on
+				c.PresenceCoalesce = 20 * time.Millisecond
+			}})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			dave := device(t, srv, "dave", "phone", nil)
+			de := collect(dave)
+			g, err := dave.CreateGroup(ctx, "g")
+			if err != nil {
+				t.Fatal(err)
+			}
+			alice := device(t, srv, "alice", "phone", nil)
+			if _, err := alice.JoinGroup(ctx, g.Id); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := alice.SetPresence(ctx, true); err != nil {
+				t.Fatal(err)
+			}
+			if !on {
+				time.Sleep(500 * time.Millisecond)
+				if ps := de.presences("alice"); len(ps) != 0 {
+					t.Fatalf("without --presence-groups dave saw %v", ps)
+				}
+				return
+			}
+			waitFor(t, "dave sees alice away", 10*time.Second, func() bool {
+				ps := de.presences("alice")
+				return len(ps) > 0 && ps[len(ps)-1].State == qimpb.PresenceState_AWAY
+			})
+		})
+	}
+}
