@@ -117,28 +117,9 @@ func PresenceFanout(ctx context.Context, e *Env, o PresenceOptions) (PresenceRes
 	defer closeAll(ws)
 
 	e.progressf("presence-fanout: %s and its %d watchers add each other to their contacts", star, o.Watchers)
-	if err := forAll(ctx, len(ws), func(ctx context.Context, i int) error {
-		if err := ws[i].AddContact(ctx, star); err != nil {
-			return fmt.Errorf("bench: %s adds %s: %w", users[i], star, err)
-		}
-		if err := u.AddContact(ctx, users[i]); err != nil {
-			return fmt.Errorf("bench: %s adds %s: %w", star, users[i], err)
-		}
-		return nil
-	}); err != nil {
-		return res, err
-	}
-	g, err := u.CreateGroup(ctx, "bench presence-fanout")
+	g, err := setupPresence(ctx, e, u, ws, users)
 	if err != nil {
-		return res, fmt.Errorf("bench: create group: %w", err)
-	}
-	if err := joinAll(ctx, e, ws, g.GetId()); err != nil {
 		return res, err
-	}
-	for _, w := range ws {
-		if !w.Granted(qimpb.Feature_FEATURE_PRESENCE) {
-			return res, fmt.Errorf("bench: the server did not grant %s presence events", w.User())
-		}
 	}
 
 	var (
@@ -150,9 +131,9 @@ func PresenceFanout(ctx context.Context, e *Env, o PresenceOptions) (PresenceRes
 		stop()
 		wg.Wait()
 	}()
-	prefix := "presence-fanout " + g.GetId() + " "
+	prefix := "presence-fanout " + g + " "
 	for i, w := range ws {
-		wg.Go(func() { watchPresence(runCtx, w, i, star, g.GetId(), prefix, &current) })
+		wg.Go(func() { watchPresence(runCtx, w, i, star, g, prefix, &current) })
 	}
 	// The user's own device may get its group messages: drain them.
 	wg.Go(func() {
@@ -190,7 +171,7 @@ func PresenceFanout(ctx context.Context, e *Env, o PresenceOptions) (PresenceRes
 			return res, fmt.Errorf("bench: presence-fanout change %d (%v): %w", k, state, err)
 		}
 		mspread, mfirst, err := runRound(runCtx, &current, &presenceRound{index: k, message: true}, len(ws), timeout, func(ctx context.Context) error {
-			_, err := u.Send(ctx, client.ToGroup(g.GetId()), client.Outgoing{Text: prefix + strconv.Itoa(k), NoOffline: true})
+			_, err := u.Send(ctx, client.ToGroup(g), client.Outgoing{Text: prefix + strconv.Itoa(k), NoOffline: true})
 			return err
 		})
 		if err != nil {
@@ -199,7 +180,7 @@ func PresenceFanout(ctx context.Context, e *Env, o PresenceOptions) (PresenceRes
 		if k == 0 {
 			continue
 		}
-		e.progressf("  change %d: %v to the first watcher, %v to the last; message: %v, %v", k,
+		e.progressf("  change %d: %v to the first watcher, %v more to the last; message: %v, %v more", k,
 			first.Round(time.Microsecond), spread.Round(time.Microsecond), mfirst.Round(time.Microsecond), mspread.Round(time.Microsecond))
 		presence, presenceFirst = append(presence, spread), append(presenceFirst, first)
 		message, messageFirst = append(message, mspread), append(messageFirst, mfirst)
@@ -209,23 +190,60 @@ func PresenceFanout(ctx context.Context, e *Env, o PresenceOptions) (PresenceRes
 	return res, ctx.Err()
 }
 
+// setupPresence has u and the watchers ws (users) add each other to their
+// contacts, makes a group of u's that they all join, and returns its id:
+// within a minute and 50 ms per watcher.
+func setupPresence(ctx context.Context, e *Env, u *client.Client, ws []*client.Client, users []string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(len(ws))*50*time.Millisecond)
+	defer cancel()
+	star := u.User()
+	err := forAll(ctx, len(ws), func(ctx context.Context, i int) error {
+		if err := ws[i].AddContact(ctx, star); err != nil {
+			return fmt.Errorf("bench: %s adds %s: %w", users[i], star, err)
+		}
+		if err := u.AddContact(ctx, users[i]); err != nil {
+			return fmt.Errorf("bench: %s adds %s: %w", star, users[i], err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	g, err := u.CreateGroup(ctx, "bench presence-fanout")
+	if err != nil {
+		return "", fmt.Errorf("bench: create group: %w", err)
+	}
+	if err := joinAll(ctx, e, ws, g.GetId()); err != nil {
+		return "", err
+	}
+	for _, w := range ws {
+		if !w.Granted(qimpb.Feature_FEATURE_PRESENCE) {
+			return "", fmt.Errorf("bench: the server did not grant %s presence events", w.User())
+		}
+	}
+	return g.GetId(), nil
+}
+
 // runRound makes r current, runs request (a presence change or a
-// message), and waits until every one of n watchers received it, for at
-// most timeout. It returns the time from the first watcher's receipt to
+// message), and waits until every one of n watchers received it: both
+// within timeout. It returns the time from the first watcher's receipt to
 // the last's, and from the request to the first watcher's.
 func runRound(ctx context.Context, current *atomic.Pointer[presenceRound], r *presenceRound, n int, timeout time.Duration, request func(context.Context) error) (spread, first time.Duration, err error) {
 	r.at, r.all = make([]atomic.Int64, n), make(chan struct{})
 	current.Store(r)
 	defer current.Store(nil)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	start := time.Now()
-	if err := request(ctx); err != nil {
+	if err := request(rctx); err != nil {
 		return 0, 0, err
 	}
 	select {
 	case <-r.all:
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	case <-time.After(timeout):
+	case <-rctx.Done():
+		if ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
 		return 0, 0, fmt.Errorf("%d of %d watchers received it within %v", r.count.Load(), n, timeout)
 	}
 	f, l := r.spread()

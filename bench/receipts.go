@@ -136,7 +136,10 @@ func Receipts(ctx context.Context, e *Env, o ReceiptsOptions) (ReceiptsResult, e
 		wg.Wait()
 	}()
 
-	if err := sendReceiptsSetup(runCtx, e, pairs, o); err != nil {
+	setupCtx, cancelSetup := context.WithTimeout(runCtx, 60*time.Second+time.Duration(want)*time.Millisecond)
+	err = sendReceiptsSetup(setupCtx, e, pairs, o)
+	cancelSetup()
+	if err != nil {
 		return res, err
 	}
 
@@ -145,21 +148,26 @@ func Receipts(ctx context.Context, e *Env, o ReceiptsOptions) (ReceiptsResult, e
 		readErr atomic.Pointer[error]
 		reading sync.WaitGroup
 	)
+	// The READs and their receipts get timeout, READs blocked on a stuck
+	// server included.
+	timeout := 30*time.Second + time.Duration(want)*time.Millisecond
+	readCtx, cancelRead := context.WithTimeout(runCtx, timeout)
+	defer cancelRead()
 	before, _ := e.scrape(ctx, false)
 	start := time.Now()
 	for _, p := range pairs {
 		to := client.ToUser(p.sender.User())
 		for range o.Window {
 			reading.Go(func() {
-				for runCtx.Err() == nil {
+				for readCtx.Err() == nil {
 					i := p.next.Add(1) - 1
 					if i >= int64(o.Messages) {
 						return
 					}
 					p.readAt[i].Store(time.Now().UnixNano())
 					seq := p.lo.Load() + uint64(i)
-					if _, err := p.reader.Read(runCtx, to, seq); err != nil {
-						if runCtx.Err() == nil {
+					if _, err := p.reader.Read(readCtx, to, seq); err != nil {
+						if readCtx.Err() == nil {
 							err = fmt.Errorf("bench: receipts: %s reads %d: %w", p.reader.User(), seq, err)
 							readErr.CompareAndSwap(nil, &err)
 							stop()
@@ -174,11 +182,9 @@ func Receipts(ctx context.Context, e *Env, o ReceiptsOptions) (ReceiptsResult, e
 		e.progressf("  %d/%d receipts", covered.Load(), want)
 	})
 	reading.Wait()
-	timeout := 30*time.Second + time.Duration(want)*time.Millisecond
 	select {
 	case <-all:
-	case <-runCtx.Done():
-	case <-time.After(timeout):
+	case <-readCtx.Done():
 	}
 	stopProgress()
 	after, _ := e.scrape(ctx, false)
