@@ -84,6 +84,44 @@ func TestFanout(t *testing.T) {
 	}
 }
 
+func TestReceipts(t *testing.T) {
+	e, _ := startEnv(t)
+	r, err := bench.Receipts(context.Background(), e, bench.ReceiptsOptions{Pairs: 3, Window: 4, Messages: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("receipts: %.0f/s, %d events, p99 %v", r.Rate(), r.Events, r.Latency.P99)
+	if r.Receipts != 3*40 || r.Events == 0 || r.Events > r.Receipts || r.Elapsed <= 0 {
+		t.Errorf("%+v", r)
+	}
+	// Every READ's latency is known but for one whose request time was
+	// stored after a later READ of its reader was answered: rare.
+	if r.Latency.N < 3*40*9/10 || r.Latency.P50 <= 0 {
+		t.Errorf("latency %+v", r.Latency)
+	}
+}
+
+// TestPresenceFanout runs presence-fanout against a server with the
+// default coalescing window (1 s): each change reaches the watchers a
+// window after it is made.
+func TestPresenceFanout(t *testing.T) {
+	e, _ := startEnv(t)
+	r, err := bench.PresenceFanout(context.Background(), e, bench.PresenceOptions{Watchers: 6, Changes: 2, Gap: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("presence: %.0f deliveries/s, spread p50 %v; message: %.0f deliveries/s, spread p50 %v",
+		r.Presence.Rate(), r.Presence.Spread.P50, r.Message.Rate(), r.Message.Spread.P50)
+	for _, s := range []bench.Spread{r.Presence, r.Message} {
+		if s.Deliveries != 2*6 || s.Spread.N != 2 || s.First.N != 2 || s.First.P50 <= 0 || s.Rate() <= 0 {
+			t.Errorf("%+v", s)
+		}
+	}
+	if r.Presence.First.P50 < 900*time.Millisecond {
+		t.Errorf("changes reached their first watcher %v after the request, within the server's 1 s window", r.Presence.First.P50)
+	}
+}
+
 // TestAcross runs PairAcross and FanoutAcross on a cluster of three nodes
 // and checks that they put each device on the node they say: pair i's
 // sender on node i, its receiver on node i+1; group member k on node k.

@@ -35,6 +35,12 @@ type SuiteOptions struct {
 	Migrate        MigrateOptions
 	// ClusterFanout is the group size of cluster-fanout; 0 means 1,000.
 	ClusterFanout int
+	// Receipts shapes receipts and its pair-durable baseline (which takes
+	// Pair's warm-up and duration).
+	Receipts ReceiptsOptions
+	// Presence shapes presence-fanout; a zero Gap means five of its
+	// qimd's coalescing windows (10 ms each).
+	Presence PresenceOptions
 	// Postgres is a PostgreSQL server (postgres:// URL) for the scenarios
 	// of qimd on PostgreSQL: pair-durable-pg, which runs a second qimd with
 	// --store on a new database of it, cluster-pair-durable and
@@ -60,6 +66,8 @@ func (o *SuiteOptions) Quick() {
 	o.Connect = ConnectOptions{Concurrency: 4, Duration: time.Second}
 	o.Migrate = MigrateOptions{Switches: 3}
 	o.ClusterFanout = 30
+	o.Receipts = ReceiptsOptions{Pairs: 4, Window: 4, Messages: 200}
+	o.Presence = PresenceOptions{Watchers: 50, Changes: 2}
 }
 
 // Steps are the names of the suite's steps, in the order they run, for
@@ -68,7 +76,8 @@ func (o *SuiteOptions) Quick() {
 // pair-durable, "fanout" is every fanout-N, and "cluster-fanout" is
 // cluster-fanout-N; the names of the other steps' lines start with theirs.
 func Steps() []string {
-	return []string{"idle", "pair", "pair-durable-pg", "connect", "migrate", "cluster-pair-durable", "cluster-fanout", "fanout"}
+	return []string{"idle", "pair", "receipts", "pair-durable-pg", "connect", "migrate",
+		"cluster-pair-durable", "cluster-fanout", "presence-fanout", "fanout"}
 }
 
 // RunSuite is `make bench`: it starts qimd and the bare quic-go baseline
@@ -100,8 +109,9 @@ func RunSuite(ctx context.Context, o SuiteOptions) ([]Line, error) {
 	// Idle comes first, on a fresh server, and fan-out last: the memory of
 	// its 10,000 devices takes a while to go. The order is Steps'.
 	steps := map[string]func(context.Context) error{
-		"idle": s.idle, "pair": s.pair, "pair-durable-pg": s.pairPG, "connect": s.connect, "migrate": s.migrate,
-		"cluster-pair-durable": s.clusterPair, "cluster-fanout": s.clusterFanout, "fanout": s.fanout,
+		"idle": s.idle, "pair": s.pair, "receipts": s.receipts, "pair-durable-pg": s.pairPG, "connect": s.connect,
+		"migrate": s.migrate, "cluster-pair-durable": s.clusterPair, "cluster-fanout": s.clusterFanout,
+		"presence-fanout": s.presenceFanout, "fanout": s.fanout,
 	}
 	var errs []error
 	for _, name := range Steps() {

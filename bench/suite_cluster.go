@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 
 	"github.com/qim-im/qim/internal/pgdb"
@@ -77,15 +76,8 @@ func (s *suite) startOnPG(ctx context.Context, name string, nodes int, dbURL str
 		}
 		return c.nodes, sync.OnceFunc(c.kill), nil
 	}
-	env, p, err := s.startQimd(ctx, name, filepath.Join(s.o.Dir, name), freeUDP(), freeTCP(), "--store", dbURL)
-	kill := sync.OnceFunc(func() {
-		if p.cmd != nil {
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-	})
+	env, kill, err := s.startSingle(ctx, name, "--store", dbURL)
 	if err != nil {
-		kill()
 		return nil, nil, err
 	}
 	return []*Env{env}, kill, nil

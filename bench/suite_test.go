@@ -51,6 +51,7 @@ func TestSuiteQuick(t *testing.T) {
 		"idle", "pair-ephemeral", "pair-ephemeral-p99", "pair-durable", "connect",
 		"migrate", "migrate-prepared", "migrate-reconnect", "fanout-10", "fanout-50",
 		"pair-durable-pg", "cluster-pair-durable", "cluster-fanout-30", "cluster-fanout-30-p99",
+		"receipts", "receipts-p99", "presence-fanout", "presence-fanout-spread",
 	} {
 		l, ok := got[name]
 		switch {

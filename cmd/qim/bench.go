@@ -106,6 +106,7 @@ func (e *env) benchCommand() *cli.Command {
 					&cli.BoolFlag{Name: "quick", Usage: "small, short runs (a smoke test of the suite)"},
 					&cli.StringFlag{Name: "postgres", EnvVars: []string{"QIM_BENCH_POSTGRES"}, Usage: "PostgreSQL server `URL` for pair-durable-pg, cluster-pair-durable and cluster-fanout (each creates a new database on it, dropped after); empty skips them"},
 					&cli.StringFlag{Name: "only", Usage: "run only these `STEPS`, comma-separated: " + strings.Join(bench.Steps(), ", ") + " (default: all)"},
+					&cli.IntFlag{Name: "presence-watchers", DefaultText: "1,000; 50 with --quick", Usage: "`N` watching contacts in presence-fanout"},
 				},
 				Action: e.benchSuite,
 			},
@@ -250,6 +251,9 @@ func (e *env) benchSuite(cCtx *cli.Context) error {
 	o := bench.SuiteOptions{Qimd: cCtx.String("qimd"), Qim: self, Dir: cCtx.String("dir"), Postgres: cCtx.String("postgres"), Out: e.stdout, Progress: e.stderr}
 	if cCtx.Bool("quick") {
 		o.Quick()
+	}
+	if n := cCtx.Int("presence-watchers"); n > 0 {
+		o.Presence.Watchers = n
 	}
 	if only := cCtx.String("only"); only != "" {
 		o.Only = strings.Split(only, ",")
