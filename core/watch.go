@@ -105,9 +105,11 @@ func (ws *watches) changed(app, group string) {
 func (ws *watches) broadcast() {
 	ws.mu.Lock()
 	out := ws.out
-	if len(out) > 0 {
-		ws.out = make(map[convKey]struct{})
+	if len(out) == 0 {
+		ws.mu.Unlock()
+		return
 	}
+	ws.out = make(map[convKey]struct{})
 	ws.mu.Unlock()
 	for k := range out {
 		ws.h.router.Broadcast(k.app, Event{Note: &qimpb.Event{Receipt: &qimpb.Receipt{ToGroup: k.conv}}})

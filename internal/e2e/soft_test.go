@@ -411,7 +411,7 @@ func TestGroupReceiptWatch(t *testing.T) {
 	}
 	counted := func(delivered, read uint32) func() bool {
 		return func() bool {
-			var last *qimpb.ReceiptCount
+			last := res.Count // the counts at the watch's start, then its events
 			for _, ev := range oe.all() {
 				if ev.ReceiptCount != nil {
 					last = ev.ReceiptCount
