@@ -297,8 +297,8 @@ func (q *eventQueue) writeStream(ev *qimpb.Event, kind metrics.EventKind) bool {
 // sendDatagrams sends the typing frames writeEvents hands it, in QUIC
 // datagrams, until ctx ends. It runs in its own goroutine: the transport's
 // SendDatagram blocks while its queue is full, and nothing else waits for
-// this goroutine. A frame too large for a datagram goes on the control
-// stream instead.
+// this goroutine. A frame the transport refuses (too large for a datagram
+// on this path, say) is dropped, like a datagram lost on the way.
 func (q *eventQueue) sendDatagrams(ctx context.Context) {
 	m := q.s.dev.metrics
 	for {

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -201,6 +200,6 @@ func (s *Session) HandleDatagram(b []byte) {
 		return // 0-RTT: a replayed typing is harmless but not worth it
 	}
 	if err := s.hub.Typing(s.ctx, s.app, s.user, s.device, &t); err != nil {
-		s.logger.Debug("typing datagram refused", "err", strings.TrimSpace(err.Error()))
+		s.logger.Debug("typing datagram refused", "err", err)
 	}
 }
