@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	qimpb "github.com/qim-im/qim/proto"
 )
@@ -191,4 +192,35 @@ func TestGroupReceiptCounts(t *testing.T) {
 		_, err := h.Group(ctx, "a", "stranger", &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_RECEIPTS, GroupId: g, Seq: seq})
 		return err
 	}(), qimpb.Code_FORBIDDEN)
+}
+
+// TestWatchStartsWithARecount: a change between the count a watch starts
+// from and its start (the count answered by GROUP_RECEIPTS, then the
+// watch) reaches the watch.
+func TestWatchStartsWithARecount(t *testing.T) {
+	h := newHub(t, Config{})
+	ctx := context.Background()
+	g := group(t, h, "a", "u0", &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_CREATE, Name: "g"}).Group.Id
+	group(t, h, "a", "u1", &qimpb.GroupRequest{Op: qimpb.GroupOp_GROUP_JOIN, GroupId: g})
+	seq := send(t, h, "a", text("u0", g, "hello")).Msg.Seq
+	first, err := h.ReceiptCount(ctx, "a", g, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// u1 receives it before the watch starts: nobody watches yet.
+	if err := h.Store().SetAcked(ctx, "a", "u1", "d", "g:"+g, seq); err != nil {
+		t.Fatal(err)
+	}
+	h.Delivered("a", "u1", "g:"+g, seq)
+	counts := make(chan *qimpb.ReceiptCount, 1)
+	w := h.WatchReceipts("a", g, seq, first, func(c *qimpb.ReceiptCount) { counts <- c })
+	defer w.Stop()
+	select {
+	case c := <-counts:
+		if c.Delivered != 1 {
+			t.Fatalf("count %v, want 1 delivered", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watch never learnt of the delivery before it started")
+	}
 }

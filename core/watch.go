@@ -52,17 +52,20 @@ func newWatches(h *Hub) *watches {
 // WatchReceipts has sink called with the receipt counts of message seq of
 // group whenever they change, at most once per second, until Stop; first
 // is the count the caller already has (nil: none). sink is called from
-// the hub's watch goroutine and must not block.
+// the hub's watch goroutine and must not block. The group is recounted
+// once after the watch starts, so that a change between the caller's
+// count and the watch's start is not missed.
 func (h *Hub) WatchReceipts(app, group string, seq uint64, first *qimpb.ReceiptCount, sink func(*qimpb.ReceiptCount)) *Watch {
 	w := &Watch{w: h.watches, key: convKey{app, group}, seq: seq, sink: sink, last: first}
 	h.watches.mu.Lock()
-	defer h.watches.mu.Unlock()
 	m := h.watches.byGroup[w.key]
 	if m == nil {
 		m = make(map[*Watch]struct{})
 		h.watches.byGroup[w.key] = m
 	}
 	m[w] = struct{}{}
+	h.watches.mu.Unlock()
+	h.watches.touch(app, group)
 	return w
 }
 
