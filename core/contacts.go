@@ -32,7 +32,7 @@ func (h *Hub) Contact(ctx context.Context, app, user string, r *qimpb.ContactReq
 		if err != nil {
 			return nil, StoreError("contacts", err)
 		}
-		shown, err := h.visiblePresence(ctx, app, user, users)
+		shown, err := h.presenceOf(ctx, app, user, users, false)
 		if err != nil {
 			return nil, err
 		}

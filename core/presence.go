@@ -147,45 +147,30 @@ func (h *Hub) PresenceSnapshot(ctx context.Context, app, user string) ([]*qimpb.
 	if err != nil {
 		return nil, StoreError("contacts", err)
 	}
-	shown, err := h.store.ContactOf(ctx, app, user, contacts)
-	if err != nil {
-		return nil, StoreError("contacts of", err)
-	}
-	if h.presenceGroups {
-		mates, err := h.groupMates(ctx, app, user)
-		if err != nil {
-			return nil, err
-		}
-		shown = union(shown, mates)
-	}
-	if len(shown) == 0 {
-		return nil, nil
-	}
-	return h.presence.Get(app, shown), nil
+	return h.presenceOf(ctx, app, user, contacts, true)
 }
 
-// visiblePresence returns the presence of those of users, user's
-// contacts, whose presence user sees.
-func (h *Hub) visiblePresence(ctx context.Context, app, user string, users []string) ([]*qimpb.Presence, error) {
-	if len(users) == 0 {
-		return nil, nil
-	}
-	shown, err := h.store.ContactOf(ctx, app, user, users)
-	if err != nil {
-		return nil, StoreError("contacts of", err)
+// presenceOf returns the presence of those of users, user's contacts,
+// who show it to user (have user in their contacts, or, with
+// Config.PresenceGroups, share a group with user), and with allMates of
+// every group mate of user too, listed in users or not.
+func (h *Hub) presenceOf(ctx context.Context, app, user string, users []string, allMates bool) ([]*qimpb.Presence, error) {
+	var shown []string
+	if len(users) > 0 {
+		var err error
+		if shown, err = h.store.ContactOf(ctx, app, user, users); err != nil {
+			return nil, StoreError("contacts of", err)
+		}
 	}
 	if h.presenceGroups {
 		mates, err := h.groupMates(ctx, app, user)
 		if err != nil {
 			return nil, err
 		}
-		for _, u := range users {
-			if _, ok := slices.BinarySearch(mates, u); ok {
-				shown = append(shown, u)
-			}
+		if !allMates {
+			mates = slices.DeleteFunc(mates, func(u string) bool { return !slices.Contains(users, u) })
 		}
-		slices.Sort(shown)
-		shown = slices.Compact(shown)
+		shown = union(shown, mates)
 	}
 	if len(shown) == 0 {
 		return nil, nil

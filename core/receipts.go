@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"slices"
+	"strings"
 
 	qimpb "github.com/qim-im/qim/proto"
 	"github.com/qim-im/qim/store"
@@ -104,22 +105,12 @@ func (h *Hub) Inbox(ctx context.Context, app, user, device string) (*qimpb.Inbox
 			}
 			return 1
 		case x.ToGroup != "":
-			return cmpString(x.ToGroup, y.ToGroup)
+			return strings.Compare(x.ToGroup, y.ToGroup)
 		default:
-			return cmpString(x.ToUser, y.ToUser)
+			return strings.Compare(x.ToUser, y.ToUser)
 		}
 	})
 	return res, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ConversationState returns c, a conversation of user's inbox, as the
