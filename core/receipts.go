@@ -44,12 +44,14 @@ func (h *Hub) Read(ctx context.Context, app, user, device string, rr *qimpb.Read
 		return nil, StoreError("set read", err)
 	}
 	res := &qimpb.ReadResult{ReadSeq: read, Unread: last - min(read, last)}
-	if read != rr.Seq {
-		return res, nil // the cursor was further already
+	// Each cursor is told about if this READ put it where it is. The two
+	// are decided apart: the private cursor may be further already (the
+	// user's own later message) while the shared one moved.
+	if read == rr.Seq {
+		// The user's other devices: their unread counts follow.
+		own := &qimpb.Receipt{User: user, ToUser: rr.ToUser, ToGroup: rr.ToGroup, ReadPrivate: read}
+		h.router.Deliver(app, []string{user}, Event{Note: &qimpb.Event{Receipt: own}, NoteDevice: device})
 	}
-	// The user's other devices: their unread counts follow.
-	own := &qimpb.Receipt{User: user, ToUser: rr.ToUser, ToGroup: rr.ToGroup, ReadPrivate: read}
-	h.router.Deliver(app, []string{user}, Event{Note: &qimpb.Event{Receipt: own}, NoteDevice: device})
 	if !share || shared != rr.Seq {
 		return res, nil
 	}

@@ -224,3 +224,30 @@ func TestWatchStartsWithARecount(t *testing.T) {
 		t.Fatal("the watch never learnt of the delivery before it started")
 	}
 }
+
+// TestReadAfterOwnReply: bob replies before he marks alice's message
+// read (his own message moves his private cursor past it): alice still
+// learns the read.
+func TestReadAfterOwnReply(t *testing.T) {
+	h := newHub(t, Config{})
+	ctx := context.Background()
+	alice := listen(t, h, "a", "alice")
+	send(t, h, "a", text("alice", "bob", "question"))
+	send(t, h, "a", text("bob", "alice", "answer"))
+	res, err := h.Read(ctx, "a", "bob", "pc", &qimpb.ReadRequest{ToUser: "alice", Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ReadSeq != 2 || res.Unread != 0 {
+		t.Fatalf("read result %v, want read 2 (his own reply) unread 0", res)
+	}
+	var reads []uint64
+	for _, ev := range alice.notes() {
+		if r := ev.Note.Receipt; r != nil && r.User == "bob" && r.Read > 0 {
+			reads = append(reads, r.Read)
+		}
+	}
+	if len(reads) != 1 || reads[0] != 1 {
+		t.Fatalf("alice's read receipts from bob: %v, want [1]", reads)
+	}
+}
