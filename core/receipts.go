@@ -93,6 +93,12 @@ func (h *Hub) Inbox(ctx context.Context, app, user, device string) (*qimpb.Inbox
 	if err != nil {
 		return nil, StoreError("inbox", err)
 	}
+	return InboxOf(user, convs), nil
+}
+
+// InboxOf returns convs, user's inbox as the store gave it, as the
+// protocol shows it (Hub.Inbox).
+func InboxOf(user string, convs []store.ConvState) *qimpb.InboxResult {
 	res := &qimpb.InboxResult{Conversations: make([]*qimpb.ConversationState, 0, len(convs))}
 	for _, c := range convs {
 		if cs := ConversationState(user, c); cs != nil {
@@ -112,7 +118,7 @@ func (h *Hub) Inbox(ctx context.Context, app, user, device string) (*qimpb.Inbox
 			return strings.Compare(x.ToUser, y.ToUser)
 		}
 	})
-	return res, nil
+	return res
 }
 
 // ConversationState returns c, a conversation of user's inbox, as the

@@ -203,7 +203,11 @@ func (d *Devices) Open(ctx context.Context, app string, c *qimpb.Connect, conn C
 		}
 	})
 	if !s.sendOnly {
-		s.wg.Go(s.catchUp)
+		// With FEATURE_INBOX, Welcome reads the inbox for Connected and
+		// catches up from that one read.
+		if !feats.has(qimpb.Feature_FEATURE_INBOX) {
+			s.wg.Go(s.catchUp)
+		}
 		if d.hub.Shared() {
 			s.wg.Go(func() {
 				t := time.NewTimer(settleAfter)

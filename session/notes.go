@@ -16,7 +16,8 @@ import (
 // Welcome fills in what Connected carries for the device's features: the
 // features granted, the user's settings (FEATURE_RECEIPTS) and its inbox
 // (FEATURE_INBOX). The transport calls it before it answers CONNECT, and
-// Start once the answer is written.
+// Start once the answer is written. With FEATURE_INBOX, it also starts
+// the catch-up, from the same read of the inbox.
 func (s *Session) Welcome(ctx context.Context, c *qimpb.Connected) error {
 	c.Features = s.granted
 	if s.feats.has(qimpb.Feature_FEATURE_RECEIPTS) {
@@ -27,11 +28,16 @@ func (s *Session) Welcome(ctx context.Context, c *qimpb.Connected) error {
 		c.Settings = st
 	}
 	if s.feats.has(qimpb.Feature_FEATURE_INBOX) {
-		in, err := s.hub.Inbox(ctx, s.app, s.user, s.device)
+		// One read serves Connected and the catch-up (Open left it to
+		// here); the session registered with the router before.
+		convs, err := s.hub.Store().Inbox(ctx, s.app, s.user, s.device)
 		if err != nil {
-			return err
+			return core.StoreError("inbox", err)
 		}
-		c.Inbox = in
+		c.Inbox = core.InboxOf(s.user, convs)
+		if !s.sendOnly {
+			s.wg.Go(func() { s.catchUpFrom(convs) })
+		}
 	}
 	return nil
 }

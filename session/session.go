@@ -215,6 +215,12 @@ func (s *Session) catchUp() {
 		}
 		return
 	}
+	s.catchUpFrom(inbox)
+}
+
+// catchUpFrom is catchUp with the inbox read already, after the session
+// registered with the router.
+func (s *Session) catchUpFrom(inbox []store.ConvState) {
 	s.mu.Lock()
 	for _, c := range inbox {
 		s.mergeInboxLocked(c)
