@@ -108,12 +108,12 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 func device(t *testing.T, srv *testserver.Server, user, dev string, change func(*client.Config)) *client.Client {
 	t.Helper()
-	cfg := srv.ClientConfig(user, dev)
-	cfg.Inbox = 1024
-	if change != nil {
-		change(&cfg)
-	}
-	return testserver.Dial(t, cfg)
+	return dialVia(t, srv, srv.Addr, user, func(c *client.Config) {
+		c.Device = dev
+		if change != nil {
+			change(c)
+		}
+	})
 }
 
 // TestReceiptsEveryDevice: delivered and read receipts reach every device
